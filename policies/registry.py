@@ -1,0 +1,34 @@
+"""Policy registry: name -> (class, params model). Config names a policy and its keyword arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from policies.base import Policy
+from policies.simple import CheapestPolicy, ConstrainedPolicy, FastestPolicy, FixedParams, FixedPolicy, NoParams
+from router.errors import ConfigError, UnknownNameError
+
+__all__ = ["POLICIES", "create_policy"]
+
+POLICIES: Mapping[str, tuple[type, type[BaseModel]]] = {
+    "constrained": (ConstrainedPolicy, NoParams),
+    "cheapest": (CheapestPolicy, NoParams),
+    "fastest": (FastestPolicy, NoParams),
+    "fixed": (FixedPolicy, FixedParams),
+}
+
+
+def create_policy(name: str, params: Mapping[str, Any] | None = None, *, where: str = "policy") -> Policy:
+    if name not in POLICIES:
+        raise UnknownNameError("policy", name, POLICIES)
+    cls, params_model = POLICIES[name]
+    try:
+        parsed = params_model.model_validate(dict(params or {}))
+    except ValidationError as exc:
+        lines = [f"{where}.params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from exc
+    policy: Policy = cls(**parsed.model_dump())
+    return policy

@@ -1,0 +1,131 @@
+"""Hard rules: small pure checks over (option, context), each returning a Rejection or None.
+
+Every policy applies all of them to every option, fallbacks included, so that the explanation
+lists every reason an option was turned down. Add a rule by writing a function of this shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from policies.base import PlanningContext, Rule
+from router.plan import Option, Rejection
+
+__all__ = [
+    "DEFAULT_RULES",
+    "Rule",
+    "allowed_backend",
+    "available",
+    "check_all",
+    "license_ok",
+    "residency_ok",
+    "within_cost_ceiling",
+    "within_doc_limits",
+    "within_latency_budget",
+    "within_token_limits",
+]
+
+
+def available(option: Option, ctx: PlanningContext) -> Rejection | None:
+    for stage in option.stages:
+        view = ctx.backends[stage.backend]
+        if not view.availability.ok:
+            return Rejection("available", f"{stage.backend}: {view.availability.reason}")
+    return None
+
+
+def allowed_backend(option: Option, ctx: PlanningContext) -> Rejection | None:
+    allowed, blocked = ctx.constraints.allowed_backends, ctx.constraints.blocked_backends
+    for name in option.backends:
+        if name in blocked:
+            return Rejection("allowed_backends", f"{name} is in constraints.blocked_backends")
+        if allowed is not None and name not in allowed:
+            return Rejection("allowed_backends", f"{name} is not in constraints.allowed_backends")
+    return None
+
+
+def license_ok(option: Option, ctx: PlanningContext) -> Rejection | None:
+    c = ctx.constraints
+    for name in option.backends:
+        spec = ctx.backends[name].spec
+        if c.allowed_licenses is not None and spec.license not in c.allowed_licenses:
+            return Rejection("license", f"{name}: license {spec.license} not in constraints.allowed_licenses")
+        if c.commercial_use and spec.commercial_use is not True:
+            why = "forbids commercial use" if spec.commercial_use is False else "is unknown (set spec.license)"
+            return Rejection("license", f"{name}: license {spec.license} {why}; the request is commercial")
+    return None
+
+
+def residency_ok(option: Option, ctx: PlanningContext) -> Rejection | None:
+    if not ctx.constraints.on_premise:
+        return None
+    for name in option.backends:
+        spec = ctx.backends[name].spec
+        if spec.data_leaves_premises:
+            return Rejection("on_premise", f"{name}: sends documents to {spec.provider}; the request is on-premise only")
+    return None
+
+
+def within_doc_limits(option: Option, ctx: PlanningContext) -> Rejection | None:
+    for stage in option.stages:
+        spec = ctx.backends[stage.backend].spec
+        if spec.max_documents and stage.candidates_in > spec.max_documents and not spec.split_requests:
+            return Rejection(
+                "max_documents", f"{stage.backend}: {stage.candidates_in} candidates over its limit of {spec.max_documents}"
+            )
+    return None
+
+
+def within_token_limits(option: Option, ctx: PlanningContext) -> Rejection | None:
+    for stage in option.stages:
+        spec = ctx.backends[stage.backend].spec
+        stats = ctx.features.token_stats(spec.tokenizer_family)
+        if spec.max_query_tokens and stats.query > spec.max_query_tokens:
+            return Rejection(
+                "max_query_tokens", f"{stage.backend}: query has ~{stats.query} tokens, limit {spec.max_query_tokens}"
+            )
+        if not ctx.constraints.allow_truncation and spec.max_tokens_per_doc:
+            extra = stats.query if spec.input == "pair" else 0
+            longest = extra + max(stats.docs[: stage.candidates_in], default=0)
+            if longest > spec.max_tokens_per_doc:
+                return Rejection(
+                    "truncation",
+                    f"{stage.backend}: an item of ~{longest} tokens exceeds its {spec.max_tokens_per_doc}-token context "
+                    "and constraints.allow_truncation is false",
+                )
+    return None
+
+
+def within_cost_ceiling(option: Option, ctx: PlanningContext) -> Rejection | None:
+    ceiling = ctx.max_cost_usd
+    if ceiling is None:
+        return None
+    cost = option.estimate.cost_usd
+    if cost is None:
+        return Rejection("max_cost", f"price unknown for {', '.join(option.backends)}; set spec.pricing.usd in config")
+    if cost > ceiling:
+        return Rejection("max_cost", f"predicted ${cost:.6f} over the ${ceiling:.6f} ceiling")
+    return None
+
+
+def within_latency_budget(option: Option, ctx: PlanningContext) -> Rejection | None:
+    budget = ctx.latency_budget_ms
+    if budget is None or option.estimate.latency_ms <= budget:
+        return None
+    return Rejection("latency_budget", f"predicted {option.estimate.latency_ms:.0f} ms over the {budget:.0f} ms budget")
+
+
+DEFAULT_RULES: tuple[Rule, ...] = (
+    available,
+    allowed_backend,
+    license_ok,
+    residency_ok,
+    within_doc_limits,
+    within_token_limits,
+    within_cost_ceiling,
+    within_latency_budget,
+)
+
+
+def check_all(option: Option, ctx: PlanningContext, rules: Sequence[Rule]) -> tuple[Rejection, ...]:
+    return tuple(r for r in (rule(option, ctx) for rule in rules) if r is not None)

@@ -1,0 +1,78 @@
+"""The shipped policies. Each is an objective over the same feasible set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+
+from policies.base import PlanningContext, SortKey, assess, by_cost, by_latency, by_quality, plan_by, single_stage_options
+from router.plan import Plan
+
+__all__ = ["CheapestPolicy", "ConstrainedPolicy", "FastestPolicy", "FixedParams", "FixedPolicy", "NoParams"]
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FixedParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: str
+    """The configured backend name to use whenever the hard rules allow it."""
+
+
+def _objective_plan(name: str, ctx: PlanningContext, key: SortKey, goal: str) -> Plan:
+    assessed = assess(single_stage_options(ctx), ctx)
+    feasible = [a.option for a in assessed if a.feasible and a.option.stages]
+    if not feasible:
+        return plan_by(name, assessed, key, "no backend passes the constraints: keeping the retriever's order")
+    best = min(feasible, key=key)
+    return plan_by(name, assessed, key, f"{best.name} has the {goal} of the {len(feasible)} feasible option(s)")
+
+
+@dataclass(frozen=True)
+class ConstrainedPolicy:
+    """Best predicted quality within every constraint and budget; ties: cheaper, then faster."""
+
+    name: str = "constrained"
+
+    def plan(self, ctx: PlanningContext) -> Plan:
+        return _objective_plan(self.name, ctx, by_quality, "best predicted quality")
+
+
+@dataclass(frozen=True)
+class CheapestPolicy:
+    """Lowest predicted cost within the constraints; ties: faster, then better."""
+
+    name: str = "cheapest"
+
+    def plan(self, ctx: PlanningContext) -> Plan:
+        return _objective_plan(self.name, ctx, by_cost, "lowest predicted cost")
+
+
+@dataclass(frozen=True)
+class FastestPolicy:
+    """Lowest predicted latency within the constraints; ties: cheaper, then better."""
+
+    name: str = "fastest"
+
+    def plan(self, ctx: PlanningContext) -> Plan:
+        return _objective_plan(self.name, ctx, by_latency, "lowest predicted latency")
+
+
+@dataclass(frozen=True)
+class FixedPolicy:
+    """Always the configured backend while the hard rules allow it; else the constrained choice."""
+
+    backend: str
+    name: str = "fixed"
+
+    def plan(self, ctx: PlanningContext) -> Plan:
+        assessed = assess(single_stage_options(ctx), ctx)
+        pinned = next(a for a in assessed if a.option.backends == (self.backend,))
+        if pinned.feasible:
+            return plan_by(self.name, assessed, by_quality, f"{self.backend} is pinned", first=pinned.option)
+        why = "; ".join(map(str, pinned.rejections))
+        return plan_by(self.name, assessed, by_quality, f"pinned {self.backend} rejected ({why}): best feasible quality instead")

@@ -1,0 +1,47 @@
+"""Backends: one module per way of scoring, and the registry that builds them from config.
+
+``BACKEND_TYPES`` maps a config ``type:`` to its class; each class carries its pydantic
+``config_model`` and the ``default_spec`` used when the model is not in the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from router.backends.base import Availability, Backend, Scores, Usage
+from router.backends.bi_encoder import BiEncoderBackend, BiEncoderConfig
+from router.backends.cross_encoder import CrossEncoderBackend, CrossEncoderConfig
+from router.backends.lexical import LexicalBackend, LexicalConfig
+from router.catalog import BackendSpec, load_catalog, merge_spec
+
+__all__ = [
+    "BACKEND_TYPES",
+    "Availability",
+    "Backend",
+    "BackendConfig",
+    "Scores",
+    "Usage",
+    "build_backend",
+]
+
+BACKEND_TYPES: Mapping[str, Any] = {
+    "cross_encoder": CrossEncoderBackend,
+    "bi_encoder": BiEncoderBackend,
+    "lexical": LexicalBackend,
+}
+
+BackendConfig = Annotated[CrossEncoderConfig | BiEncoderConfig | LexicalConfig, Field(discriminator="type")]
+
+
+def build_backend(name: str, config: Any) -> Backend:
+    cls = BACKEND_TYPES[config.type]
+    key = getattr(config, "catalog", None) or getattr(config, "model", None) or name
+    base: BackendSpec | None = load_catalog().get(key)
+    if base is None:
+        base = merge_spec(None, key, cls.default_spec, where=f"backends.{name}")
+    spec = merge_spec(base, key, config.spec, where=f"backends.{name}.spec")
+    backend: Backend = cls(name, config, spec)
+    return backend

@@ -1,0 +1,73 @@
+"""The backend seam: one way to score (query, documents).
+
+A backend is small on purpose (compare httpx's transport base): ``rerank`` scores every document
+it is given, in order, on [0, 1] (higher = more relevant; each backend documents its mapping), and
+reports the units it was billed for. Everything else (which documents, deadlines, fallbacks,
+merging) belongs to the executor. Backends must not assume one event loop: the sync entry point
+runs on the router's own loop, async callers on theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from router.catalog import BackendSpec
+from router.tokens import TokenCounter
+
+__all__ = ["Availability", "Backend", "Scores", "Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Units a provider billed (or a local run consumed) for one rerank call."""
+
+    search_units: float | None = None
+    tokens: int | None = None
+    requests: int = 1
+
+    def __add__(self, other: Usage) -> Usage:
+        def add(a: float | None, b: float | None) -> float | None:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+
+        tokens = add(self.tokens, other.tokens)
+        return Usage(
+            search_units=add(self.search_units, other.search_units),
+            tokens=None if tokens is None else int(tokens),
+            requests=self.requests + other.requests,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    values: tuple[float, ...]
+    usage: Usage = Usage()
+    cold_start: bool = False
+    """True when this call also loaded the model: its latency says nothing about scoring."""
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    spec: BackendSpec
+
+    def availability(self) -> Availability:
+        """Cheap, cached: can this backend be used at all right now (model resolvable, SDK installed)?"""
+        ...
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> Scores:
+        """One score per document, in the given order. Raises router.errors.BackendError."""
+        ...
+
+    def token_counter(self) -> TokenCounter | None:
+        """The real tokenizer once loaded, for exact features; None before or if there is none."""
+        ...
+
+    async def aclose(self) -> None: ...

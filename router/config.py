@@ -1,0 +1,119 @@
+"""Configuration: pydantic models over YAML. Invalid config fails at load, naming the field's path.
+
+```yaml
+domain: web                        # default domain when a request's context gives none
+policy: {name: constrained, params: {}}
+budgets: {latency_ms: 2000, max_cost_usd: 0.001}   # defaults for requests that give none
+constraints: {commercial_use: true, on_premise: false}  # the floor; requests can only tighten it
+limits: {max_documents: 1000}
+backends:
+  minilm: {type: cross_encoder, model: cross-encoder/ms-marco-MiniLM-L6-v2}
+```
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from router.backends import BACKEND_TYPES, BackendConfig
+from router.constraints import Constraints
+from router.errors import ConfigError
+from router.request import MAX_COST_USD, MAX_LATENCY_BUDGET_MS, RequestLimits
+
+__all__ = ["CONFIG_ENV", "Budgets", "PolicyConfig", "RouterConfig", "default_config_source", "load_config"]
+
+CONFIG_ENV = "RERANK_ROUTER_CONFIG"
+
+
+class PolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "constrained"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Budgets(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_ms: float | None = Field(None, gt=0, le=MAX_LATENCY_BUDGET_MS)
+    max_cost_usd: float | None = Field(None, ge=0, le=MAX_COST_USD)
+
+
+class RouterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    domain: str = "web"
+    policy: PolicyConfig = PolicyConfig()
+    budgets: Budgets = Budgets()
+    constraints: Constraints = Constraints()
+    limits: RequestLimits = RequestLimits()
+    token_estimates: dict[str, float] = Field(default_factory=dict)
+    """Characters per token for tokenizer families with no local tokenizer (see router.tokens)."""
+    backends: dict[str, BackendConfig] = Field(default_factory=dict)
+
+
+def _format(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        line = f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+        if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+            line += f" (backend types: {', '.join(BACKEND_TYPES)})"
+        elif error["type"] != "missing" and not isinstance(error["input"], dict):
+            line += f" (got {error['input']!r})"
+        lines.append(line)
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+
+
+def default_config_source() -> str | Path:
+    """$RERANK_ROUTER_CONFIG if set, else the packaged default (configs/default.yaml)."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    return "default"
+
+
+def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | RouterConfig | None = None) -> RouterConfig:
+    """From a path, a mapping, a RouterConfig, the name 'default', or None ($RERANK_ROUTER_CONFIG / default)."""
+    if source is None:
+        source = default_config_source()
+    if isinstance(source, RouterConfig):
+        return source
+    if isinstance(source, str) and source == "default":
+        raw: Any = yaml.safe_load(resources.files("router").joinpath("default.yaml").read_text(encoding="utf-8"))
+    elif isinstance(source, Mapping):
+        raw = dict(source)
+    elif isinstance(source, str | os.PathLike):
+        raw = _read_yaml(Path(source))
+    else:
+        raise ConfigError(f"config must be a path, mapping or RouterConfig, got {type(source).__name__}")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config must be a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = RouterConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from exc
+    from policies.registry import create_policy
+
+    create_policy(config.policy.name, config.policy.params)  # fail at load, not at first request
+    fixed = config.policy.params.get("backend")
+    if config.policy.name == "fixed" and fixed not in config.backends:
+        raise ConfigError(f"policy.params.backend: {fixed!r} is not a configured backend ({', '.join(config.backends)})")
+    return config

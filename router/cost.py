@@ -1,0 +1,73 @@
+"""Cost per pricing scheme: predicted before a call from token estimates, actual after it from
+the units the provider billed.
+
+- per_search_unit (Cohere): one search unit = one query with up to ``docs_per_unit`` (100)
+  documents; a query + document longer than ``chunk_tokens`` counts as several chunks.
+- per_token (Voyage, ZeroEntropy, Mixedbread): billed tokens = query tokens x documents + Σ doc tokens.
+- per_gpu_hour (self-hosted): $/GPU-hour x the seconds the call held the GPU.
+- per_call: a flat price per request.
+- free: local models on hardware you already pay for.
+A price of None means unknown: the cost is None and a request with a cost ceiling rejects it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from router.backends.base import Usage
+from router.catalog import BackendSpec, Pricing
+
+__all__ = ["billed_cost_usd", "predict_cost_usd", "predict_usage"]
+
+
+def predict_usage(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int]) -> Usage:
+    pricing = spec.pricing
+    cap = spec.max_tokens_per_doc
+    docs = [min(d, cap) if cap else d for d in doc_tokens]
+    if pricing.scheme == "per_search_unit":
+        chunk = pricing.chunk_tokens
+        chunks = sum(max(1, math.ceil((query_tokens + d) / chunk)) for d in docs) if chunk else len(docs)
+        batches = _batches(len(docs), spec.max_documents)
+        # Each provider call is billed on its own, so a split list can cost one unit more per call.
+        units = sum(math.ceil(c / pricing.docs_per_unit) for c in _split_chunks(chunks, len(docs), batches))
+        return Usage(search_units=units, requests=len(batches))
+    if pricing.scheme == "per_token":
+        return Usage(tokens=query_tokens * len(docs) + sum(docs), requests=len(_batches(len(docs), spec.max_documents)))
+    return Usage()
+
+
+def _batches(n: int, size: int | None) -> list[int]:
+    if not size or n <= size:
+        return [n]
+    return [min(size, n - start) for start in range(0, n, size)]
+
+
+def _split_chunks(chunks: int, n_docs: int, batches: list[int]) -> list[int]:
+    # Spread chunks over batches in proportion to their documents (exact when one chunk per doc).
+    if len(batches) == 1:
+        return [chunks]
+    return [max(b, round(chunks * b / n_docs)) for b in batches]
+
+
+def _price(pricing: Pricing, usage: Usage, latency_ms: float) -> float | None:
+    if pricing.scheme == "free":
+        return 0.0
+    if pricing.usd is None:
+        return None
+    if pricing.scheme == "per_search_unit":
+        return None if usage.search_units is None else usage.search_units * pricing.usd
+    if pricing.scheme == "per_token":
+        return None if usage.tokens is None else usage.tokens * pricing.usd
+    if pricing.scheme == "per_gpu_hour":
+        return pricing.usd * latency_ms / 3_600_000.0
+    return pricing.usd * usage.requests  # per_call
+
+
+def predict_cost_usd(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int], latency_ms: float) -> float | None:
+    return _price(spec.pricing, predict_usage(spec, query_tokens, doc_tokens), latency_ms)
+
+
+def billed_cost_usd(spec: BackendSpec, usage: Usage, latency_ms: float) -> float | None:
+    """Cost from what the provider reported. Self-hosted GPU time is the observed latency."""
+    return _price(spec.pricing, usage, latency_ms)

@@ -1,0 +1,208 @@
+"""The Router: steps 1-5 of DESIGN.md for one request, each handed to its own module."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from policies.base import BackendView, PlanningContext, Policy
+from policies.registry import create_policy
+from router.backends import build_backend
+from router.backends.base import Backend
+from router.config import RouterConfig, load_config
+from router.constraints import Constraints
+from router.errors import RerankRouterError
+from router.estimate import OptionEstimator
+from router.executor import Executor
+from router.features import Features, extract_features
+from router.latency import LatencyEstimator
+from router.plan import Plan
+from router.request import RerankRequest, build_request
+from router.result import Explanation, RankedItem, RerankResult
+from router.tokens import TokenCounters
+
+__all__ = ["Router"]
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+class Router:
+    """Routes rerank requests through a policy to backends. Safe to share across threads and tasks.
+
+    ``backends`` adds or replaces configured backends by name (e.g. ``router.testing.FakeBackend``);
+    ``policy`` replaces the configured one; ``clock`` (monotonic seconds) is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        config: RouterConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        backends: Mapping[str, Backend] | None = None,
+        policy: Policy | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.config = load_config(config)
+        built: dict[str, Backend] = {name: build_backend(name, cfg) for name, cfg in self.config.backends.items()}
+        built.update(backends or {})
+        self.backends: Mapping[str, Backend] = MappingProxyType(built)
+        self.policy: Policy = policy or create_policy(self.config.policy.name, self.config.policy.params)
+        self._clock = clock
+        self._counters = TokenCounters(self.config.token_estimates)
+        self.latency = LatencyEstimator()
+        self._executor = Executor(self.backends, self.latency, clock)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls, source: RouterConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None, **kwargs: Any
+    ) -> Router:
+        return cls(source, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Router(policy={self.policy.name!r}, backends={list(self.backends)!r})"
+
+    # -- steps 1-4 ------------------------------------------------------------------------------
+    def _request(self, query: object, documents: object, **kwargs: Any) -> RerankRequest:
+        c = self.config
+        return build_request(
+            query,
+            documents,
+            limits=c.limits,
+            default_constraints=c.constraints,
+            default_latency_budget_ms=c.budgets.latency_ms,
+            default_max_cost_usd=c.budgets.max_cost_usd,
+            **kwargs,
+        )
+
+    def _features(self, request: RerankRequest) -> Features:
+        for backend in self.backends.values():
+            counter = backend.token_counter()
+            if counter is not None:
+                self._counters.register(counter)
+        families = {b.spec.tokenizer_family for b in self.backends.values()}
+        return extract_features(
+            request,
+            families,
+            self._counters,
+            default_domain=self.config.domain,
+            max_document_chars=self.config.limits.max_document_chars,
+        )
+
+    def _plan(self, request: RerankRequest, features: Features) -> Plan:
+        views = {name: BackendView(name=name, spec=b.spec, availability=b.availability()) for name, b in self.backends.items()}
+        estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features)
+        ctx = PlanningContext(
+            features=features,
+            constraints=request.constraints,
+            latency_budget_ms=request.latency_budget_ms,
+            max_cost_usd=request.max_cost_usd,
+            backends=MappingProxyType(views),
+            estimate=estimator.estimate,
+        )
+        return self.policy.plan(ctx)
+
+    def plan(self, query: object, documents: object, **kwargs: Any) -> Plan:
+        """Steps 1-4 only: what would run and why, without calling any backend."""
+        request = self._request(query, documents, **kwargs)
+        return self._plan(request, self._features(request))
+
+    # -- the call ---------------------------------------------------------------------------------
+    async def arerank(
+        self,
+        query: str,
+        documents: Any,
+        *,
+        top_n: int | None = None,
+        latency_budget_ms: float | None = None,
+        max_cost_usd: float | None = None,
+        constraints: Constraints | Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> RerankResult:
+        started = self._clock()
+        request = self._request(
+            query,
+            documents,
+            top_n=top_n,
+            latency_budget_ms=latency_budget_ms,
+            max_cost_usd=max_cost_usd,
+            constraints=constraints,
+            context=context,
+        )
+        features = self._features(request)
+        plan = self._plan(request, features)
+        deadline = None if request.latency_budget_ms is None else started + request.latency_budget_ms / 1000
+        texts = request.texts_for_scoring(self.config.limits.max_document_chars)
+        execution = await self._executor.run(plan, request.query, texts, features, deadline)
+        items = tuple(
+            RankedItem(index=i, id=d.id, score=execution.scores.get(i), text=d.text, metadata=d.metadata)
+            for i, d in ((i, request.documents[i]) for i in execution.order)
+        )
+        billed = [s.cost_usd for s in execution.stages if s.ok]
+        actual = None if None in billed else sum(c for c in billed if c is not None)
+        return RerankResult(
+            request_id=request.request_id,
+            items=items,
+            top_n=request.top_n,
+            stages=tuple(execution.stages),
+            latency_ms=(self._clock() - started) * 1000,
+            predicted_latency_ms=plan.primary.estimate.latency_ms,
+            predicted_cost_usd=plan.primary.estimate.cost_usd,
+            actual_cost_usd=actual,
+            degraded=execution.degraded,
+            degraded_reason=execution.degraded_reason,
+            explanation=Explanation.from_plan(plan, request.notes),
+        )
+
+    def rerank(self, query: str, documents: Any, **kwargs: Any) -> RerankResult:
+        """Blocking twin of :meth:`arerank`; runs on the router's own event loop thread."""
+        return self._run_sync(self.arerank(query, documents, **kwargs))
+
+    def warm_up(self) -> dict[str, str]:
+        """Load every available in-process model now, so first requests do not pay for it.
+
+        Returns backend name -> "ready" or the reason it is not.
+        """
+        status: dict[str, str] = {}
+        for name, backend in self.backends.items():
+            availability = backend.availability()
+            load = getattr(backend, "load", None)
+            if not availability.ok:
+                status[name] = availability.reason
+                continue
+            if load is not None:
+                try:
+                    load()
+                except RerankRouterError as exc:
+                    status[name] = str(exc)
+                    continue
+            status[name] = "ready"
+        return status
+
+    # -- sync bridge and lifecycle -----------------------------------------------------------------
+    def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        # One long-lived loop per router, so pooled async clients stay bound to one loop and sync
+        # calls work from any thread, even one that already runs an event loop.
+        with self._loop_lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="rerank-router-loop", daemon=True).start()
+                self._loop = loop
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    async def aclose(self) -> None:
+        for backend in self.backends.values():
+            await backend.aclose()
+
+    def close(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._run_sync(self.aclose())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None

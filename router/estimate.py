@@ -1,0 +1,58 @@
+"""Turns stages into an Option with predicted latency, cost and quality for one request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from router.catalog import BackendSpec
+from router.cost import predict_cost_usd
+from router.features import Features
+from router.latency import LatencyEstimator, item_tokens
+from router.plan import Estimate, Option, Stage
+
+__all__ = ["OptionEstimator"]
+
+
+class OptionEstimator:
+    def __init__(self, specs: Mapping[str, BackendSpec], latency: LatencyEstimator, features: Features) -> None:
+        self._specs = specs
+        self._latency = latency
+        self._features = features
+
+    def estimate(self, stages: tuple[Stage, ...]) -> Option:
+        if not stages:
+            return Option(stages=(), estimate=Estimate(latency_ms=0.0, cost_usd=0.0, quality=None))
+        latency = 0.0
+        cost: float | None = 0.0
+        notes: list[str] = []
+        per_stage: list[Estimate] = []
+        for stage in stages:
+            spec = self._specs[stage.backend]
+            stats = self._features.token_stats(spec.tokenizer_family)
+            # A later stage's inputs are not known before the earlier one runs: use the first
+            # candidates_in documents' lengths as the proxy.
+            docs = stats.docs[: stage.candidates_in]
+            tokens = item_tokens(spec, stats, docs)
+            stage_ms = self._latency.predict(stage.backend, spec.latency, tokens)
+            latency += stage_ms
+            stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms)
+            cost = None if cost is None or stage_cost is None else cost + stage_cost
+            per_stage.append(Estimate(latency_ms=stage_ms, cost_usd=stage_cost, quality=spec.quality_for(self._features.domain)))
+            cap = spec.max_tokens_per_doc
+            if cap is not None:
+                raw = item_tokens(spec, stats, docs, truncate=False)
+                cut = sum(1 for t in raw if t > cap)
+                if cut:
+                    notes.append(f"{stage.backend}: {cut} item(s) over its {cap}-token context are truncated")
+            if not stats.exact:
+                notes.append(f"{stage.backend}: token counts estimated ({spec.tokenizer_family} not loaded)")
+        final = self._specs[stages[-1].backend]
+        quality = final.quality_for(self._features.domain)
+        if quality is None:
+            notes.append(f"{stages[-1].backend}: quality unknown for domain {self._features.domain!r}")
+        return Option(
+            stages=stages,
+            estimate=Estimate(latency_ms=latency, cost_usd=cost, quality=quality),
+            notes=tuple(notes),
+            stage_estimates=tuple(per_stage),
+        )

@@ -1,0 +1,79 @@
+"""Latency estimator: overhead + a·N + b·Σt + c·Σt² per backend, corrected online.
+
+The quadratic term is the attention wall: cross-encoder time grows linearly with candidates and,
+past a model-size-dependent length, quadratically with tokens. Parameters come from the catalog or
+config (fitted on a measured grid by :func:`fit_latency_params`); each backend then carries a
+multiplicative correction learnt from observed latencies (an exponentially weighted mean of
+log(observed / predicted)), so a slower or faster machine is absorbed without refitting.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+
+from router.catalog import BackendSpec, LatencyParams
+from router.features import TokenStats
+
+__all__ = ["LatencyEstimator", "fit_latency_params", "item_tokens", "predict_latency_ms"]
+
+# Special tokens a pair input adds ([CLS] q [SEP] d [SEP]); a single input adds two.
+_PAIR_SPECIAL = 3
+_SINGLE_SPECIAL = 2
+
+
+def item_tokens(spec: BackendSpec, stats: TokenStats, docs: Sequence[int] | None = None, *, truncate: bool = True) -> list[int]:
+    """Tokens per scored item as the model sees them (truncated to its context unless told not to)."""
+    cap = (spec.max_tokens_per_doc if truncate else None) or 10**9
+    doc_tokens = stats.docs if docs is None else docs
+    if spec.input == "pair":
+        return [min(stats.query + d + _PAIR_SPECIAL, cap) for d in doc_tokens]
+    return [min(d + _SINGLE_SPECIAL, cap) for d in doc_tokens]
+
+
+def predict_latency_ms(params: LatencyParams, tokens: Sequence[int]) -> float:
+    total = float(sum(tokens))
+    squares = float(sum(t * t for t in tokens))
+    return params.overhead_ms + params.per_doc_ms * len(tokens) + params.per_token_ms * total + params.per_token_sq_ms * squares
+
+
+def fit_latency_params(samples: Sequence[tuple[Sequence[int], float]], source: str = "") -> LatencyParams:
+    """Non-negative least squares over (tokens per item, observed ms) samples."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    rows = [[1.0, len(t), float(sum(t)), float(sum(x * x for x in t))] for t, _ in samples]
+    coef, _ = nnls(np.asarray(rows), np.asarray([ms for _, ms in samples], dtype=float))
+    return LatencyParams(
+        overhead_ms=float(coef[0]),
+        per_doc_ms=float(coef[1]),
+        per_token_ms=float(coef[2]),
+        per_token_sq_ms=float(coef[3]),
+        source=source,
+    )
+
+
+class LatencyEstimator:
+    """Predicts per backend and learns a correction factor from observations. Thread-safe."""
+
+    def __init__(self, alpha: float = 0.2, max_correction: float = 20.0) -> None:
+        self._alpha = alpha
+        self._max_log = math.log(max_correction)
+        self._log_correction: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def correction(self, backend: str) -> float:
+        return math.exp(self._log_correction.get(backend, 0.0))
+
+    def predict(self, backend: str, params: LatencyParams, tokens: Sequence[int]) -> float:
+        return predict_latency_ms(params, tokens) * self.correction(backend)
+
+    def observe(self, backend: str, params: LatencyParams, tokens: Sequence[int], observed_ms: float) -> None:
+        raw = predict_latency_ms(params, tokens)
+        if raw <= 0 or observed_ms <= 0:
+            return
+        sample = max(-self._max_log, min(self._max_log, math.log(observed_ms / raw)))
+        with self._lock:
+            old = self._log_correction.get(backend, 0.0)
+            self._log_correction[backend] = old + self._alpha * (sample - old)

@@ -1,0 +1,86 @@
+"""Plans: what to run, in which order, with what predicted latency, cost and quality.
+
+An :class:`Option` is one way to rank a request: a sequence of stages (a single backend, or a
+cascade: cheap model on all N, strong model on the top k). The option with no stages is the
+retriever's own order, always feasible and always the last resort. A :class:`Plan` is the option
+a policy chose, the fallbacks it allows (all obeying the same hard constraints) and every option
+it assessed with the reasons it rejected it, which is the explanation users read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RETRIEVER_ORDER", "Assessed", "Estimate", "Option", "Plan", "Rejection", "Stage"]
+
+RETRIEVER_ORDER = "retriever-order"
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    backend: str
+    candidates_in: int
+    """Score the top ``candidates_in`` of the order so far (all N for a first stage)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    latency_ms: float
+    cost_usd: float | None
+    """None: price unknown."""
+    quality: float | None
+    """Expected nDCG@10 in the request's domain; None: unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    stages: tuple[Stage, ...]
+    estimate: Estimate
+    notes: tuple[str, ...] = ()
+    stage_estimates: tuple[Estimate, ...] = ()
+    """One per stage, in order."""
+
+    @property
+    def name(self) -> str:
+        if not self.stages:
+            return RETRIEVER_ORDER
+        if len(self.stages) == 1:
+            return self.stages[0].backend
+        return " -> ".join(f"{s.backend}@{s.candidates_in}" for s in self.stages)
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(s.backend for s in self.stages)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    rule: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Assessed:
+    option: Option
+    rejections: tuple[Rejection, ...]
+
+    @property
+    def feasible(self) -> bool:
+        return not self.rejections
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    policy: str
+    primary: Option
+    fallbacks: tuple[Option, ...]
+    assessed: tuple[Assessed, ...]
+    reason: str
+    """Why the primary was chosen, in one sentence."""
+
+    @property
+    def options_in_order(self) -> tuple[Option, ...]:
+        return (self.primary, *self.fallbacks)

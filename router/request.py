@@ -1,0 +1,147 @@
+"""Step 1: normalise and validate the arguments of one call into a RerankRequest."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from router.constraints import Constraints, coerce_constraints
+from router.documents import Document, normalize_documents
+from router.errors import (
+    EmptyQueryError,
+    InvalidBudgetError,
+    InvalidRequestError,
+    InvalidTopNError,
+    QueryTooLongError,
+    TooManyDocumentsError,
+)
+
+__all__ = ["MAX_COST_USD", "MAX_LATENCY_BUDGET_MS", "RequestLimits", "RerankRequest", "build_request"]
+
+# Above these a budget is almost surely a unit mistake (seconds for ms, cents for dollars).
+MAX_LATENCY_BUDGET_MS = 600_000.0
+MAX_COST_USD = 100.0
+
+
+class RequestLimits(BaseModel):
+    """Bounds on what one call may carry. Configurable under `limits:`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_documents: int = Field(1000, ge=1)
+    """More candidates than this is an error (Cohere and Voyage advise at most 1,000 per call)."""
+    max_query_chars: int = Field(32_768, ge=1)
+    """A longer query is an error: no reranker context holds it."""
+    max_document_chars: int = Field(131_072, ge=1)
+    """Longer documents are clipped to this many characters for scoring (~32K tokens, the longest
+    context in the catalog); the result still returns the whole original document."""
+
+
+@dataclass(frozen=True, slots=True)
+class RerankRequest:
+    query: str
+    documents: tuple[Document, ...]
+    top_n: int
+    latency_budget_ms: float | None
+    max_cost_usd: float | None
+    constraints: Constraints
+    context: Mapping[str, Any]
+    request_id: str
+    clipped_documents: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def texts_for_scoring(self, max_chars: int) -> list[str]:
+        return [d.text[:max_chars] for d in self.documents]
+
+
+def _check_number(name: str, value: object, *, low: float, high: float, low_inclusive: bool) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidBudgetError(f"{name} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if math.isnan(number) or math.isinf(number):
+        raise InvalidBudgetError(f"{name} must be finite, got {value}")
+    too_low = number < low if low_inclusive else number <= low
+    if too_low:
+        relation = ">=" if low_inclusive else ">"
+        raise InvalidBudgetError(f"{name} must be {relation} {low:g}, got {value}")
+    if number > high:
+        raise InvalidBudgetError(
+            f"{name}={value} is over the sanity limit {high:g}; check the unit "
+            "(latency budgets are milliseconds, costs are US dollars per request)"
+        )
+    return number
+
+
+def build_request(
+    query: object,
+    documents: object,
+    *,
+    top_n: object = None,
+    latency_budget_ms: object = None,
+    max_cost_usd: object = None,
+    constraints: Constraints | Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    limits: RequestLimits | None = None,
+    default_constraints: Constraints | None = None,
+    default_latency_budget_ms: float | None = None,
+    default_max_cost_usd: float | None = None,
+) -> RerankRequest:
+    limits = limits or RequestLimits()
+    if not isinstance(query, str):
+        raise InvalidRequestError(f"query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise EmptyQueryError("query is empty; pass the user's search text")
+    if len(query) > limits.max_query_chars:
+        raise QueryTooLongError(
+            f"query has {len(query)} characters, over limits.max_query_chars={limits.max_query_chars}; "
+            "shorten it or raise the limit in config"
+        )
+    docs = normalize_documents(documents)
+    if len(docs) > limits.max_documents:
+        raise TooManyDocumentsError(
+            f"{len(docs)} documents is over limits.max_documents={limits.max_documents}; "
+            "pre-filter the candidates or raise the limit in config"
+        )
+    notes: list[str] = []
+    if top_n is None:
+        n_top = len(docs)
+    else:
+        if isinstance(top_n, bool) or not isinstance(top_n, int):
+            raise InvalidTopNError(f"top_n must be an int or None, got {type(top_n).__name__}")
+        if top_n < 1:
+            raise InvalidTopNError(f"top_n must be >= 1, got {top_n}")
+        n_top = min(top_n, len(docs))
+        if top_n > len(docs):
+            notes.append(f"top_n={top_n} clamped to the {len(docs)} documents given")
+    budget = _check_number("latency_budget_ms", latency_budget_ms, low=0, high=MAX_LATENCY_BUDGET_MS, low_inclusive=False)
+    cost = _check_number("max_cost_usd", max_cost_usd, low=0, high=MAX_COST_USD, low_inclusive=True)
+    request_constraints = coerce_constraints(constraints)
+    merged = default_constraints or Constraints()
+    if request_constraints is not None:
+        merged = merged.tightened(request_constraints)
+    if context is not None and not isinstance(context, Mapping):
+        raise InvalidRequestError(f"context must be a mapping, got {type(context).__name__}")
+    ctx = MappingProxyType(dict(context or {}))
+    clipped = sum(1 for d in docs if len(d.text) > limits.max_document_chars)
+    if clipped:
+        notes.append(f"{clipped} document(s) clipped to {limits.max_document_chars} characters for scoring")
+    return RerankRequest(
+        query=query,
+        documents=docs,
+        top_n=n_top,
+        latency_budget_ms=budget if budget is not None else default_latency_budget_ms,
+        max_cost_usd=cost if cost is not None else default_max_cost_usd,
+        constraints=merged,
+        context=ctx,
+        request_id=str(ctx.get("request_id") or uuid.uuid4().hex),
+        clipped_documents=clipped,
+        notes=tuple(notes),
+    )

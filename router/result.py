@@ -1,0 +1,133 @@
+"""What a rerank call returns: frozen, typed, with small helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.plan import Plan
+
+__all__ = ["Explanation", "OptionReport", "RankedItem", "RerankResult", "StageReport"]
+
+
+@dataclass(frozen=True, slots=True)
+class RankedItem:
+    index: int
+    """Position of the document in the input list."""
+    id: str
+    score: float | None
+    """On [0, 1] from the last stage that scored this document; None if no model scored it."""
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StageReport:
+    backend: str
+    model: str
+    candidates_in: int
+    ok: bool
+    latency_ms: float
+    predicted_latency_ms: float
+    cost_usd: float | None
+    """From billed units where the provider reports them; None if the price is unknown."""
+    predicted_cost_usd: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OptionReport:
+    name: str
+    latency_ms: float
+    cost_usd: float | None
+    quality: float | None
+    rejected: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    policy: str
+    chosen: str
+    reason: str
+    fallbacks: tuple[str, ...]
+    options: tuple[OptionReport, ...]
+    notes: tuple[str, ...]
+
+    @classmethod
+    def from_plan(cls, plan: Plan, notes: tuple[str, ...]) -> Explanation:
+        options = tuple(
+            OptionReport(
+                name=a.option.name,
+                latency_ms=a.option.estimate.latency_ms,
+                cost_usd=a.option.estimate.cost_usd,
+                quality=a.option.estimate.quality,
+                rejected=tuple(map(str, a.rejections)),
+                notes=a.option.notes,
+            )
+            for a in plan.assessed
+        )
+        return cls(
+            policy=plan.policy,
+            chosen=plan.primary.name,
+            reason=plan.reason,
+            fallbacks=tuple(o.name for o in plan.fallbacks),
+            options=options,
+            notes=notes,
+        )
+
+    def __str__(self) -> str:
+        lines = [f"policy {self.policy}: chose {self.chosen} ({self.reason})"]
+        if self.fallbacks:
+            lines.append(f"fallbacks: {' > '.join(self.fallbacks)}")
+        lines.append(f"{'option':<28} {'pred ms':>9} {'pred $':>10} {'quality':>8}  verdict")
+        for o in self.options:
+            cost = "unknown" if o.cost_usd is None else f"{o.cost_usd:.6f}"
+            quality = "unknown" if o.quality is None else f"{o.quality:.3f}"
+            verdict = "; ".join(o.rejected) if o.rejected else "feasible"
+            lines.append(f"{o.name:<28} {o.latency_ms:>9.1f} {cost:>10} {quality:>8}  {verdict}")
+            lines.extend(f"{'':<30}note: {n}" for n in o.notes)
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    request_id: str
+    items: tuple[RankedItem, ...]
+    """Every input document exactly once, best first."""
+    top_n: int
+    stages: tuple[StageReport, ...]
+    latency_ms: float
+    predicted_latency_ms: float
+    predicted_cost_usd: float | None
+    actual_cost_usd: float | None
+    degraded: bool
+    """True when the order is not the planned option's full output (a fallback, a failed later
+    stage, or the deadline)."""
+    degraded_reason: str | None
+    explanation: Explanation
+
+    def top(self, k: int | None = None) -> tuple[RankedItem, ...]:
+        """The first ``k`` items (default: the request's top_n)."""
+        return self.items[: self.top_n if k is None else k]
+
+    def by_id(self, doc_id: str) -> RankedItem:
+        for item in self.items:
+            if item.id == doc_id:
+                return item
+        raise KeyError(doc_id)
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        return tuple(item.index for item in self.items)
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Backends whose scores shaped the returned order."""
+        return tuple(s.backend for s in self.stages if s.ok)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(s.model for s in self.stages if s.ok)
