@@ -71,7 +71,10 @@ class FixedPolicy:
 
     def plan(self, ctx: PlanningContext) -> Plan:
         assessed = assess(single_stage_options(ctx), ctx)
-        pinned = next(a for a in assessed if a.option.backends == (self.backend,))
+        pinned = next((a for a in assessed if a.option.backends == (self.backend,)), None)
+        if pinned is None:
+            why = f"pinned {self.backend} is not a configured backend: best feasible quality instead"
+            return plan_by(self.name, assessed, by_quality, why)
         if pinned.feasible:
             return plan_by(self.name, assessed, by_quality, f"{self.backend} is pinned", first=pinned.option)
         why = "; ".join(map(str, pinned.rejections))

@@ -30,9 +30,12 @@ def get_default_router() -> Router:
 
 
 def set_default_router(router: Router | None) -> None:
+    """Replace the process default (None: rebuild from config on next use); closes the old one."""
     global _default
     with _default_lock:
-        _default = router
+        old, _default = _default, router
+    if old is not None and old is not router:
+        old.close()
 
 
 def route_rerank(

@@ -75,6 +75,8 @@ class BackendSpec(BaseModel):
     encoded alone (bi-encoders, lexical)."""
     pricing: Pricing = Pricing()
     latency: LatencyParams = LatencyParams()
+    cold_start_ms: float = Field(0.0, ge=0)
+    """Added to predictions while the backend is cold (model not loaded in this process)."""
     quality: Mapping[str, float] = Field(default_factory=dict)
     """Expected nDCG@10 per domain ('web' = MS MARCO / TREC-DL-like; 'general' is the fallback)."""
     source: str = ""

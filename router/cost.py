@@ -8,20 +8,26 @@ the units the provider billed.
 - per_call: a flat price per request.
 - free: local models on hardware you already pay for.
 A price of None means unknown: the cost is None and a request with a cost ceiling rejects it.
+
+Token counts for closed APIs are estimates (router.tokens). :class:`UsageCalibrator` learns, per
+backend, the ratio of billed to predicted tokens from each response (an exponentially weighted
+mean of its logarithm) and predictions apply it, so the estimator corrects itself.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 from router.backends.base import Usage
 from router.catalog import BackendSpec, Pricing
 
-__all__ = ["billed_cost_usd", "predict_cost_usd", "predict_usage"]
+__all__ = ["UsageCalibrator", "billed_cost_usd", "predict_cost_usd", "predict_usage"]
 
 
-def predict_usage(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int]) -> Usage:
+def predict_usage(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int], token_correction: float = 1.0) -> Usage:
+    """``token_correction``: billed / estimated tokens learnt for this backend (UsageCalibrator)."""
     pricing = spec.pricing
     cap = spec.max_tokens_per_doc
     docs = [min(d, cap) if cap else d for d in doc_tokens]
@@ -33,7 +39,10 @@ def predict_usage(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int
         units = sum(math.ceil(c / pricing.docs_per_unit) for c in _split_chunks(chunks, len(docs), batches))
         return Usage(search_units=units, requests=len(batches))
     if pricing.scheme == "per_token":
-        return Usage(tokens=query_tokens * len(docs) + sum(docs), requests=len(_batches(len(docs), spec.max_documents)))
+        tokens = query_tokens * len(docs) + sum(docs)
+        if token_correction != 1.0:
+            tokens = round(tokens * token_correction)
+        return Usage(tokens=tokens, requests=len(_batches(len(docs), spec.max_documents)))
     return Usage()
 
 
@@ -64,10 +73,37 @@ def _price(pricing: Pricing, usage: Usage, latency_ms: float) -> float | None:
     return pricing.usd * usage.requests  # per_call
 
 
-def predict_cost_usd(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int], latency_ms: float) -> float | None:
-    return _price(spec.pricing, predict_usage(spec, query_tokens, doc_tokens), latency_ms)
+def predict_cost_usd(
+    spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int], latency_ms: float, token_correction: float = 1.0
+) -> float | None:
+    return _price(spec.pricing, predict_usage(spec, query_tokens, doc_tokens, token_correction), latency_ms)
 
 
 def billed_cost_usd(spec: BackendSpec, usage: Usage, latency_ms: float) -> float | None:
     """Cost from what the provider reported. Self-hosted GPU time is the observed latency."""
     return _price(spec.pricing, usage, latency_ms)
+
+
+class UsageCalibrator:
+    """Per backend: billed tokens / predicted tokens, learnt online. Thread-safe.
+
+    The correction is exp of an exponentially weighted mean of log(billed / predicted), clamped to
+    [1/max_correction, max_correction]; 1.0 until a backend has reported billed tokens.
+    """
+
+    def __init__(self, alpha: float = 0.2, max_correction: float = 4.0) -> None:
+        self._alpha = alpha
+        self._max_log = math.log(max_correction)
+        self._log_ratio: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def correction(self, backend: str) -> float:
+        return math.exp(self._log_ratio.get(backend, 0.0))
+
+    def observe(self, backend: str, predicted_tokens: int | None, billed_tokens: int | None) -> None:
+        if not predicted_tokens or not billed_tokens or predicted_tokens <= 0 or billed_tokens <= 0:
+            return
+        sample = max(-self._max_log, min(self._max_log, math.log(billed_tokens / predicted_tokens)))
+        with self._lock:
+            old = self._log_ratio.get(backend)
+            self._log_ratio[backend] = sample if old is None else old + self._alpha * (sample - old)

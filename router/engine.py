@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ from router.backends import build_backend
 from router.backends.base import Backend
 from router.config import RouterConfig, load_config
 from router.constraints import Constraints
+from router.cost import UsageCalibrator
 from router.errors import RerankRouterError
 from router.estimate import OptionEstimator
 from router.executor import Executor
@@ -55,9 +57,12 @@ class Router:
         self._clock = clock
         self._counters = TokenCounters(self.config.token_estimates)
         self.latency = LatencyEstimator()
-        self._executor = Executor(self.backends, self.latency, clock)
+        self.usage = UsageCalibrator()
+        """Billed / estimated tokens per token-billed backend, learnt from responses (router.cost)."""
+        self._executor = Executor(self.backends, self.latency, clock, self.usage)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
+        self._warming: set[str] = set()
 
     @classmethod
     def from_config(
@@ -97,7 +102,10 @@ class Router:
 
     def _plan(self, request: RerankRequest, features: Features) -> Plan:
         views = {name: BackendView(name=name, spec=b.spec, availability=b.availability()) for name, b in self.backends.items()}
-        estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features)
+        cold = frozenset(name for name, view in views.items() if view.availability.ok and not view.availability.warm)
+        for name in cold:
+            self._load_in_background(name)
+        estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features, cold, self.usage)
         ctx = PlanningContext(
             features=features,
             constraints=request.constraints,
@@ -164,6 +172,21 @@ class Router:
         """Blocking twin of :meth:`arerank`; runs on the router's own event loop thread."""
         return self._run_sync(self.arerank(query, documents, **kwargs))
 
+    def _load_in_background(self, name: str) -> None:
+        """Start loading a cold backend once, so later requests can use it without waiting."""
+        load = getattr(self.backends[name], "load", None)
+        with self._loop_lock:
+            if load is None or name in self._warming:
+                return
+            self._warming.add(name)
+
+        def run() -> None:
+            # A failure is recorded by the backend; availability() reports it to the planner.
+            with contextlib.suppress(RerankRouterError):
+                load()
+
+        threading.Thread(target=run, name=f"rerank-router-load-{name}", daemon=True).start()
+
     def warm_up(self) -> dict[str, str]:
         """Load every available in-process model now, so first requests do not pay for it.
 
@@ -202,7 +225,14 @@ class Router:
             await backend.aclose()
 
     def close(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._run_sync(self.aclose())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop = None
+        """Close every backend's connections and stop the sync loop thread."""
+        self._run_sync(self.aclose())  # works from any thread, even one running its own loop
+        with self._loop_lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            for _ in range(200):  # the loop thread exits within a tick of stop(); then close it
+                if not loop.is_running():
+                    loop.close()
+                    break
+                time.sleep(0.005)

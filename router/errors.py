@@ -106,7 +106,7 @@ class UnknownNameError(ConfigError):
         self.kind = kind
         self.name = name
         self.valid = tuple(sorted(valid))
-        super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(self.valid)}")
+        super().__init__(f"unknown {kind} {name!r}; valid {kind} names: {', '.join(self.valid)}")
 
 
 class BackendError(RerankRouterError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from router.catalog import BackendSpec
-from router.cost import predict_cost_usd
+from router.cost import UsageCalibrator, predict_cost_usd
 from router.features import Features
 from router.latency import LatencyEstimator, item_tokens
 from router.plan import Estimate, Option, Stage
@@ -14,8 +14,17 @@ __all__ = ["OptionEstimator"]
 
 
 class OptionEstimator:
-    def __init__(self, specs: Mapping[str, BackendSpec], latency: LatencyEstimator, features: Features) -> None:
+    def __init__(
+        self,
+        specs: Mapping[str, BackendSpec],
+        latency: LatencyEstimator,
+        features: Features,
+        cold: frozenset[str] = frozenset(),
+        usage: UsageCalibrator | None = None,
+    ) -> None:
+        self._usage = usage
         self._specs = specs
+        self._cold = cold
         self._latency = latency
         self._features = features
 
@@ -34,8 +43,12 @@ class OptionEstimator:
             docs = stats.docs[: stage.candidates_in]
             tokens = item_tokens(spec, stats, docs)
             stage_ms = self._latency.predict(stage.backend, spec.latency, tokens)
+            if stage.backend in self._cold and spec.cold_start_ms:
+                stage_ms += spec.cold_start_ms
+                notes.append(f"{stage.backend}: cold, includes ~{spec.cold_start_ms:.0f} ms to load (loading in the background)")
             latency += stage_ms
-            stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms)
+            correction = self._usage.correction(stage.backend) if self._usage is not None else 1.0
+            stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms, correction)
             cost = None if cost is None or stage_cost is None else cost + stage_cost
             per_stage.append(Estimate(latency_ms=stage_ms, cost_usd=stage_cost, quality=spec.quality_for(self._features.domain)))
             cap = spec.max_tokens_per_doc

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from router.backends.base import Backend, Scores
-from router.cost import billed_cost_usd
+from router.cost import UsageCalibrator, billed_cost_usd, predict_usage
 from router.errors import BackendError, BackendTimeoutError, MalformedResponseError
 from router.features import Features
 from router.latency import LatencyEstimator, item_tokens
@@ -27,7 +27,7 @@ __all__ = ["Execution", "Executor"]
 Clock = Callable[[], float]
 
 # Slack kept beyond a fallback's predicted latency when reserving time for it.
-FALLBACK_MARGIN_MS = 5.0
+FALLBACK_MARGIN_MS = 10.0
 
 
 @dataclass
@@ -50,7 +50,10 @@ def _validate(scores: Scores, expected: int, backend: str) -> tuple[float, ...]:
 
 
 class Executor:
-    def __init__(self, backends: Mapping[str, Backend], latency: LatencyEstimator, clock: Clock) -> None:
+    def __init__(
+        self, backends: Mapping[str, Backend], latency: LatencyEstimator, clock: Clock, usage: UsageCalibrator | None = None
+    ) -> None:
+        self._usage = usage
         self._backends = backends
         self._latency = latency
         self._clock = clock
@@ -135,6 +138,9 @@ class Executor:
             tokens = item_tokens(backend.spec, stats, [stats.docs[i] for i in subset])
             if not scores.cold_start:
                 self._latency.observe(stage.backend, backend.spec.latency, tokens, elapsed)
+            if self._usage is not None and scores.usage.tokens is not None:  # billed vs estimated tokens
+                estimated = predict_usage(backend.spec, stats.query, [stats.docs[i] for i in subset]).tokens
+                self._usage.observe(stage.backend, estimated, scores.usage.tokens)
             ranked = sorted(range(len(subset)), key=lambda k: -values[k])  # stable: ties keep the prior order
             execution.order = [subset[k] for k in ranked] + execution.order[len(subset) :]
             execution.scores.update({subset[k]: values[k] for k in range(len(subset))})

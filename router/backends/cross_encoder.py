@@ -21,7 +21,12 @@ class CrossEncoderConfig(LocalModelConfig):
 
 class CrossEncoderBackend(LocalModelBackend):
     config_model = CrossEncoderConfig
-    default_spec: ClassVar[dict[str, Any]] = {"provider": "local", "input": "pair", "max_tokens_per_doc": 512}
+    default_spec: ClassVar[dict[str, Any]] = {
+        "provider": "local",
+        "input": "pair",
+        "max_tokens_per_doc": 512,
+        "cold_start_ms": 5000,
+    }
 
     def _load(self, source: ModelSource) -> Any:
         import torch

@@ -61,6 +61,7 @@ class LocalModelBackend:
         self._load_error: str | None = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
+        self._counter: TokenCounter | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, model={self.config.model!r})"
@@ -78,7 +79,7 @@ class LocalModelBackend:
         if importlib.util.find_spec(self.requires) is None:
             return Availability(False, f"{self.requires} is not installed: pip install 'rerank-router[{self.extra}]'")
         source = self._resolve()
-        return Availability(source.available, source.reason)
+        return Availability(source.available, source.reason, warm=False)
 
     def _ensure_loaded(self) -> Any:
         if self._model is not None:
@@ -131,10 +132,12 @@ class LocalModelBackend:
     def token_counter(self) -> TokenCounter | None:
         if self._model is None:
             return None
-        backend_tokenizer = self._tokenizer(self._model)
-        if backend_tokenizer is None:
-            return None
-        return TokenizersCounter(self.spec.tokenizer_family, backend_tokenizer)
+        if self._counter is None:  # built once: copying a tokenizer costs ~20 ms, and this runs per request
+            backend_tokenizer = self._tokenizer(self._model)
+            if backend_tokenizer is None:
+                return None
+            self._counter = TokenizersCounter(self.spec.tokenizer_family, backend_tokenizer)
+        return self._counter
 
     async def aclose(self) -> None:
         return None

@@ -1,4 +1,4 @@
-"""Test doubles shipped with the library, so users can test configs and policies offline.
+"""``FakeBackend``: a backend scripted per call, for testing policies and configs without models.
 
 ``FakeBackend`` scores from a function, with scripted latency and failures::
 

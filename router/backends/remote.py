@@ -1,0 +1,507 @@
+"""What the remote backends (Cohere, Voyage, self-hosted HTTP) share.
+
+A remote backend implements one method, ``_score_batch(query, documents) -> BatchResult``, for at
+most one provider call. :class:`RemoteBackend` does the rest around it:
+
+- **API keys** are read from the environment variable the config names, held as
+  ``pydantic.SecretStr``, and never put in a repr, a log line or an error message (messages are
+  also scrubbed of the key's value, in case a provider echoes it).
+- **Truncation**: documents are cut to the model's context by an estimated character budget
+  (tokens x the tokenizer family's characters per token). This is a payload guard; the exact
+  cut is the provider's (Cohere ``max_tokens_per_doc``, Voyage ``truncation``, TEI ``truncate``,
+  vLLM ``truncate_prompt_tokens``).
+- **Splitting**: a list longer than ``spec.max_documents``, or heavier than the config's
+  ``max_request_tokens`` (query + document tokens, estimated), is split into contiguous batches
+  that run concurrently (at most ``max_concurrency`` in flight) and are merged back in input
+  order. Each batch is billed as its own call; ``Usage`` adds them up.
+- **Validation**: every index a provider returns must be in range and appear once, and every
+  document must be scored, else :class:`~router.errors.MalformedResponseError`. No document is
+  ever dropped or scored twice silently.
+- **Errors**: HTTP statuses map to the router's tree (:func:`error_for_status`); anything else a
+  backend did not foresee still leaves ``rerank`` as a :class:`~router.errors.BackendError`.
+- **Clients per event loop**: the Router runs sync calls on its own loop thread and async callers
+  run on theirs; a pooled async client must not cross loops, so :class:`PerLoop` keeps one per loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import importlib.util
+import json
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from router.backends.base import Availability, Scores, Usage
+from router.catalog import BackendSpec
+from router.errors import (
+    AuthenticationError,
+    BackendError,
+    BackendTimeoutError,
+    BadRequestError,
+    MalformedResponseError,
+    MissingDependencyError,
+    RateLimitedError,
+    ServerError,
+)
+from router.tokens import TokenCounter, TokenCounters
+
+__all__ = [
+    "BatchResult",
+    "PerLoop",
+    "RemoteBackend",
+    "RemoteConfig",
+    "ScoreMapping",
+    "error_detail",
+    "error_for_status",
+    "map_scores",
+    "parse_retry_after",
+    "plan_batches",
+    "read_api_key",
+    "scores_from_results",
+    "truncate_documents",
+]
+
+T = TypeVar("T")
+
+# A score this far outside [0, 1] is float noise and is clamped; further out, the backend returns
+# raw scores and the config should say so (score_mapping: sigmoid).
+_SCORE_TOLERANCE = 1e-6
+_MESSAGE_CHARS = 300
+# Never cut a document below this many tokens, even when the query fills the context.
+_MIN_DOC_TOKENS = 16
+
+
+class RemoteConfig(BaseModel):
+    """Fields every remote backend accepts (each type adds its own and sets its defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    """The provider's model id (also the catalog key unless ``catalog`` is given)."""
+    catalog: str | None = None
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (the key itself never goes in config)."""
+    base_url: str
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    """Per provider call; the request's latency budget may cut it shorter."""
+    max_concurrency: int = Field(8, ge=1, le=256)
+    """Provider calls in flight at once for one split request."""
+    max_request_tokens: int | None = Field(None, ge=1)
+    """Split a request whose query + document tokens (estimated) exceed this."""
+    spec: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the catalog spec (max_documents, pricing, quality, license, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """One provider call: a score per document of the batch, in its order, and what was billed."""
+
+    values: tuple[float, ...]
+    usage: Usage
+
+
+# -- API keys -------------------------------------------------------------------------------------
+
+
+def read_api_key(env: str | None) -> SecretStr | None:
+    """The key in ``$env`` (None if the name is unset or the variable empty)."""
+    if not env:
+        return None
+    value = os.environ.get(env, "").strip()
+    return SecretStr(value) if value else None
+
+
+def _redact(text: str, secret: SecretStr | None) -> str:
+    if secret is None:
+        return text
+    value = secret.get_secret_value()
+    return text.replace(value, "***") if value else text
+
+
+# -- clients per event loop -----------------------------------------------------------------------
+
+
+class PerLoop(Generic[T]):
+    """One client per running event loop, made on first use there.
+
+    A pooled async client (httpx, aiohttp) belongs to the loop it was first used on. Clients of
+    loops that have closed are dropped; ``aclose`` (shutdown) closes the current loop's client and
+    asks the other loops still running to close theirs; ``aclose_current`` closes only the
+    current loop's, for a short-lived loop that is about to end.
+    """
+
+    def __init__(self, factory: Callable[[], T], close: Callable[[T], Awaitable[None]]) -> None:
+        self._factory = factory
+        self._close = close
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.get(loop)
+            if client is None:
+                for other in [lp for lp in self._clients if lp.is_closed()]:
+                    del self._clients[other]
+                client = self._factory()
+                self._clients[loop] = client
+            return client
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    async def aclose_current(self) -> None:
+        """Close only the running loop's client (for a loop about to end; others keep theirs)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.pop(loop, None)
+        if client is not None:
+            await self._close(client)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            clients = list(self._clients.items())
+            self._clients.clear()
+        current = asyncio.get_running_loop()
+        for loop, client in clients:
+            if loop is current:
+                await self._close(client)
+            elif loop.is_running() and not loop.is_closed():
+
+                async def close(c: T = client) -> None:
+                    await self._close(c)
+
+                asyncio.run_coroutine_threadsafe(close(), loop)
+
+
+# -- splitting and merging ------------------------------------------------------------------------
+
+
+def plan_batches(weights: Sequence[int], max_documents: int | None, max_tokens: int | None) -> list[range]:
+    """Contiguous batches of at most ``max_documents`` items and ``max_tokens`` total weight
+    (a single item heavier than the budget goes alone). Greedy, so 2,500 items at 1,000 make
+    1,000 + 1,000 + 500, the split :mod:`router.cost` predicts."""
+    batches: list[range] = []
+    start, tokens = 0, 0
+    for i, weight in enumerate(weights):
+        count = i - start
+        full = (max_documents is not None and count >= max_documents) or (
+            max_tokens is not None and count > 0 and tokens + weight > max_tokens
+        )
+        if full:
+            batches.append(range(start, i))
+            start, tokens = i, 0
+        tokens += weight
+    if start < len(weights) or not batches:
+        batches.append(range(start, len(weights)))
+    return batches
+
+
+def scores_from_results(results: Iterable[tuple[object, object]], n: int, backend: str) -> list[float]:
+    """(index, score) pairs from a provider -> one score per document in input order.
+
+    Raises MalformedResponseError unless every index is an integer in [0, n), none repeats, every
+    document is scored and every score is a finite number."""
+    values: list[float | None] = [None] * n
+    for index, score in results:
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise MalformedResponseError(f"result index {index!r} is not an integer", backend=backend)
+        if not 0 <= index < n:
+            raise MalformedResponseError(f"result index {index} is out of range for {n} documents", backend=backend)
+        if values[index] is not None:
+            raise MalformedResponseError(f"document {index} was scored twice", backend=backend)
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+            raise MalformedResponseError(f"document {index} has score {score!r}, not a finite number", backend=backend)
+        values[index] = float(score)
+    missing = [i for i, v in enumerate(values) if v is None]
+    if missing:
+        first = ", ".join(map(str, missing[:5]))
+        raise MalformedResponseError(f"{len(missing)} of {n} documents were not scored (first: {first})", backend=backend)
+    return [v for v in values if v is not None]
+
+
+# -- score scales ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreMapping:
+    """How a backend's raw score becomes the router's [0, 1] scale.
+
+    identity: the backend already returns a probability-like score on [0, 1] (Cohere, Voyage, vLLM
+    and Infinity with their default activation, TEI without raw_scores); values outside it
+    are an error, since they mean the server returns raw logits. sigmoid: raw logits,
+    mapped by 1 / (1 + exp(-score / scale)) (zerank-2's raw logit: scale 5).
+    """
+
+    kind: str = "identity"
+    scale: float = 1.0
+
+    def __call__(self, value: float, backend: str) -> float:
+        if self.kind == "sigmoid":
+            z = value / self.scale
+            if z >= 0:
+                return 1.0 / (1.0 + math.exp(-z))
+            e = math.exp(z)
+            return e / (1.0 + e)
+        if -_SCORE_TOLERANCE <= value <= 1 + _SCORE_TOLERANCE:
+            return min(1.0, max(0.0, value))
+        raise MalformedResponseError(
+            f"score {value!r} is outside [0, 1]: the server returns raw scores; set score_mapping: sigmoid",
+            backend=backend,
+        )
+
+
+def map_scores(values: Sequence[float], mapping: ScoreMapping, backend: str) -> tuple[float, ...]:
+    return tuple(mapping(v, backend) for v in values)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def error_detail(body: object) -> str:
+    """The human message in a provider's error body: Cohere ``{"message"}``, Voyage / FastAPI
+    ``{"detail"}``, vLLM / Infinity ``{"error": {"message"}}``, TEI ``{"error", "error_type"}``."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str):
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return body.strip()[:_MESSAGE_CHARS] or "(empty body)"
+        return error_detail(parsed) if isinstance(parsed, dict) else body.strip()[:_MESSAGE_CHARS]
+    if isinstance(body, Mapping):
+        for key in ("message", "detail", "error"):
+            value = body.get(key)
+            if isinstance(value, Mapping):
+                return error_detail(value)
+            if isinstance(value, str):
+                return value[:_MESSAGE_CHARS]
+            if isinstance(value, list) and value and all(isinstance(v, Mapping) and "msg" in v for v in value):
+                # FastAPI / pydantic validation errors: "body.query: Field required; ..."
+                parts = [f"{'.'.join(map(str, v.get('loc', ())))}: {v['msg']}" for v in value]
+                return "; ".join(parts)[:_MESSAGE_CHARS]
+            if value is not None:
+                return json.dumps(value, default=str)[:_MESSAGE_CHARS]
+    if body is None:
+        return "(empty body)"
+    return repr(body)[:_MESSAGE_CHARS]
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    for key, value in headers.items():
+        if key.lower() == name:
+            return str(value)
+    return None
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from ``Retry-After`` (delta-seconds or an HTTP date) or ``retry-after-ms``."""
+    ms = _header(headers, "retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = _header(headers, "retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def error_for_status(
+    status: int, message: str, *, backend: str, headers: Mapping[str, str] | None = None, provider: str = "provider"
+) -> BackendError:
+    """The router error for an HTTP status: 400/404/413/422 (and other 4xx) BadRequestError,
+    401/403/498 AuthenticationError, 408 BackendTimeoutError, 429 RateLimitedError (with
+    Retry-After), 5xx ServerError; a 2xx that could not be read is a MalformedResponseError."""
+    text = f"{provider} returned HTTP {status}: {message}"
+    if status in (401, 403, 498):
+        return AuthenticationError(text, backend=backend)
+    if status == 429:
+        return RateLimitedError(text, backend=backend, retry_after=parse_retry_after(headers))
+    if status == 408:
+        return BackendTimeoutError(text, backend=backend)
+    if 500 <= status < 600:
+        return ServerError(text, backend=backend)
+    if 400 <= status < 500:
+        return BadRequestError(text, backend=backend)
+    return MalformedResponseError(text, backend=backend)
+
+
+def truncate_documents(documents: Sequence[str], max_chars: int | None) -> list[str]:
+    if max_chars is None:
+        return list(documents)
+    return [d if len(d) <= max_chars else d[:max_chars] for d in documents]
+
+
+# -- the shared backend ---------------------------------------------------------------------------
+
+
+class RemoteBackend:
+    """Subclasses set ``sdk`` / ``extra`` / ``provider_label`` and implement ``_score_batch``
+    (plus ``_new_client`` / ``_close_client`` when they pool a client per loop)."""
+
+    sdk: ClassVar[str | None] = None
+    """Import name of the provider SDK this backend needs, if any."""
+    extra: ClassVar[str] = ""
+    """The pip extra that installs it: rerank-router[extra]."""
+    provider_label: ClassVar[str] = "provider"
+    context_includes_query: ClassVar[bool] = True
+    """True: spec.max_tokens_per_doc bounds query + document (cross-encoders, Voyage); False: the
+    document alone (Cohere's max_tokens_per_doc)."""
+
+    def __init__(self, name: str, config: RemoteConfig, spec: BackendSpec) -> None:
+        self.name = name
+        self.config = config
+        self.spec = spec
+        self.label = self.provider_label
+        self._sdk_installed: bool | None = None
+        self._estimate = TokenCounters().get(spec.tokenizer_family)
+        self._clients: PerLoop[Any] = PerLoop(self._new_client, self._close_client)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, model={self.config.model!r}, base_url={self.config.base_url!r})"
+
+    # -- Backend protocol -------------------------------------------------------------------------
+    def availability(self) -> Availability:
+        if self.sdk is not None:
+            if self._sdk_installed is None:
+                self._sdk_installed = importlib.util.find_spec(self.sdk) is not None
+            if not self._sdk_installed:
+                return Availability(False, f"{self.sdk} is not installed: pip install 'rerank-router[{self.extra}]'")
+        env = self.config.api_key_env
+        if env and read_api_key(env) is None:
+            return Availability(False, f"no API key: the environment variable {env} is not set")
+        return Availability(True)
+
+    def token_counter(self) -> TokenCounter | None:
+        return None
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> Scores:
+        if not documents:
+            return Scores((), Usage(requests=0))
+        try:
+            return await self._rerank(query, documents)
+        except BackendError:
+            raise
+        except Exception as exc:  # the contract: only BackendError leaves a backend
+            message = self._redact(f"unexpected {type(exc).__name__}: {exc}")
+            raise BackendError(message, backend=self.name) from exc
+
+    # -- the shared flow --------------------------------------------------------------------------
+    async def _rerank(self, query: str, documents: Sequence[str]) -> Scores:
+        query_tokens = self._estimate.count([query])[0]
+        texts = truncate_documents(documents, self._doc_char_budget(query_tokens))
+        weights = [query_tokens + t for t in self._estimate.count(texts)]
+        batches = plan_batches(weights, self.spec.max_documents, self.config.max_request_tokens)
+        if len(batches) == 1:
+            result = await self._score_batch(query, texts)
+            self._check_length(result, len(texts))
+            return Scores(result.values, result.usage)
+        slots = asyncio.Semaphore(self.config.max_concurrency)
+
+        async def one(batch: range) -> BatchResult:
+            async with slots:
+                result = await self._score_batch(query, texts[batch.start : batch.stop])
+            self._check_length(result, len(batch))
+            return result
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(b)) for b in batches]
+        except BaseExceptionGroup as group_error:
+            # One failed call fails the request (the others were cancelled): re-raise the first
+            # router error, so the executor can fall back with a specific reason.
+            first = _first_error(group_error)
+            raise first from first.__cause__
+        results = [t.result() for t in tasks]
+        values = tuple(v for r in results for v in r.values)
+        usage = results[0].usage
+        for r in results[1:]:
+            usage = usage + r.usage
+        return Scores(values, usage)
+
+    def _check_length(self, result: BatchResult, expected: int) -> None:
+        if len(result.values) != expected:
+            raise MalformedResponseError(f"{len(result.values)} scores for {expected} documents", backend=self.name)
+
+    def _doc_char_budget(self, query_tokens: int) -> int | None:
+        """Characters to keep per document, from the model's context and the query's length."""
+        context = self.spec.max_tokens_per_doc
+        if context is None:
+            return None
+        budget = context - (query_tokens + self._overhead_tokens() if self.context_includes_query else 0)
+        chars_per_token = getattr(self._estimate, "chars_per_token", 4.0)
+        return int(max(budget, _MIN_DOC_TOKENS) * chars_per_token)
+
+    def _overhead_tokens(self) -> int:
+        """Tokens a prompt template adds around query and document."""
+        return 0
+
+    # -- for subclasses ---------------------------------------------------------------------------
+    async def _score_batch(self, query: str, documents: Sequence[str]) -> BatchResult:
+        raise NotImplementedError
+
+    def _new_client(self) -> Any:
+        raise NotImplementedError
+
+    async def _close_client(self, client: Any) -> None:
+        return None
+
+    def _api_key(self, *, required: bool) -> SecretStr | None:
+        key = read_api_key(self.config.api_key_env)
+        if key is None and required:
+            env = self.config.api_key_env or "(api_key_env not configured)"
+            raise AuthenticationError(f"no API key: the environment variable {env} is not set", backend=self.name)
+        return key
+
+    def _redact(self, text: str) -> str:
+        return _redact(text, read_api_key(self.config.api_key_env))
+
+    def _status_error(self, status: int, body: object, headers: Mapping[str, str] | None) -> BackendError:
+        message = self._redact(error_detail(body))
+        return error_for_status(status, message, backend=self.name, headers=headers, provider=self.label)
+
+    def _missing_sdk(self) -> MissingDependencyError:
+        return MissingDependencyError(
+            f"{self.sdk} is not installed: pip install 'rerank-router[{self.extra}]'", backend=self.name
+        )
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup[BaseException]) -> None:
+        for e in g.exceptions:
+            if isinstance(e, BaseExceptionGroup):
+                walk(e)
+            else:
+                leaves.append(e)
+
+    walk(group)
+    for e in leaves:
+        if isinstance(e, BackendError):
+            return e
+    return leaves[0]

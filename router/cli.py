@@ -1,0 +1,140 @@
+"""Command line: ``rerank-router rerank|plan|backends``.
+
+    rerank-router rerank --query "how do vaccines work" --docs docs.jsonl --top-n 3 --explain
+
+``--docs`` is JSON Lines: each line a JSON string, or an object with ``text`` (and optional ``id``,
+``metadata``); ``-`` reads standard input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from router.engine import Router
+from router.errors import RerankRouterError
+
+__all__ = ["main"]
+
+
+def _read_docs(path: str) -> list[Any]:
+    stream: TextIO = sys.stdin if path == "-" else Path(path).open(encoding="utf-8")  # noqa: SIM115
+    with stream:
+        docs = []
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                docs.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise SystemExit(
+                    f"error: {path}:{number} is not JSON ({exc.msg}); each line must be a JSON string or object"
+                ) from exc
+        return docs
+
+
+def _request_args(args: argparse.Namespace) -> dict[str, Any]:
+    constraints: dict[str, Any] = {}
+    if args.on_premise:
+        constraints["on_premise"] = True
+    if args.non_commercial:
+        constraints["commercial_use"] = False
+    context = {"domain": args.domain} if args.domain else None
+    return {
+        "top_n": args.top_n,
+        "latency_budget_ms": args.budget_ms,
+        "max_cost_usd": args.max_cost,
+        "constraints": constraints or None,
+        "context": context,
+    }
+
+
+def _cmd_rerank(router: Router, args: argparse.Namespace) -> int:
+    docs = _read_docs(args.docs)
+    if not args.cold:
+        router.warm_up()
+    result = router.rerank(args.query, docs, **_request_args(args))
+    if args.json:
+        payload = asdict(result)
+        payload["items"] = payload["items"][: result.top_n]
+        print(json.dumps(payload, default=str, indent=2))
+        return 0
+    served = " -> ".join(result.backends) or "retriever order"
+    cost = "unknown" if result.actual_cost_usd is None else f"${result.actual_cost_usd:.6f}"
+    print(f"served by {served} in {result.latency_ms:.0f} ms, cost {cost}" + (" (DEGRADED)" if result.degraded else ""))
+    if result.degraded_reason:
+        print(f"  why degraded: {result.degraded_reason}")
+    for rank, item in enumerate(result.top(), 1):
+        score = "   -  " if item.score is None else f"{item.score:.4f}"
+        text = item.text if len(item.text) <= 100 else item.text[:97] + "..."
+        print(f"{rank:>3}. [{item.id}] {score}  {text}")
+    if args.explain:
+        print()
+        print(result.explanation)
+    return 0
+
+
+def _cmd_plan(router: Router, args: argparse.Namespace) -> int:
+    from router.result import Explanation
+
+    plan = router.plan(args.query, _read_docs(args.docs), **_request_args(args))
+    print(Explanation.from_plan(plan, ()))
+    return 0
+
+
+def _cmd_backends(router: Router, args: argparse.Namespace) -> int:
+    print(f"{'backend':<24} {'model':<42} {'license':<14} {'leaves premises':<16} status")
+    for name, backend in router.backends.items():
+        spec = backend.spec
+        availability = backend.availability()
+        status = "available" if availability.ok else f"unavailable: {availability.reason}"
+        print(f"{name:<24} {spec.model:<42} {spec.license:<14} {'yes' if spec.data_leaves_premises else 'no':<16} {status}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rerank-router", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="config YAML (default: $RERANK_ROUTER_CONFIG, else the packaged default)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def request_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--query", required=True)
+        sub.add_argument("--docs", required=True, help="JSON Lines file of documents, or - for stdin")
+        sub.add_argument("--top-n", type=int)
+        sub.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
+        sub.add_argument("--max-cost", type=float, help="cost ceiling for this request, US dollars")
+        sub.add_argument("--on-premise", action="store_true", help="no document may leave this machine")
+        sub.add_argument("--non-commercial", action="store_true", help="allow non-commercial licenses")
+        sub.add_argument("--domain", help="domain for quality figures (e.g. web, scientific)")
+        return sub
+
+    rerank = request_parser("rerank", "rerank documents through the router")
+    rerank.add_argument("--explain", action="store_true", help="print every option considered and why")
+    rerank.add_argument("--json", action="store_true", help="print the full result as JSON")
+    rerank.add_argument("--cold", action="store_true", help="do not load models before timing the request")
+    request_parser("plan", "show what would run and why, without running it")
+    commands.add_parser("backends", help="list configured backends and whether each is available")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        router = Router(args.config)
+        handler = {"rerank": _cmd_rerank, "plan": _cmd_plan, "backends": _cmd_backends}[args.command]
+        return handler(router, args)
+    except RerankRouterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""Per-backend concurrency and rate limits (requests and tokens per minute).
+
+asyncio primitives belong to one event loop, and the router serves the caller's loop and its
+own sync loop, so each limit keeps one primitive per running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiolimiter import AsyncLimiter
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["BackendLimits", "LimitPolicy"]
+
+
+class LimitPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_concurrency: int | None = Field(None, ge=1)
+    rpm: float | None = Field(None, gt=0)
+    """Requests per minute (the provider's rate limit; e.g. Cohere production 1,000)."""
+    tpm: float | None = Field(None, gt=0)
+    """Tokens per minute (e.g. Voyage rerank-2.5: 2,000,000)."""
+
+
+class _PerLoop:
+    def __init__(self, policy: LimitPolicy) -> None:
+        self.semaphore = asyncio.Semaphore(policy.max_concurrency) if policy.max_concurrency else None
+        self.requests = AsyncLimiter(policy.rpm, 60) if policy.rpm else None
+        self.tokens = AsyncLimiter(policy.tpm, 60) if policy.tpm else None
+
+
+class BackendLimits:
+    def __init__(self, policy: LimitPolicy) -> None:
+        self.policy = policy
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PerLoop] = weakref.WeakKeyDictionary()
+
+    def _here(self) -> _PerLoop:
+        loop = asyncio.get_running_loop()
+        state = self._per_loop.get(loop)
+        if state is None:
+            state = self._per_loop[loop] = _PerLoop(self.policy)
+        return state
+
+    @asynccontextmanager
+    async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
+        """Wait for a concurrency slot and rate budget; the caller bounds the wait by its deadline."""
+        state = self._here()
+        if state.requests is not None:
+            await state.requests.acquire()
+        if state.tokens is not None and tokens:
+            # aiolimiter refuses amounts above its capacity; a huge request takes the whole minute.
+            await state.tokens.acquire(min(tokens, state.tokens.max_rate))
+        if state.semaphore is None:
+            yield
+            return
+        async with state.semaphore:
+            yield
