@@ -8,13 +8,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from policies.base import Policy
+from policies.cascade import CascadeParams
 from policies.simple import CheapestPolicy, ConstrainedPolicy, FastestPolicy, FixedParams, FixedPolicy, NoParams
 from router.errors import ConfigError, UnknownNameError
 
 __all__ = ["POLICIES", "create_policy"]
 
 POLICIES: Mapping[str, tuple[type, type[BaseModel]]] = {
-    "constrained": (ConstrainedPolicy, NoParams),
+    "constrained": (ConstrainedPolicy, CascadeParams),
     "cheapest": (CheapestPolicy, NoParams),
     "fastest": (FastestPolicy, NoParams),
     "fixed": (FixedPolicy, FixedParams),

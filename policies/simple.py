@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict
 
 from policies.base import PlanningContext, SortKey, assess, by_cost, by_latency, by_quality, plan_by, single_stage_options
+from policies.cascade import CascadeParams, cascade_options
 from router.plan import Plan
 
 __all__ = ["CheapestPolicy", "ConstrainedPolicy", "FastestPolicy", "FixedParams", "FixedPolicy", "NoParams"]
@@ -34,12 +35,36 @@ def _objective_plan(name: str, ctx: PlanningContext, key: SortKey, goal: str) ->
 
 @dataclass(frozen=True)
 class ConstrainedPolicy:
-    """Best predicted quality within every constraint and budget; ties: cheaper, then faster."""
+    """Best predicted quality within every constraint and budget, single backends and cascades
+    (policies.cascade) alike; ties: cheaper, then faster."""
 
     name: str = "constrained"
+    cascades: bool = True
+    cascade_k: tuple[int, ...] = CascadeParams().cascade_k
+    saturation_k: int = CascadeParams().saturation_k
+    adaptive_margin: float | None = None
+    expected_escalation: float = 1.0
 
     def plan(self, ctx: PlanningContext) -> Plan:
-        return _objective_plan(self.name, ctx, by_quality, "best predicted quality")
+        params = CascadeParams(
+            cascades=self.cascades,
+            cascade_k=self.cascade_k,
+            saturation_k=self.saturation_k,
+            adaptive_margin=self.adaptive_margin,
+            expected_escalation=self.expected_escalation,
+        )
+        singles = assess(single_stage_options(ctx), ctx)
+        assessed = singles + cascade_options(ctx, singles, params)
+        feasible = [a.option for a in assessed if a.feasible and a.option.stages]
+        if not feasible:
+            return plan_by(self.name, assessed, by_quality, "no backend passes the constraints: keeping the retriever's order")
+        best = min(feasible, key=by_quality)
+        return plan_by(
+            self.name,
+            assessed,
+            by_quality,
+            f"{best.name} has the best predicted quality of the {len(feasible)} feasible option(s)",
+        )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from router.constraints import license_allows_commercial_use
 from router.errors import ConfigError
 
-__all__ = ["BackendSpec", "LatencyParams", "Pricing", "load_catalog", "merge_spec"]
+__all__ = ["BackendSpec", "LatencyParams", "Pricing", "deep_merge", "load_catalog", "merge_spec"]
 
 PricingScheme = Literal["free", "per_search_unit", "per_token", "per_gpu_hour", "per_call"]
 
@@ -75,6 +75,10 @@ class BackendSpec(BaseModel):
     encoded alone (bi-encoders, lexical)."""
     pricing: Pricing = Pricing()
     latency: LatencyParams = LatencyParams()
+    rpm: float | None = Field(None, gt=0)
+    """The provider's requests-per-minute limit (the executor paces calls to it)."""
+    tpm: float | None = Field(None, gt=0)
+    """The provider's tokens-per-minute limit."""
     cold_start_ms: float = Field(0.0, ge=0)
     """Added to predictions while the backend is cold (model not loaded in this process)."""
     quality: Mapping[str, float] = Field(default_factory=dict)
@@ -91,11 +95,11 @@ class BackendSpec(BaseModel):
         return self.quality.get("general")
 
 
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -104,7 +108,7 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 def merge_spec(base: BackendSpec | None, model: str, overrides: Mapping[str, Any], where: str) -> BackendSpec:
     """A catalog entry (or a bare spec for ``model``) with config overrides applied."""
     raw: dict[str, Any] = base.model_dump() if base is not None else {"model": model}
-    merged = _deep_merge(raw, overrides)
+    merged = deep_merge(raw, overrides)
     try:
         return BackendSpec.model_validate(merged)
     except ValidationError as exc:

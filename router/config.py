@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from router.backends import BACKEND_TYPES, BackendConfig
+from router.catalog import deep_merge
 from router.constraints import Constraints
 from router.errors import ConfigError
 from router.request import MAX_COST_USD, MAX_LATENCY_BUDGET_MS, RequestLimits
+from router.resilience import ResiliencePolicy
 
 __all__ = ["CONFIG_ENV", "Budgets", "PolicyConfig", "RouterConfig", "default_config_source", "load_config"]
 
@@ -46,6 +48,25 @@ class Budgets(BaseModel):
     max_cost_usd: float | None = Field(None, ge=0, le=MAX_COST_USD)
 
 
+class ResilienceConfig(BaseModel):
+    """Retries, breaker, hedging and limits: ``default`` for every backend, ``backends.<name>`` to override."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: ResiliencePolicy = ResiliencePolicy()
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _overrides_are_valid(self) -> ResilienceConfig:
+        for name, override in self.backends.items():
+            try:
+                ResiliencePolicy.model_validate(deep_merge(self.default.model_dump(), override))
+            except ValidationError as exc:
+                errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"backends.{name}: {errors}") from None
+        return self
+
+
 class RouterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -57,6 +78,15 @@ class RouterConfig(BaseModel):
     token_estimates: dict[str, float] = Field(default_factory=dict)
     """Characters per token for tokenizer families with no local tokenizer (see router.tokens)."""
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
+    resilience: ResilienceConfig = ResilienceConfig()
+
+    def resilience_for(self, backend: str) -> ResiliencePolicy:
+        """``resilience.default`` deep-merged with ``resilience.backends.<backend>``."""
+        override = self.resilience.backends.get(backend)
+        if not override:
+            return self.resilience.default
+        merged = deep_merge(self.resilience.default.model_dump(), override)
+        return ResiliencePolicy.model_validate(merged)
 
 
 def _format(exc: ValidationError) -> str:

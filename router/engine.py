@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from policies.base import BackendView, PlanningContext, Policy
 from policies.registry import create_policy
 from router.backends import build_backend
-from router.backends.base import Backend
+from router.backends.base import Availability, Backend
 from router.config import RouterConfig, load_config
 from router.constraints import Constraints
 from router.cost import UsageCalibrator
@@ -25,12 +26,24 @@ from router.features import Features, extract_features
 from router.latency import LatencyEstimator
 from router.plan import Plan
 from router.request import RerankRequest, build_request
+from router.resilience.breaker import BreakerState, BreakerStore
 from router.result import Explanation, RankedItem, RerankResult
 from router.tokens import TokenCounters
 
 __all__ = ["Router"]
 
 T = TypeVar("T")
+
+
+def _loop_clock() -> float:
+    """The running event loop's clock (so deadlines and asyncio timeouts agree, also under a
+    test loop with virtual time); time.monotonic outside a loop, which is what asyncio uses."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
 Clock = Callable[[], float]
 
 
@@ -38,7 +51,9 @@ class Router:
     """Routes rerank requests through a policy to backends. Safe to share across threads and tasks.
 
     ``backends`` adds or replaces configured backends by name (e.g. ``router.testing.FakeBackend``);
-    ``policy`` replaces the configured one; ``clock`` (monotonic seconds) is injectable for tests.
+    ``policy`` replaces the configured one. ``clock`` (monotonic seconds; default: the running
+    loop's), ``sleep`` (retry back-off) and ``rng`` (retry jitter) are injectable so tests never
+    wait or flake; ``breaker_store`` lets replicas share circuit-breaker state.
     """
 
     def __init__(
@@ -47,19 +62,31 @@ class Router:
         *,
         backends: Mapping[str, Backend] | None = None,
         policy: Policy | None = None,
-        clock: Clock = time.monotonic,
+        clock: Clock | None = None,
+        breaker_store: BreakerStore | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = load_config(config)
         built: dict[str, Backend] = {name: build_backend(name, cfg) for name, cfg in self.config.backends.items()}
         built.update(backends or {})
         self.backends: Mapping[str, Backend] = MappingProxyType(built)
         self.policy: Policy = policy or create_policy(self.config.policy.name, self.config.policy.params)
-        self._clock = clock
+        self._clock = clock or _loop_clock
         self._counters = TokenCounters(self.config.token_estimates)
         self.latency = LatencyEstimator()
         self.usage = UsageCalibrator()
         """Billed / estimated tokens per token-billed backend, learnt from responses (router.cost)."""
-        self._executor = Executor(self.backends, self.latency, clock, self.usage)
+        self._executor = Executor(
+            self.backends,
+            self.latency,
+            self._clock,
+            self.usage,
+            resilience={name: self.config.resilience_for(name) for name in self.backends},
+            breaker_store=breaker_store,
+            rng=rng,
+            sleep=sleep,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
         self._warming: set[str] = set()
@@ -101,7 +128,9 @@ class Router:
         )
 
     def _plan(self, request: RerankRequest, features: Features) -> Plan:
-        views = {name: BackendView(name=name, spec=b.spec, availability=b.availability()) for name, b in self.backends.items()}
+        views = {
+            name: BackendView(name=name, spec=b.spec, availability=self._availability(name)) for name, b in self.backends.items()
+        }
         cold = frozenset(name for name, view in views.items() if view.availability.ok and not view.availability.warm)
         for name in cold:
             self._load_in_background(name)
@@ -115,6 +144,14 @@ class Router:
             estimate=estimator.estimate,
         )
         return self.policy.plan(ctx)
+
+    def _availability(self, name: str) -> Availability:
+        """The backend's own availability, closed off while its circuit breaker is open."""
+        availability = self.backends[name].availability()
+        state, why = self._executor.breakers[name].status()
+        if availability.ok and state is BreakerState.OPEN:
+            return Availability(False, why, warm=availability.warm)
+        return availability
 
     def plan(self, query: object, documents: object, **kwargs: Any) -> Plan:
         """Steps 1-4 only: what would run and why, without calling any backend."""
@@ -147,7 +184,7 @@ class Router:
         plan = self._plan(request, features)
         deadline = None if request.latency_budget_ms is None else started + request.latency_budget_ms / 1000
         texts = request.texts_for_scoring(self.config.limits.max_document_chars)
-        execution = await self._executor.run(plan, request.query, texts, features, deadline)
+        execution = await self._executor.run(plan, request.query, texts, features, deadline, request.max_cost_usd)
         items = tuple(
             RankedItem(index=i, id=d.id, score=execution.scores.get(i), text=d.text, metadata=d.metadata)
             for i, d in ((i, request.documents[i]) for i in execution.order)
@@ -165,7 +202,7 @@ class Router:
             actual_cost_usd=actual,
             degraded=execution.degraded,
             degraded_reason=execution.degraded_reason,
-            explanation=Explanation.from_plan(plan, request.notes),
+            explanation=Explanation.from_plan(plan, (*request.notes, *execution.notes)),
         )
 
     def rerank(self, query: str, documents: Any, **kwargs: Any) -> RerankResult:

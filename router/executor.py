@@ -1,28 +1,37 @@
 """Step 5: run a plan's options in order against the deadline; never lose a document.
 
 Each option is tried in turn (primary, then fallbacks). Within an option, stage i scores the top
-``candidates_in`` of the order so far; everything below keeps its place. A failure or timeout in
-the first stage moves on to the next option; in a later stage it keeps the order in hand. If no
-option completes, the retriever's order is returned. Any exception a backend raises is caught
-here, so the result is always a permutation of the input.
+``candidates_in`` of the order so far; everything below keeps its place. An adaptive stage runs
+only when the stage before it is unsure (small top-1 margin). A failure or timeout in the first
+stage moves on to the next option; in a later stage it keeps the order in hand. Fallbacks that
+cannot finish in the time left, or that reuse a backend that already failed in this request, are
+skipped. If nothing completes, the retriever's order is returned. Any exception a backend raises
+is caught here, so the result is always a permutation of the input.
+
+Every backend call goes through its circuit breaker, rate and concurrency limits, retries
+(tenacity, never past the deadline) and, where enabled and affordable, a hedged second call
+after the backend's observed p95. Every await is bounded by the remaining budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Mapping, Sequence
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from router.backends.base import Backend, Scores
 from router.cost import UsageCalibrator, billed_cost_usd, predict_usage
-from router.errors import BackendError, BackendTimeoutError, MalformedResponseError
+from router.errors import BackendError, BackendTimeoutError, BackendUnavailableError, BadRequestError, MalformedResponseError
 from router.features import Features
 from router.latency import LatencyEstimator, item_tokens
-from router.plan import Option, Plan
+from router.plan import Estimate, Option, Plan, Stage
+from router.resilience import BackendLimits, CircuitBreaker, LatencyWindow, LimitPolicy, ResiliencePolicy, hedged, retrying
+from router.resilience.breaker import BreakerStore
 from router.result import StageReport
 
-__all__ = ["Execution", "Executor"]
+__all__ = ["FALLBACK_MARGIN_MS", "Execution", "Executor"]
 
 Clock = Callable[[], float]
 
@@ -38,56 +47,121 @@ class Execution:
     served_by: Option | None = None
     degraded: bool = False
     degraded_reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Call:
+    scores: Scores
+    attempts: int
+    hedged: bool
+
+
+@dataclass
+class _Tally:
+    attempts: int = 0
 
 
 def _validate(scores: Scores, expected: int, backend: str) -> tuple[float, ...]:
     values = scores.values
     if len(values) != expected:
         raise MalformedResponseError(f"returned {len(values)} scores for {expected} documents", backend=backend)
+    if any(not isinstance(v, int | float) for v in values):
+        raise MalformedResponseError("returned a non-numeric score", backend=backend)
     if any(not math.isfinite(v) for v in values):
         raise MalformedResponseError("returned a non-finite score", backend=backend)
     return values
 
 
+def top_margin(values: Sequence[float]) -> float:
+    """Top-1 minus top-2 score: how sure a stage is of its best answer (inf with one document)."""
+    if len(values) < 2:
+        return math.inf
+    first, second = sorted(values, reverse=True)[:2]
+    return first - second
+
+
 class Executor:
     def __init__(
-        self, backends: Mapping[str, Backend], latency: LatencyEstimator, clock: Clock, usage: UsageCalibrator | None = None
+        self,
+        backends: Mapping[str, Backend],
+        latency: LatencyEstimator,
+        clock: Clock,
+        usage: UsageCalibrator | None = None,
+        *,
+        resilience: Mapping[str, ResiliencePolicy] | None = None,
+        breaker_store: BreakerStore | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._usage = usage
         self._backends = backends
         self._latency = latency
         self._clock = clock
+        self._usage = usage
+        self._policies = {name: (resilience or {}).get(name, ResiliencePolicy()) for name in backends}
+        self.breakers = {
+            name: CircuitBreaker(name, self._policies[name].breaker, clock=clock, store=breaker_store) for name in backends
+        }
+        self._limits = {name: BackendLimits(self._limit_policy(name)) for name in backends}
+        self._windows = {name: LatencyWindow() for name in backends}
+        self._rng = rng or random.Random()
+        self._sleep = sleep
 
-    async def run(self, plan: Plan, query: str, texts: Sequence[str], features: Features, deadline: float | None) -> Execution:
+    def _limit_policy(self, name: str) -> LimitPolicy:
+        """Config limits, with the provider's published rate limits from the catalog as defaults."""
+        limits = self._policies[name].limits
+        spec = self._backends[name].spec
+        return limits.model_copy(update={"rpm": limits.rpm or spec.rpm, "tpm": limits.tpm or spec.tpm})
+
+    # -- options ------------------------------------------------------------------------------
+    async def run(
+        self,
+        plan: Plan,
+        query: str,
+        texts: Sequence[str],
+        features: Features,
+        deadline: float | None,
+        max_cost_usd: float | None = None,
+    ) -> Execution:
         failed: list[StageReport] = []
+        failed_backends: set[str] = set()
+        skipped: list[str] = []
         options = plan.options_in_order
         for position, option in enumerate(options):
             if not option.stages:
                 break
-            if deadline is not None and self._clock() >= deadline:
-                break
+            if failed_backends.intersection(option.backends):
+                skipped.append(f"{option.name} skipped: a backend in it already failed")
+                continue
+            if deadline is not None:
+                left_ms = (deadline - self._clock()) * 1000
+                if left_ms <= 0:
+                    skipped.append("deadline reached")
+                    break
+                if position > 0 and option.estimate.latency_ms > left_ms:
+                    skipped.append(f"{option.name} skipped: predicted {option.estimate.latency_ms:.0f} ms, {left_ms:.0f} ms left")
+                    continue
             execution, failure = await self._run_option(
-                option, query, texts, features, self._option_deadline(deadline, options[position + 1 :])
+                option, query, texts, features, self._option_deadline(deadline, options[position + 1 :]), max_cost_usd
             )
             if execution is None:
                 assert failure is not None
                 failed.append(failure)
+                failed_backends.add(failure.backend)
                 continue
             execution.stages[:0] = failed
+            execution.notes[:0] = skipped
             if option is not plan.primary or execution.degraded:
-                reasons = [r.error or "" for r in failed]
+                reasons = [r.error or "" for r in failed] + skipped
                 if execution.degraded_reason:
                     reasons.append(execution.degraded_reason)
                 execution.degraded = True
-                execution.degraded_reason = "; ".join(reasons) + f"; served by {option.name}"
+                execution.degraded_reason = "; ".join([*reasons, f"served by {option.name}"])
             return execution
-        execution = Execution(order=list(range(len(texts))), stages=failed)
+        execution = Execution(order=list(range(len(texts))), stages=failed, notes=skipped)
         if plan.primary.stages:  # the retriever's order was not the plan: say why we ended here
-            reasons = [r.error or "" for r in failed]
-            if deadline is not None and self._clock() >= deadline:
-                reasons.append("deadline reached")
             execution.degraded = True
-            execution.degraded_reason = "; ".join(reasons) + "; kept the retriever's order"
+            execution.degraded_reason = "; ".join([r.error or "" for r in failed] + skipped + ["kept the retriever's order"])
         return execution
 
     def _option_deadline(self, deadline: float | None, later: Sequence[Option]) -> float | None:
@@ -99,33 +173,40 @@ class Executor:
         return reserved if reserved > self._clock() else deadline
 
     async def _run_option(
-        self, option: Option, query: str, texts: Sequence[str], features: Features, deadline: float | None
+        self,
+        option: Option,
+        query: str,
+        texts: Sequence[str],
+        features: Features,
+        deadline: float | None,
+        max_cost_usd: float | None,
     ) -> tuple[Execution | None, StageReport | None]:
         """The option's execution, or (None, the failed first stage's report)."""
         execution = Execution(order=list(range(len(texts))), served_by=option)
+        previous: Sequence[float] = ()
         for position, stage in enumerate(option.stages):
+            if position > 0 and stage.escalate_below_margin is not None:
+                margin = top_margin(previous)
+                if margin >= stage.escalate_below_margin:
+                    execution.notes.append(
+                        f"{stage.backend} not needed: {option.stages[position - 1].backend} is sure "
+                        f"(top-1 margin {margin:.3f} >= {stage.escalate_below_margin:.3f})"
+                    )
+                    break
             backend = self._backends[stage.backend]
             subset = execution.order[: stage.candidates_in]
             predicted = option.stage_estimates[position] if position < len(option.stage_estimates) else None
+            stats = features.token_stats(backend.spec.tokenizer_family)
+            tokens = item_tokens(backend.spec, stats, [stats.docs[i] for i in subset])
             started = self._clock()
+            tally = _Tally()
             try:
-                remaining = None if deadline is None else deadline - started
-                if remaining is not None and remaining <= 0:
-                    raise BackendTimeoutError("no time left in the latency budget", backend=stage.backend)
-                async with asyncio.timeout(remaining):
-                    scores = await backend.rerank(query, [texts[i] for i in subset])
-                values = _validate(scores, len(subset), stage.backend)
+                call = await self._call(
+                    stage, [texts[i] for i in subset], query, deadline, sum(tokens), predicted, max_cost_usd, tally
+                )
             except Exception as exc:
-                report = StageReport(
-                    backend=stage.backend,
-                    model=backend.spec.model,
-                    candidates_in=len(subset),
-                    ok=False,
-                    latency_ms=(self._clock() - started) * 1000,
-                    predicted_latency_ms=predicted.latency_ms if predicted else 0.0,
-                    cost_usd=None,
-                    predicted_cost_usd=predicted.cost_usd if predicted else None,
-                    error=_describe(exc, stage.backend),
+                report = self._report(
+                    stage, backend, len(subset), started, predicted, error=_describe(exc, stage.backend), attempts=tally.attempts
                 )
                 if position == 0:
                     return None, report
@@ -134,34 +215,130 @@ class Executor:
                 execution.degraded_reason = f"{report.error}; kept the order of the stages before it"
                 return execution, None
             elapsed = (self._clock() - started) * 1000
-            stats = features.token_stats(backend.spec.tokenizer_family)
-            tokens = item_tokens(backend.spec, stats, [stats.docs[i] for i in subset])
-            if not scores.cold_start:
-                self._latency.observe(stage.backend, backend.spec.latency, tokens, elapsed)
-            if self._usage is not None and scores.usage.tokens is not None:  # billed vs estimated tokens
-                estimated = predict_usage(backend.spec, stats.query, [stats.docs[i] for i in subset]).tokens
-                self._usage.observe(stage.backend, estimated, scores.usage.tokens)
+            self._learn(stage.backend, backend, call, tokens, stats.query, [stats.docs[i] for i in subset], elapsed)
+            values = call.scores.values
             ranked = sorted(range(len(subset)), key=lambda k: -values[k])  # stable: ties keep the prior order
             execution.order = [subset[k] for k in ranked] + execution.order[len(subset) :]
             execution.scores.update({subset[k]: values[k] for k in range(len(subset))})
-            execution.stages.append(
-                StageReport(
-                    backend=stage.backend,
-                    model=backend.spec.model,
-                    candidates_in=len(subset),
-                    ok=True,
-                    latency_ms=elapsed,
-                    predicted_latency_ms=predicted.latency_ms if predicted else 0.0,
-                    cost_usd=billed_cost_usd(backend.spec, scores.usage, elapsed),
-                    predicted_cost_usd=predicted.cost_usd if predicted else None,
-                )
-            )
+            execution.stages.append(self._report(stage, backend, len(subset), started, predicted, call=call))
+            previous = values
         return execution, None
+
+    def _learn(
+        self, name: str, backend: Backend, call: _Call, tokens: list[int], query_tokens: int, doc_tokens: list[int], ms: float
+    ) -> None:
+        if call.scores.cold_start or call.attempts > 1 or call.hedged:
+            return  # load time, retry waits or a hedge race say nothing about one call's latency
+        self._latency.observe(name, backend.spec.latency, tokens, ms)
+        self._windows[name].add(ms)
+        if self._usage is not None and call.scores.usage.tokens is not None:  # billed vs estimated tokens
+            estimated = predict_usage(backend.spec, query_tokens, doc_tokens).tokens
+            self._usage.observe(name, estimated, call.scores.usage.tokens)
+
+    def _report(
+        self,
+        stage: Stage,
+        backend: Backend,
+        n: int,
+        started: float,
+        predicted: Estimate | None,
+        *,
+        call: _Call | None = None,
+        error: str | None = None,
+        attempts: int = 1,
+    ) -> StageReport:
+        elapsed = (self._clock() - started) * 1000
+        return StageReport(
+            backend=stage.backend,
+            model=backend.spec.model,
+            candidates_in=n,
+            ok=call is not None,
+            latency_ms=elapsed,
+            predicted_latency_ms=predicted.latency_ms if predicted else 0.0,
+            cost_usd=None if call is None else billed_cost_usd(backend.spec, call.scores.usage, elapsed),
+            predicted_cost_usd=predicted.cost_usd if predicted else None,
+            error=error,
+            attempts=call.attempts if call else attempts,
+            hedged=call.hedged if call else False,
+        )
+
+    # -- one backend call: breaker, limits, retries, hedging, deadline ----------------------------
+    async def _call(
+        self,
+        stage: Stage,
+        texts: list[str],
+        query: str,
+        deadline: float | None,
+        tokens: int,
+        predicted: Estimate | None,
+        max_cost_usd: float | None,
+        tally: _Tally,
+    ) -> _Call:
+        name = stage.backend
+        breaker = self.breakers[name]
+        if not breaker.try_acquire():
+            raise BackendUnavailableError(breaker.status()[1], backend=name)
+        policy = self._policies[name]
+        hedge_ms = self._windows[name].hedge_delay_ms(policy.hedge) if _can_afford_hedge(predicted, max_cost_usd) else None
+        try:
+            async for attempt in retrying(policy.retries, deadline=deadline, clock=self._clock, rng=self._rng, sleep=self._sleep):
+                with attempt:
+                    tally.attempts += 1
+                    scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
+        except asyncio.CancelledError:
+            breaker.release_probe()
+            raise
+        except Exception as exc:
+            if isinstance(exc, BadRequestError):
+                breaker.release_probe()  # the input was refused; the backend is healthy
+            else:
+                breaker.on_failure()
+            raise
+        breaker.on_success()
+        return _Call(scores=scores, attempts=tally.attempts, hedged=was_hedged)
+
+    async def _attempt(
+        self,
+        name: str,
+        query: str,
+        texts: list[str],
+        deadline: float | None,
+        policy: ResiliencePolicy,
+        tokens: int,
+        hedge_ms: float | None,
+    ) -> tuple[Scores, bool]:
+        timeout = None if deadline is None else deadline - self._clock()
+        if policy.attempt_timeout_ms is not None:
+            per_attempt = policy.attempt_timeout_ms / 1000
+            timeout = per_attempt if timeout is None else min(timeout, per_attempt)
+        if timeout is not None and timeout <= 0:
+            raise BackendTimeoutError("no time left in the latency budget", backend=name)
+        backend = self._backends[name]
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                async with self._limits[name].slot(tokens):
+                    scores, was_hedged = await hedged(
+                        lambda: backend.rerank(query, texts), None if hedge_ms is None else hedge_ms / 1000
+                    )
+        except TimeoutError as exc:
+            why = "timed out at the deadline" if scope.expired() else f"timed out ({exc or 'TimeoutError'})"
+            raise BackendTimeoutError(why, backend=name) from exc
+        _validate(scores, len(texts), name)
+        return scores, was_hedged
+
+
+def _can_afford_hedge(predicted: Estimate | None, max_cost_usd: float | None) -> bool:
+    """A hedge may double the call's cost: only where that still fits the request's ceiling."""
+    if predicted is None or predicted.cost_usd is None:
+        return False
+    if predicted.cost_usd == 0:
+        return True
+    return max_cost_usd is None or 2 * predicted.cost_usd <= max_cost_usd
 
 
 def _describe(exc: BaseException, backend: str) -> str:
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return f"{backend}: timed out at the deadline"
     if isinstance(exc, BackendError):
         return str(exc)
+    if isinstance(exc, TimeoutError):
+        return f"{backend}: timed out"
     return f"{backend}: {type(exc).__name__}: {exc}"

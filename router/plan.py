@@ -21,6 +21,9 @@ class Stage:
     backend: str
     candidates_in: int
     """Score the top ``candidates_in`` of the order so far (all N for a first stage)."""
+    escalate_below_margin: float | None = None
+    """Adaptive cascade: run this stage only when the previous stage's top-1 minus top-2 score
+    margin is below this calibrated threshold (the previous stage is unsure); None: always run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,10 @@ class Option:
             return RETRIEVER_ORDER
         if len(self.stages) == 1:
             return self.stages[0].backend
-        return " -> ".join(f"{s.backend}@{s.candidates_in}" for s in self.stages)
+        return " -> ".join(
+            f"{s.backend}@{s.candidates_in}" + ("" if s.escalate_below_margin is None else f"?m<{s.escalate_below_margin:.3g}")
+            for s in self.stages
+        )
 
     @property
     def backends(self) -> tuple[str, ...]:

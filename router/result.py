@@ -34,6 +34,10 @@ class StageReport:
     """From billed units where the provider reports them; None if the price is unknown."""
     predicted_cost_usd: float | None
     error: str | None = None
+    attempts: int = 1
+    """Calls made, retries included."""
+    hedged: bool = False
+    """A second, hedged call was sent because the first ran past the backend's observed p95."""
 
 
 @dataclass(frozen=True, slots=True)

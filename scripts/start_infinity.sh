@@ -92,13 +92,20 @@ else
   # --- 4. start ---------------------------------------------------------------
   log "starting infinity_emb on $URL (log: $LOG)"
   : >"$LOG"
-  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 INFINITY_ANONYMOUS_USAGE_STATS=0 \
-    nohup setsid "$VENV/bin/infinity_emb" v2 \
+  # Popen closes every inherited descriptor above stderr (close_fds): a server holding this
+  # script's stdout pipe open would make a caller's $(start_infinity.sh) wait for ever.
+  started_pid=$(HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1 INFINITY_ANONYMOUS_USAGE_STATS=0 \
+    "$VENV/bin/python" - "$LOG" "$VENV/bin/infinity_emb" v2 \
       --model-id "$MODEL_DIR" \
       --host "$HOST" --port "$PORT" \
-      --engine torch --device cpu --no-bettertransformer \
-      >>"$LOG" 2>&1 </dev/null &
-  started_pid=$!
+      --engine torch --device cpu --no-bettertransformer <<'PY'
+import subprocess, sys
+log = open(sys.argv[1], "ab")
+server = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                          start_new_session=True, close_fds=True)
+print(server.pid)
+PY
+  )
   echo "$started_pid" >"$PID_FILE"
 fi
 

@@ -30,6 +30,10 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
+async def _no_wait(seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
@@ -50,7 +54,10 @@ def make_router() -> Iterator[Callable[..., Router]]:
         clock: Callable[[], float] | None = None,
         **config: Any,
     ) -> Router:
-        extra: dict[str, Any] = {} if clock is None else {"clock": clock}
+        # Retry back-off waits on a no-op sleep here: tests never wait for it (pass sleep= to override).
+        extra: dict[str, Any] = {"sleep": config.pop("sleep", _no_wait)}
+        if clock is not None:
+            extra["clock"] = clock
         if isinstance(policy, Mapping):
             config["policy"], policy = policy, None
         router = Router({"backends": {}, **config}, backends=backends or {}, policy=policy, **extra)

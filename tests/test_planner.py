@@ -269,7 +269,8 @@ def test_on_premise_request_never_reaches_the_api_even_when_all_else_fails(make_
     router = make_router({"api": api, "strong": strong, "cheap": cheap})
     result = router.rerank("query", docs(10), max_cost_usd=1, constraints={"on_premise": True})
     assert api.calls == []
-    assert len(strong.calls) == 1
+    # A TimeoutError is transient: retried up to the default 3 attempts; the others are not retried.
+    assert len(strong.calls) == (3 if isinstance(failure, TimeoutError) else 1)
     assert len(cheap.calls) == 1
     assert result.degraded
     assert result.indices == tuple(range(10))

@@ -240,18 +240,21 @@ def test_router_falls_back_from_a_failing_api_and_keeps_every_document(server):
     )
     try:
         docs = [f"document {i} about {'tea' if i % 3 else 'coffee'}" for i in range(40)]
-        server.script([Fault.server_error(503)])
+        server.script([Fault.server_error(503)] * 3)  # every attempt (3 by default) fails
         result = router.rerank("tea", docs)
         assert sorted(result.indices) == list(range(len(docs)))
         assert [s.backend for s in result.stages] == ["cohere", "qwen"]
+        assert result.stages[0].attempts == 3
         assert not result.stages[0].ok and "Cohere returned HTTP 503" in (result.stages[0].error or "")
         assert result.stages[1].ok and result.degraded
         assert result.backends == ("qwen",)
 
+        # Retry-After (3 s) would end past the 2 s deadline: no retry, fall back at once.
         server.script([Fault.rate_limited(retry_after=3)])
-        limited = router.rerank("tea", docs)
+        limited = router.rerank("tea", docs, latency_budget_ms=2000)
         assert sorted(limited.indices) == list(range(len(docs)))
-        assert "429" in (limited.stages[0].error or "")
+        assert "429" in (limited.stages[0].error or "") and limited.stages[0].attempts == 1
+        assert limited.latency_ms < 2000
 
         ok = router.rerank("tea", docs)
         assert ok.backends == ("cohere",) and not ok.degraded

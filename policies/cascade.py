@@ -1,0 +1,107 @@
+"""Cascades: a cheap backend on all N candidates, a stronger one on its top k.
+
+For each (cheap, strong) pair whose single-stage options pass the hard rules (so budget and
+cost are the only reasons the strong model cannot run on everything), the largest k in the grid
+that passes every rule is kept; below it, the cheap stage's order stands. If no k fits, the
+smallest is kept, rejected, so the explanation says why.
+
+Quality of a cascade is a prior, not a measurement:
+``q = q_cheap + (q_strong - q_cheap) * min(1, k / saturation_k)``: re-scoring the top
+``saturation_k`` of a reasonable first stage recovers the strong model's top 10 (rerankers are
+usually run on a top 50-100). Replace it by measuring on your own labelled data (issue: measured
+routing) and setting ``saturation_k``. An adaptive cascade escalates only when the first stage is
+unsure (top-1 margin below a calibrated threshold, see :func:`calibrate_margin_threshold`); its
+predicted cost and latency stay the worst case (both stages), so ceilings and deadlines hold, and
+its quality is discounted to ``q_cheap + p * (q_cascade - q_cheap)`` for escalation share ``p``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.base import PlanningContext, assess
+from router.plan import Assessed, Option, Stage
+
+__all__ = ["BUDGET_RULES", "CascadeParams", "calibrate_margin_threshold", "cascade_options"]
+
+# Rules that only say "too slow / too dear / too many for one call": a cascade may cure them.
+BUDGET_RULES = frozenset({"latency_budget", "max_cost", "max_documents"})
+
+
+class CascadeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cascades: bool = True
+    cascade_k: tuple[int, ...] = (10, 20, 30, 50, 100, 200)
+    """Candidate counts the strong stage may take (kept when top_n <= k < N)."""
+    saturation_k: int = Field(50, ge=1)
+    """Prior: a strong stage over the first stage's top ``saturation_k`` keeps its full quality."""
+    adaptive_margin: float | None = Field(None, ge=0)
+    """If set, the strong stage runs only when the cheap stage's top-1 margin is below this
+    (calibrated with calibrate_margin_threshold on your traffic's first-stage scores)."""
+    expected_escalation: float = Field(1.0, gt=0, le=1)
+    """Share of requests that escalate at ``adaptive_margin`` (from the same calibration)."""
+
+
+def calibrate_margin_threshold(margins: Sequence[float], escalation_share: float) -> float:
+    """The margin threshold under which ``escalation_share`` of requests escalate.
+
+    ``margins`` are first-stage top-1 minus top-2 scores observed on representative traffic (see
+    router.executor.top_margin). Escalating when margin < threshold sends about that share on.
+    """
+    if not 0 < escalation_share <= 1:
+        raise ValueError("escalation_share must be in (0, 1]")
+    finite = sorted(m for m in margins if math.isfinite(m))
+    if not finite:
+        raise ValueError("no finite margins to calibrate on")
+    if escalation_share == 1:
+        return math.inf
+    position = escalation_share * (len(finite) - 1)
+    low, high = math.floor(position), math.ceil(position)
+    value = finite[low] + (finite[high] - finite[low]) * (position - low)
+    # Strictly above the quantile's value, so ties at it escalate too.
+    return math.nextafter(value, math.inf)
+
+
+def _quality(cheap: float, strong: float, k: int, params: CascadeParams) -> float:
+    full = cheap + (strong - cheap) * min(1.0, k / params.saturation_k)
+    if params.adaptive_margin is None:
+        return full
+    return cheap + params.expected_escalation * (full - cheap)
+
+
+def cascade_options(ctx: PlanningContext, singles: Sequence[Assessed], params: CascadeParams) -> list[Assessed]:
+    if not params.cascades:
+        return []
+    n, top_n = ctx.features.n_candidates, ctx.features.top_n
+    grid = sorted({k for k in params.cascade_k if top_n <= k < n})
+    if not grid:
+        return []
+    usable = {
+        a.option.backends[0]: a.option.estimate.quality
+        for a in singles
+        if len(a.option.stages) == 1
+        and a.option.estimate.quality is not None
+        and all(r.rule in BUDGET_RULES for r in a.rejections)
+    }
+    out: list[Assessed] = []
+    for cheap, q_cheap in usable.items():
+        for strong, q_strong in usable.items():
+            if q_cheap is None or q_strong is None or q_strong <= q_cheap:
+                continue
+            assessed = assess([_option(ctx, cheap, strong, k, q_cheap, q_strong, params) for k in grid], ctx)
+            feasible = [a for a in assessed if a.feasible]
+            out.append(feasible[-1] if feasible else assessed[0])
+    return out
+
+
+def _option(
+    ctx: PlanningContext, cheap: str, strong: str, k: int, q_cheap: float, q_strong: float, params: CascadeParams
+) -> Option:
+    stages = (Stage(cheap, ctx.features.n_candidates), Stage(strong, k, escalate_below_margin=params.adaptive_margin))
+    option = ctx.estimate(stages)
+    return replace(option, estimate=replace(option.estimate, quality=_quality(q_cheap, q_strong, k, params)))
