@@ -5,6 +5,7 @@ own by implementing :class:`Policy` (a ``name`` and ``plan(ctx) -> Plan``) and r
 hard rules through :func:`assess`.
 """
 
+import router  # noqa: F401  (router.engine imports policies: load the router package first)
 from policies.base import (
     BackendView,
     PlanningContext,

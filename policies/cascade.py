@@ -93,10 +93,20 @@ def cascade_options(ctx: PlanningContext, singles: Sequence[Assessed], params: C
         for strong, q_strong in usable.items():
             if q_cheap is None or q_strong is None or q_strong <= q_cheap:
                 continue
-            assessed = assess([_option(ctx, cheap, strong, k, q_cheap, q_strong, params) for k in grid], ctx)
-            feasible = [a for a in assessed if a.feasible]
-            out.append(feasible[-1] if feasible else assessed[0])
+            out.append(_largest_feasible(ctx, cheap, strong, grid, q_cheap, q_strong, params))
     return out
+
+
+def _largest_feasible(
+    ctx: PlanningContext, cheap: str, strong: str, grid: list[int], q_cheap: float, q_strong: float, params: CascadeParams
+) -> Assessed:
+    """Latency and cost grow with k: the first feasible k from the top is the largest; if none
+    is feasible, the smallest k's rejection explains why."""
+    for k in reversed(grid):
+        [assessed] = assess([_option(ctx, cheap, strong, k, q_cheap, q_strong, params)], ctx)
+        if assessed.feasible:
+            return assessed
+    return assessed
 
 
 def _option(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from policies.base import Policy
 from policies.cascade import CascadeParams
+from policies.learned import LearnedParams, LearnedPolicy
 from policies.simple import CheapestPolicy, ConstrainedPolicy, FastestPolicy, FixedParams, FixedPolicy, NoParams
 from router.errors import ConfigError, UnknownNameError
 
@@ -19,6 +20,7 @@ POLICIES: Mapping[str, tuple[type, type[BaseModel]]] = {
     "cheapest": (CheapestPolicy, NoParams),
     "fastest": (FastestPolicy, NoParams),
     "fixed": (FixedPolicy, FixedParams),
+    "learned": (LearnedPolicy, LearnedParams),
 }
 
 

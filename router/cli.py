@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
+from router.cli_eval import EVAL_COMMANDS, add_eval_commands, run_eval_command
 from router.engine import Router
 from router.errors import RerankRouterError
 
@@ -122,11 +123,14 @@ def _parser() -> argparse.ArgumentParser:
     rerank.add_argument("--cold", action="store_true", help="do not load models before timing the request")
     request_parser("plan", "show what would run and why, without running it")
     commands.add_parser("backends", help="list configured backends and whether each is available")
+    add_eval_commands(commands)  # eval, calibrate (router.cli_eval)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in EVAL_COMMANDS:
+        return run_eval_command(args)
     try:
         router = Router(args.config)
         handler = {"rerank": _cmd_rerank, "plan": _cmd_plan, "backends": _cmd_backends}[args.command]

@@ -79,6 +79,8 @@ class RouterConfig(BaseModel):
     """Characters per token for tokenizer families with no local tokenizer (see router.tokens)."""
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     resilience: ResilienceConfig = ResilienceConfig()
+    profile: str | None = None
+    """Calibration profile (YAML, `rerank-router calibrate`): measured per-backend spec overrides (router.calibration)."""
 
     def resilience_for(self, backend: str) -> ResiliencePolicy:
         """``resilience.default`` deep-merged with ``resilience.backends.<backend>``."""
@@ -143,6 +145,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | RouterConfi
     from policies.registry import create_policy
 
     create_policy(config.policy.name, config.policy.params)  # fail at load, not at first request
+
     fixed = config.policy.params.get("backend")
     if config.policy.name == "fixed" and fixed not in config.backends:
         raise ConfigError(f"policy.params.backend: {fixed!r} is not a configured backend ({', '.join(config.backends)})")

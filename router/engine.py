@@ -16,10 +16,11 @@ from policies.base import BackendView, PlanningContext, Policy
 from policies.registry import create_policy
 from router.backends import build_backend
 from router.backends.base import Availability, Backend
+from router.calibration import apply_profile
 from router.config import RouterConfig, load_config
 from router.constraints import Constraints
 from router.cost import UsageCalibrator
-from router.errors import RerankRouterError
+from router.errors import ConfigError, RerankRouterError
 from router.estimate import OptionEstimator
 from router.executor import Executor
 from router.features import Features, extract_features
@@ -33,6 +34,9 @@ from router.tokens import TokenCounters
 __all__ = ["Router"]
 
 T = TypeVar("T")
+
+# Backend work stops this long before the request's deadline (see arerank).
+DEADLINE_GUARD_MS = 5.0
 
 
 def _loop_clock() -> float:
@@ -67,9 +71,12 @@ class Router:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.config = load_config(config)
+        self.config = apply_profile(load_config(config))  # measured overrides (router.calibration)
         built: dict[str, Backend] = {name: build_backend(name, cfg) for name, cfg in self.config.backends.items()}
         built.update(backends or {})
+        unknown = sorted(set(self.config.resilience.backends) - set(built))
+        if unknown:
+            raise ConfigError(f"resilience.backends: {', '.join(unknown)} is not a backend ({', '.join(built)})")
         self.backends: Mapping[str, Backend] = MappingProxyType(built)
         self.policy: Policy = policy or create_policy(self.config.policy.name, self.config.policy.params)
         self._clock = clock or _loop_clock
@@ -182,7 +189,12 @@ class Router:
         )
         features = self._features(request)
         plan = self._plan(request, features)
-        deadline = None if request.latency_budget_ms is None else started + request.latency_budget_ms / 1000
+        deadline = None
+        if request.latency_budget_ms is not None:
+            # Stop backend work a little early: the event loop wakes timers late under load, and
+            # the result still has to be assembled. The guard is at most 10% of the budget.
+            guard_ms = min(DEADLINE_GUARD_MS, 0.1 * request.latency_budget_ms)
+            deadline = started + (request.latency_budget_ms - guard_ms) / 1000
         texts = request.texts_for_scoring(self.config.limits.max_document_chars)
         execution = await self._executor.run(plan, request.query, texts, features, deadline, request.max_cost_usd)
         items = tuple(

@@ -19,6 +19,7 @@ errors are translated at the boundary to the most specific class here with ``rai
         ├── BackendUnavailableError           cannot be loaded or reached at all
         │   └── MissingDependencyError (ImportError)   an optional extra is not installed
         ├── BackendTimeoutError
+        │   └── DeadlineExceededError             the request's own deadline cut the call
         ├── RateLimitedError                  429; carries retry_after seconds when given
         ├── AuthenticationError               401 / 403
         ├── BadRequestError                   400 / 422: the provider rejected the input
@@ -37,6 +38,7 @@ __all__ = [
     "BackendUnavailableError",
     "BadRequestError",
     "ConfigError",
+    "DeadlineExceededError",
     "DuplicateIdError",
     "EmptyQueryError",
     "InvalidBudgetError",
@@ -127,6 +129,10 @@ class MissingDependencyError(BackendUnavailableError, ImportError):
 
 class BackendTimeoutError(BackendError):
     pass
+
+
+class DeadlineExceededError(BackendTimeoutError):
+    """The call was cut by the request's deadline: says nothing about the backend's health."""
 
 
 class RateLimitedError(BackendError):

@@ -27,6 +27,37 @@ class OptionEstimator:
         self._cold = cold
         self._latency = latency
         self._features = features
+        self._memo: dict[tuple[str, int], tuple[Estimate, tuple[str, ...]]] = {}
+
+    def _stage(self, backend: str, candidates_in: int) -> tuple[Estimate, tuple[str, ...]]:
+        """One stage's estimate and notes, memoised: cascades reuse the same stages many times."""
+        key = (backend, candidates_in)
+        cached = self._memo.get(key)
+        if cached is not None:
+            return cached
+        spec = self._specs[backend]
+        stats = self._features.token_stats(spec.tokenizer_family)
+        # A later stage's inputs are not known before the earlier one runs: use the first
+        # candidates_in documents' lengths as the proxy.
+        docs = stats.docs[:candidates_in]
+        tokens = item_tokens(spec, stats, docs)
+        stage_ms = self._latency.predict(backend, spec.latency, tokens)
+        notes: list[str] = []
+        if backend in self._cold and spec.cold_start_ms:
+            stage_ms += spec.cold_start_ms
+            notes.append(f"{backend}: cold, includes ~{spec.cold_start_ms:.0f} ms to load (loading in the background)")
+        correction = self._usage.correction(backend) if self._usage is not None else 1.0
+        stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms, correction)
+        cap = spec.max_tokens_per_doc
+        if cap is not None:
+            cut = sum(1 for t in item_tokens(spec, stats, docs, truncate=False) if t > cap)
+            if cut:
+                notes.append(f"{backend}: {cut} item(s) over its {cap}-token context are truncated")
+        if not stats.exact:
+            notes.append(f"{backend}: token counts estimated ({spec.tokenizer_family} not loaded)")
+        result = Estimate(latency_ms=stage_ms, cost_usd=stage_cost, quality=spec.quality_for(self._features.domain)), tuple(notes)
+        self._memo[key] = result
+        return result
 
     def estimate(self, stages: tuple[Stage, ...]) -> Option:
         if not stages:
@@ -36,31 +67,12 @@ class OptionEstimator:
         notes: list[str] = []
         per_stage: list[Estimate] = []
         for stage in stages:
-            spec = self._specs[stage.backend]
-            stats = self._features.token_stats(spec.tokenizer_family)
-            # A later stage's inputs are not known before the earlier one runs: use the first
-            # candidates_in documents' lengths as the proxy.
-            docs = stats.docs[: stage.candidates_in]
-            tokens = item_tokens(spec, stats, docs)
-            stage_ms = self._latency.predict(stage.backend, spec.latency, tokens)
-            if stage.backend in self._cold and spec.cold_start_ms:
-                stage_ms += spec.cold_start_ms
-                notes.append(f"{stage.backend}: cold, includes ~{spec.cold_start_ms:.0f} ms to load (loading in the background)")
-            latency += stage_ms
-            correction = self._usage.correction(stage.backend) if self._usage is not None else 1.0
-            stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms, correction)
-            cost = None if cost is None or stage_cost is None else cost + stage_cost
-            per_stage.append(Estimate(latency_ms=stage_ms, cost_usd=stage_cost, quality=spec.quality_for(self._features.domain)))
-            cap = spec.max_tokens_per_doc
-            if cap is not None:
-                raw = item_tokens(spec, stats, docs, truncate=False)
-                cut = sum(1 for t in raw if t > cap)
-                if cut:
-                    notes.append(f"{stage.backend}: {cut} item(s) over its {cap}-token context are truncated")
-            if not stats.exact:
-                notes.append(f"{stage.backend}: token counts estimated ({spec.tokenizer_family} not loaded)")
-        final = self._specs[stages[-1].backend]
-        quality = final.quality_for(self._features.domain)
+            estimate, stage_notes = self._stage(stage.backend, stage.candidates_in)
+            latency += estimate.latency_ms
+            cost = None if cost is None or estimate.cost_usd is None else cost + estimate.cost_usd
+            per_stage.append(estimate)
+            notes.extend(stage_notes)
+        quality = per_stage[-1].quality
         if quality is None:
             notes.append(f"{stages[-1].backend}: quality unknown for domain {self._features.domain!r}")
         return Option(

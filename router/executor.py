@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 
 from router.backends.base import Backend, Scores
 from router.cost import UsageCalibrator, billed_cost_usd, predict_usage
-from router.errors import BackendError, BackendTimeoutError, BackendUnavailableError, BadRequestError, MalformedResponseError
+from router.errors import (
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    BadRequestError,
+    DeadlineExceededError,
+    MalformedResponseError,
+    RateLimitedError,
+)
 from router.features import Features
 from router.latency import LatencyEstimator, item_tokens
 from router.plan import Estimate, Option, Plan, Stage
@@ -142,7 +150,13 @@ class Executor:
                     skipped.append(f"{option.name} skipped: predicted {option.estimate.latency_ms:.0f} ms, {left_ms:.0f} ms left")
                     continue
             execution, failure = await self._run_option(
-                option, query, texts, features, self._option_deadline(deadline, options[position + 1 :]), max_cost_usd
+                option,
+                query,
+                texts,
+                features,
+                deadline,
+                max_cost_usd,
+                self._option_deadline(deadline, option, options[position + 1 :]),
             )
             if execution is None:
                 assert failure is not None
@@ -164,9 +178,12 @@ class Executor:
             execution.degraded_reason = "; ".join([r.error or "" for r in failed] + skipped + ["kept the retriever's order"])
         return execution
 
-    def _option_deadline(self, deadline: float | None, later: Sequence[Option]) -> float | None:
-        """Leave time for the quickest later fallback to run, when there is time to leave."""
-        staged = [o.estimate.latency_ms for o in later if o.stages]
+    def _option_deadline(self, deadline: float | None, option: Option, later: Sequence[Option]) -> float | None:
+        """The first stage's deadline: leave time for the quickest later fallback that could still
+        run if it fails (not one reusing its backend), when there is time to leave. Later stages
+        have no fallback (a failure keeps the order in hand), so they run to the deadline."""
+        first = option.stages[0].backend
+        staged = [o.estimate.latency_ms for o in later if o.stages and first not in o.backends]
         if deadline is None or not staged:
             return deadline
         reserved = deadline - (min(staged) + FALLBACK_MARGIN_MS) / 1000
@@ -180,9 +197,11 @@ class Executor:
         features: Features,
         deadline: float | None,
         max_cost_usd: float | None,
+        first_deadline: float | None,
     ) -> tuple[Execution | None, StageReport | None]:
         """The option's execution, or (None, the failed first stage's report)."""
         execution = Execution(order=list(range(len(texts))), served_by=option)
+        spare_usd = None if max_cost_usd is None else max_cost_usd - (option.estimate.cost_usd or 0.0)  # room for a hedge
         previous: Sequence[float] = ()
         for position, stage in enumerate(option.stages):
             if position > 0 and stage.escalate_below_margin is not None:
@@ -202,7 +221,14 @@ class Executor:
             tally = _Tally()
             try:
                 call = await self._call(
-                    stage, [texts[i] for i in subset], query, deadline, sum(tokens), predicted, max_cost_usd, tally
+                    stage,
+                    [texts[i] for i in subset],
+                    query,
+                    first_deadline if position == 0 else deadline,
+                    sum(tokens),
+                    predicted,
+                    spare_usd,
+                    tally,
                 )
             except Exception as exc:
                 report = self._report(
@@ -271,7 +297,7 @@ class Executor:
         deadline: float | None,
         tokens: int,
         predicted: Estimate | None,
-        max_cost_usd: float | None,
+        spare_usd: float | None,
         tally: _Tally,
     ) -> _Call:
         name = stage.backend
@@ -279,7 +305,7 @@ class Executor:
         if not breaker.try_acquire():
             raise BackendUnavailableError(breaker.status()[1], backend=name)
         policy = self._policies[name]
-        hedge_ms = self._windows[name].hedge_delay_ms(policy.hedge) if _can_afford_hedge(predicted, max_cost_usd) else None
+        hedge_ms = self._windows[name].hedge_delay_ms(policy.hedge) if _can_afford_hedge(predicted, spare_usd) else None
         try:
             async for attempt in retrying(policy.retries, deadline=deadline, clock=self._clock, rng=self._rng, sleep=self._sleep):
                 with attempt:
@@ -289,8 +315,9 @@ class Executor:
             breaker.release_probe()
             raise
         except Exception as exc:
-            if isinstance(exc, BadRequestError):
-                breaker.release_probe()  # the input was refused; the backend is healthy
+            if isinstance(exc, BadRequestError | RateLimitedError | DeadlineExceededError):
+                # Refused input, a quota, or our own deadline: no sign the backend is unhealthy.
+                breaker.release_probe()
             else:
                 breaker.on_failure()
             raise
@@ -308,32 +335,40 @@ class Executor:
         hedge_ms: float | None,
     ) -> tuple[Scores, bool]:
         timeout = None if deadline is None else deadline - self._clock()
+        cut = "at the deadline"
         if policy.attempt_timeout_ms is not None:
             per_attempt = policy.attempt_timeout_ms / 1000
-            timeout = per_attempt if timeout is None else min(timeout, per_attempt)
+            if timeout is None or per_attempt < timeout:
+                timeout, cut = per_attempt, f"after its {policy.attempt_timeout_ms:.0f} ms attempt timeout"
         if timeout is not None and timeout <= 0:
-            raise BackendTimeoutError("no time left in the latency budget", backend=name)
-        backend = self._backends[name]
+            raise DeadlineExceededError("no time left in the latency budget", backend=name)
+        backend, limits = self._backends[name], self._limits[name]
+
+        async def one_call() -> Scores:
+            # Each call, a hedge included, takes its own concurrency slot and rate-limit budget.
+            async with limits.slot(tokens):
+                return await backend.rerank(query, texts)
+
         try:
             async with asyncio.timeout(timeout) as scope:
-                async with self._limits[name].slot(tokens):
-                    scores, was_hedged = await hedged(
-                        lambda: backend.rerank(query, texts), None if hedge_ms is None else hedge_ms / 1000
-                    )
+                scores, was_hedged = await hedged(one_call, None if hedge_ms is None else hedge_ms / 1000)
         except TimeoutError as exc:
-            why = "timed out at the deadline" if scope.expired() else f"timed out ({exc or 'TimeoutError'})"
-            raise BackendTimeoutError(why, backend=name) from exc
+            if not scope.expired():
+                raise BackendTimeoutError(f"timed out ({str(exc) or 'TimeoutError'})", backend=name) from exc
+            error = DeadlineExceededError if cut == "at the deadline" else BackendTimeoutError
+            raise error(f"timed out {cut}", backend=name) from exc
         _validate(scores, len(texts), name)
         return scores, was_hedged
 
 
-def _can_afford_hedge(predicted: Estimate | None, max_cost_usd: float | None) -> bool:
-    """A hedge may double the call's cost: only where that still fits the request's ceiling."""
+def _can_afford_hedge(predicted: Estimate | None, spare_usd: float | None) -> bool:
+    """A hedge may cost the call once more: only where that fits what the ceiling leaves over the
+    whole option's predicted cost (every stage of a cascade, not just this one)."""
     if predicted is None or predicted.cost_usd is None:
         return False
     if predicted.cost_usd == 0:
         return True
-    return max_cost_usd is None or 2 * predicted.cost_usd <= max_cost_usd
+    return spare_usd is None or predicted.cost_usd <= spare_usd
 
 
 def _describe(exc: BaseException, backend: str) -> str:

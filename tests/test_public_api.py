@@ -28,6 +28,7 @@ ROUTER_ALL = {
     "BackendUnavailableError",
     "BadRequestError",
     "ConfigError",
+    "DeadlineExceededError",
     "Constraints",
     "Document",
     "DuplicateIdError",

@@ -17,6 +17,13 @@ from router.backends.cohere import CohereBackend, CohereConfig
 from router.backends.cross_encoder import CrossEncoderBackend, CrossEncoderConfig
 from router.backends.http import HttpBackend, HttpConfig
 from router.backends.lexical import LexicalBackend, LexicalConfig
+from router.backends.onnx_encoders import (
+    OnnxBiEncoderBackend,
+    OnnxBiEncoderConfig,
+    OnnxCrossEncoderBackend,
+    OnnxCrossEncoderConfig,
+)
+from router.backends.replay import ReplayBackend, ReplayConfig
 from router.backends.voyage import VoyageBackend, VoyageConfig
 from router.catalog import BackendSpec, load_catalog, merge_spec
 
@@ -33,14 +40,25 @@ __all__ = [
 BACKEND_TYPES: Mapping[str, Any] = {
     "cross_encoder": CrossEncoderBackend,
     "bi_encoder": BiEncoderBackend,
+    "onnx_cross_encoder": OnnxCrossEncoderBackend,
+    "onnx_bi_encoder": OnnxBiEncoderBackend,
     "lexical": LexicalBackend,
     "cohere": CohereBackend,
     "voyage": VoyageBackend,
     "http": HttpBackend,
+    "replay": ReplayBackend,
 }
 
 BackendConfig = Annotated[
-    CrossEncoderConfig | BiEncoderConfig | LexicalConfig | CohereConfig | VoyageConfig | HttpConfig,
+    CrossEncoderConfig
+    | BiEncoderConfig
+    | OnnxCrossEncoderConfig
+    | OnnxBiEncoderConfig
+    | LexicalConfig
+    | CohereConfig
+    | VoyageConfig
+    | HttpConfig
+    | ReplayConfig,
     Field(discriminator="type"),
 ]
 

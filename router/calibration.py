@@ -1,0 +1,347 @@
+"""Calibration from measurement: latency fits, quality per domain, thresholds, and the profile file.
+
+A *profile* is a YAML file of measured values that a config points to (``profile: path``); its
+per-backend entries override the catalog and the config's ``spec:`` for the fields they set::
+
+    # written by `rerank-router calibrate`; edit by hand if you like
+    version: 1
+    backends:
+      minilm-bi-encoder:
+        latency: {overhead_ms: 212.0, per_doc_ms: 0.0, per_token_ms: 0.41, per_token_sq_ms: 0.0,
+                  source: "rerank-router calibrate: 3x3 grid, median of 3, <host>"}
+        quality: {web: 0.642}          # nDCG@10 measured by `rerank-router eval` on your labelled set
+    thresholds:                        # calibrated numbers, named by what they gate
+      learned.tradeoff: 61.2
+    learned: {...}                     # a fitted policies.learned model (optional)
+    meta: {created: "...", notes: [...]}
+
+Thresholds are calibrated outputs, not magic numbers (RouteLLM's ``calibrate_threshold``): the
+pure functions here turn measured scores into the threshold that meets a target share, cost or
+quality, and the CLI (``rerank-router calibrate``) is a thin layer over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from router.backends.base import Backend
+from router.catalog import LatencyParams, deep_merge
+from router.config import RouterConfig
+from router.errors import ConfigError
+from router.features import TokenStats
+from router.latency import fit_latency_params, item_tokens
+
+__all__ = [
+    "Profile",
+    "TradeoffFit",
+    "apply_profile",
+    "calibrate_threshold",
+    "calibrate_tradeoff",
+    "fit_backend_latency",
+    "load_profile",
+    "quality_from_report",
+    "synthetic_documents",
+    "time_latency_grid",
+    "write_profile",
+]
+
+PROFILE_VERSION = 1
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = PROFILE_VERSION
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Backend name -> spec overrides (latency, quality, ...), merged over catalog and config."""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    learned: dict[str, Any] | None = None
+    """A fitted policies.learned model."""
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_profile(path: str | Path) -> Profile:
+    source = Path(path)
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read profile {source}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile {source} is not valid YAML: {exc}") from exc
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"profile.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"invalid profile {source}:\n  " + "\n  ".join(lines)) from exc
+
+
+def write_profile(
+    path: str | Path,
+    *,
+    backends: Mapping[str, Mapping[str, Any]] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    learned: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
+) -> Profile:
+    """Merge new measurements into the profile at ``path`` (created if absent) and write it."""
+    target = Path(path)
+    profile = load_profile(target) if target.is_file() else Profile()
+    merged_backends = dict(profile.backends)
+    for name, overrides in (backends or {}).items():
+        merged_backends[name] = deep_merge(merged_backends.get(name, {}), overrides)
+    meta = dict(profile.meta)
+    meta["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+    meta["notes"] = [*meta.get("notes", []), *notes]
+    updated = Profile(
+        backends=merged_backends,
+        thresholds={**profile.thresholds, **(thresholds or {})},
+        learned=dict(learned) if learned is not None else profile.learned,
+        meta=meta,
+    )
+    header = "# rerank-router profile: measured values a config points to with `profile: <this file>`.\n"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(header + yaml.safe_dump(updated.model_dump(), sort_keys=False), encoding="utf-8")
+    return updated
+
+
+def apply_profile(config: RouterConfig) -> RouterConfig:
+    """The config with its profile's per-backend overrides merged into each backend's ``spec``.
+
+    Profile values win over the config's ``spec:`` for the fields they set (they are the newer
+    measurement; drop a field from the profile to pin it in config). Unknown backend names in the
+    profile are ignored, so one profile can serve several configs.
+    """
+    path = getattr(config, "profile", None)
+    if not path:
+        return config
+    profile = load_profile(path)
+    backends = dict(config.backends)
+    for name, overrides in profile.backends.items():
+        cfg = backends.get(name)
+        if cfg is not None:
+            backends[name] = cfg.model_copy(update={"spec": deep_merge(cfg.spec, overrides)})
+    return config.model_copy(update={"backends": backends})
+
+
+# -- thresholds ------------------------------------------------------------------------------------
+def calibrate_threshold(scores: Sequence[float], strong_share: float) -> float:
+    """RouteLLM's calibration: the threshold above which ``strong_share`` of the scores lie.
+
+    Route a request to the strong (dear) option when its score >= the threshold; on traffic like
+    ``scores``, about ``strong_share`` of requests then go there. Scores are whatever the router
+    ranks requests by (a predicted quality gain, a first-stage uncertainty, ...).
+    """
+    if not 0 <= strong_share <= 1:
+        raise ValueError("strong_share must be in [0, 1]")
+    finite = sorted(s for s in scores if math.isfinite(s))
+    if not finite:
+        raise ValueError("no finite scores to calibrate on")
+    if strong_share == 0:
+        return math.nextafter(finite[-1], math.inf)
+    if strong_share == 1:
+        return finite[0]
+    # Linear-interpolated quantile at 1 - share, as numpy.quantile does by default.
+    position = (1 - strong_share) * (len(finite) - 1)
+    low, high = math.floor(position), math.ceil(position)
+    return finite[low] + (finite[high] - finite[low]) * (position - low)
+
+
+@dataclass(frozen=True, slots=True)
+class TradeoffFit:
+    tradeoff: float
+    """Quality points given up per dollar saved: choose argmax(quality - tradeoff * cost)."""
+    mean_cost: float
+    mean_quality: float
+    choices: tuple[int, ...]
+    """Chosen option per query at this tradeoff."""
+
+
+def calibrate_tradeoff(
+    predicted: Sequence[Sequence[float]],
+    cost: Sequence[Sequence[float]],
+    *,
+    target_cost: float | None = None,
+    target_quality: float | None = None,
+    measured: Sequence[Sequence[float]] | None = None,
+) -> TradeoffFit:
+    """The tradeoff (quality per dollar) that meets a target, for a chooser of argmax(q - t*c).
+
+    ``predicted[i][j]`` / ``cost[i][j]``: predicted quality and cost of option j on query i;
+    ``measured`` (default: ``predicted``) is what a choice actually scores, for the target check.
+    - ``target_cost``: the smallest tradeoff whose mean cost is <= the target (the best quality
+      that budget buys);
+    - ``target_quality``: the largest tradeoff whose mean measured quality is >= the target (the
+      cheapest way to reach it); if none reaches it, the tradeoff 0 (best quality regardless of cost).
+    The choice only changes where two options' utilities cross, so those crossings are the
+    candidates: exact on the given data, no grid. Ties go to the cheaper option.
+    """
+    import numpy as np
+
+    if (target_cost is None) == (target_quality is None):
+        raise ValueError("give exactly one of target_cost, target_quality")
+    if not predicted:
+        raise ValueError("no queries to calibrate on")
+    q = np.asarray(predicted, dtype=float)
+    c = np.asarray(cost, dtype=float)
+    truth = np.asarray(measured if measured is not None else predicted, dtype=float)
+    n, m = q.shape
+    dq = q[:, :, None] - q[:, None, :]
+    dc = c[:, :, None] - c[:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossing = dq / dc
+    found = crossing[(dc != 0) & np.isfinite(crossing) & (crossing > 0)]
+    # Between crossings the choice is constant: test 0 and the right side of each crossing.
+    candidates = np.unique(np.concatenate([[0.0], found * (1 + 1e-9) + 1e-12]))
+    rows = np.arange(n)
+    block = max(1, 2_000_000 // max(1, n * m))
+    costs: list[float] = []
+    qualities: list[float] = []
+    for start in range(0, len(candidates), block):
+        t = candidates[start : start + block, None, None]
+        choice = np.argmax(q[None] - t * c[None] - 1e-12 * c[None], axis=2)  # (block, n)
+        costs.extend(c[rows, choice].mean(axis=1).tolist())
+        qualities.extend(truth[rows, choice].mean(axis=1).tolist())
+    if target_cost is not None:
+        within = [i for i, v in enumerate(costs) if v <= target_cost + 1e-15]
+        pick = min(within) if within else len(candidates) - 1
+    else:
+        assert target_quality is not None
+        reaching = [i for i, v in enumerate(qualities) if v >= target_quality - 1e-12]
+        pick = max(reaching) if reaching else 0
+    tradeoff = float(candidates[pick])
+    choices = np.argmax(q - tradeoff * c - 1e-12 * c, axis=1)
+    return TradeoffFit(tradeoff, costs[pick], qualities[pick], tuple(int(j) for j in choices))
+
+
+# -- latency ----------------------------------------------------------------------------------------
+_WORDS = [
+    "the",
+    "river",
+    "flows",
+    "past",
+    "old",
+    "stone",
+    "bridges",
+    "while",
+    "engineers",
+    "measure",
+    "water",
+    "levels",
+    "and",
+    "record",
+    "how",
+    "seasonal",
+    "rain",
+    "changes",
+    "the",
+    "speed",
+    "of",
+    "the",
+    "current",
+    "near",
+    "farms",
+    "towns",
+    "and",
+    "forests",
+    "across",
+    "the",
+    "valley",
+]
+
+
+def synthetic_documents(n: int, tokens: int, count: Callable[[str], int] | None = None) -> list[str]:
+    """``n`` distinct English-like documents of about ``tokens`` tokens (exact with ``count``)."""
+    docs = []
+    for i in range(n):
+        words = [_WORDS[(i + k * 7) % len(_WORDS)] for k in range(tokens)]
+        text = " ".join(words)
+        if count is not None:
+            while count(text) > tokens and words:
+                words.pop()
+                text = " ".join(words)
+        docs.append(text)
+    return docs
+
+
+async def time_latency_grid(
+    backend: Backend,
+    counts: Sequence[int] = (10, 50, 100),
+    tokens: Sequence[int] = (64, 128, 256),
+    *,
+    repeats: int = 3,
+    query: str = "how do seasonal floods change river speed",
+    clock: Callable[[], float] = time.perf_counter,
+    progress: bool = False,
+) -> list[tuple[list[int], float]]:
+    """Time ``backend.rerank`` on a grid of candidate counts x document lengths.
+
+    Returns (tokens per scored item, median ms) per cell, the input :func:`fit_backend_latency`
+    and :func:`router.latency.fit_latency_params` take. One untimed call per cell warms it up.
+    """
+    load = getattr(backend, "load", None)
+    if load is not None:
+        await asyncio.to_thread(load)
+    counter = backend.token_counter()
+
+    def count_one(text: str) -> int:
+        assert counter is not None
+        return counter.count([text])[0]
+
+    cells = [(n, t) for n in counts for t in tokens]
+    bar: Any = None
+    if progress:
+        try:
+            from tqdm import tqdm  # type: ignore[import-untyped]
+
+            bar = tqdm(total=len(cells) * (repeats + 1), desc=f"timing {backend.name}", unit="call", leave=False)
+        except ImportError:
+            bar = None
+    samples: list[tuple[list[int], float]] = []
+    for n, t in cells:
+        docs = synthetic_documents(n, t, count_one if counter is not None else None)
+        lengths = counter.count([query, *docs]) if counter is not None else [len(query.split()), *[t] * n]
+        stats = TokenStats(backend.spec.tokenizer_family, counter is not None, lengths[0], tuple(lengths[1:]))
+        timings = []
+        for attempt in range(repeats + 1):
+            started = clock()
+            await backend.rerank(query, docs)
+            if attempt:  # the first call of a cell warms caches and is not kept
+                timings.append((clock() - started) * 1000)
+            if bar is not None:
+                bar.update(1)
+        samples.append((item_tokens(backend.spec, stats), statistics.median(timings)))
+    if bar is not None:
+        bar.close()
+    return samples
+
+
+def fit_backend_latency(samples: Sequence[tuple[Sequence[int], float]], source: str) -> LatencyParams:
+    """Non-negative least squares of overhead + a·N + b·Σt + c·Σt² (router.latency.fit_latency_params)."""
+    return fit_latency_params(samples, source=source)
+
+
+# -- quality --------------------------------------------------------------------------------------
+def quality_from_report(report: Mapping[str, Any], measure: str = "nDCG@10") -> dict[str, dict[str, float]]:
+    """Backend -> {domain: measured quality} from an eval report's single-tier runs.
+
+    ``report`` is the JSON ``rerank-router eval`` writes; each run of kind 'tier' named after a
+    configured backend gives that backend's quality in the dataset's domain.
+    """
+    domain = str(report.get("dataset", {}).get("domain", "general"))
+    out: dict[str, dict[str, float]] = {}
+    for run in report.get("runs", []):
+        value = run.get("metrics", {}).get(measure)
+        if run.get("kind") == "tier" and run.get("label") != "retriever-order" and value is not None:
+            out[str(run["label"])] = {domain: round(float(value), 4)}
+    return out

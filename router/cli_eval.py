@@ -1,0 +1,356 @@
+"""``rerank-router eval`` and ``rerank-router calibrate``: measured routing from the command line.
+
+    rerank-router --config my.yaml eval --dataset ../shared/data/trec-dl19 \\
+        --policy constrained --policy cheapest --sweep --out report.json --plot frontier.png
+    rerank-router --config my.yaml eval --dataset my.jsonl --qrels my-qrels.txt --cv 5   # + learned, cross-validated
+    rerank-router --config my.yaml calibrate --latency --out profile.yaml           # time local backends, fit latency
+    rerank-router --config my.yaml calibrate --quality-from report.json --out profile.yaml
+    rerank-router --config my.yaml calibrate --dataset my.jsonl --qrels q.txt --fit-learned --out profile.yaml
+    rerank-router --config my.yaml calibrate --dataset my.jsonl --qrels q.txt --escalation-share 0.3 --out profile.yaml
+
+Everything heavy (ir-measures, models, matplotlib) loads inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from router.errors import ConfigError, RerankRouterError
+
+__all__ = ["EVAL_COMMANDS", "add_eval_commands", "run_eval_command"]
+
+EVAL_COMMANDS = frozenset({"eval", "calibrate"})
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _dataset_args(sub: argparse.ArgumentParser, required: bool) -> None:
+    sub.add_argument("--dataset", required=required, help="TREC DL folder, Cranfield folder, or .jsonl of queries")
+    sub.add_argument("--qrels", help="TREC qrels for a .jsonl dataset")
+    sub.add_argument("--domain", help="router domain of the dataset (default: web; Cranfield: scientific)")
+    sub.add_argument("--depth", type=int, help="candidates per query (default: all in the file; Cranfield: 100)")
+    sub.add_argument("--limit", type=int, help="only the first N queries")
+    sub.add_argument("--cache", help="keep live calls in this JSON file between runs")
+    sub.add_argument("--no-memo", action="store_true", help="run live backends on every call (no replay of repeats)")
+    sub.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_eval_commands(commands: Any) -> None:
+    """Add the ``eval`` and ``calibrate`` subparsers to rerank-router's command parser."""
+    ev = commands.add_parser("eval", help="replay policies over a labelled set: quality, cost, latency, frontier")
+    _dataset_args(ev, required=True)
+    ev.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="NAME[:k=v,...]",
+        help="a policy to evaluate, with params (repeatable; default: the config's)",
+    )
+    ev.add_argument("--no-tiers", action="store_true", help="skip the single tiers (retriever order, each backend)")
+    ev.add_argument("--cascades", type=_ints, metavar="K,K", help="also run the fixed cascades free@N -> priced@k for these k")
+    ev.add_argument("--budget-ms", type=float, help="latency budget for every query, ms")
+    ev.add_argument("--max-cost", type=float, help="cost ceiling for every query, US$")
+    ev.add_argument("--budgets", help="JSON Lines of per-query budgets: {qid, latency_ms?, max_cost_usd?}")
+    ev.add_argument(
+        "--sweep",
+        nargs="?",
+        const="0,0.1,0.2,0.3,0.5,1",
+        type=_floats,
+        metavar="SHARES",
+        help="sweep each policy's per-query cost ceiling over these shares of the strongest tier's mean cost (APGR, cost to 95%%)",
+    )
+    ev.add_argument("--cv", type=int, metavar="K", help="also fit and report the learned policy under K-fold cross-validation")
+    ev.add_argument(
+        "--target-quality-share", type=float, help="learned: reach this share of the best tier's nDCG@10 (default 1.0)"
+    )
+    ev.add_argument("--target-cost-share", type=float, help="learned: best quality within this share of the best tier's cost")
+    ev.add_argument("--ks", type=_ints, default=[10, 20, 30, 50], help="cascade depths for the learned policy's options")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", help="write the JSON report here")
+    ev.add_argument("--plot", help="write the cost-quality frontier PNG here")
+
+    cal = commands.add_parser("calibrate", help="measure latency, quality and thresholds; write a profile")
+    _dataset_args(cal, required=False)
+    cal.add_argument("--out", required=True, help="profile YAML to write (merged into if it exists)")
+    cal.add_argument("--latency", action="store_true", help="time local backends on a grid and fit the latency model")
+    cal.add_argument("--backends", help="comma-separated backends to time (default: every available local one)")
+    cal.add_argument("--grid-candidates", type=_ints, default=[10, 50, 100])
+    cal.add_argument("--grid-tokens", type=_ints, default=[64, 128, 256])
+    cal.add_argument("--repeats", type=int, default=3)
+    cal.add_argument(
+        "--quality-from", action="append", default=[], metavar="REPORT", help="eval report(s): quality per backend per domain"
+    )
+    cal.add_argument("--fit-learned", action="store_true", help="fit policies.learned on --dataset (all its queries)")
+    cal.add_argument("--target-quality-share", type=float)
+    cal.add_argument("--target-cost-share", type=float)
+    cal.add_argument("--ks", type=_ints, default=[10, 20, 30, 50])
+    cal.add_argument(
+        "--alpha", type=float, help="ridge penalty of the learned models (default: chosen per option by leave-one-out)"
+    )
+    cal.add_argument(
+        "--escalation-share",
+        type=float,
+        help="cascade margin threshold: escalate this share of --dataset's queries (first stage: --first-stage)",
+    )
+    cal.add_argument("--first-stage", help="backend whose top-1 margin gates escalation (default: the first free one)")
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "eval":
+            return _cmd_eval(args)
+        return _cmd_calibrate(args)
+    except (RerankRouterError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _load(args: argparse.Namespace) -> Any:
+    from router.evaluation import load_dataset
+
+    if str(args.dataset).endswith(".jsonl") and not args.qrels:
+        raise ConfigError(f"{args.dataset}: a .jsonl dataset needs its judgments (--qrels FILE, TREC format)")
+    dataset = load_dataset(args.dataset, qrels=args.qrels, domain=args.domain, depth=args.depth)
+    return dataset.head(args.limit) if args.limit else dataset
+
+
+def _harness(args: argparse.Namespace, dataset: Any) -> Any:
+    from router.config import load_config
+    from router.evaluation import EvalHarness
+
+    return EvalHarness(dataset, load_config(args.config), memo=not args.no_memo, cache=args.cache, progress=not args.no_progress)
+
+
+def _parse_policy(text: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name:key=value,key=value`` (values as YAML: numbers, lists, paths)."""
+    import yaml
+
+    name, _, rest = text.partition(":")
+    params: dict[str, Any] = {}
+    for pair in filter(None, rest.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--policy {text}: expected key=value after ':', got {pair!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    return name.strip(), params
+
+
+def _budgets(args: argparse.Namespace) -> Any:
+    from router.evaluation import QueryBudget
+
+    if args.budgets:
+        table: dict[str, QueryBudget] = {}
+        for line in Path(args.budgets).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                table[str(row["qid"])] = QueryBudget(
+                    row.get("latency_ms", args.budget_ms), row.get("max_cost_usd", args.max_cost)
+                )
+        return table
+    if args.budget_ms is None and args.max_cost is None:
+        return None
+    return QueryBudget(args.budget_ms, args.max_cost)
+
+
+def _targets(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """(target_quality_share, target_cost_share): one of them; by default, match the best tier."""
+    if args.target_quality_share is not None and args.target_cost_share is not None:
+        raise ConfigError("give one of --target-quality-share, --target-cost-share")
+    if args.target_cost_share is not None:
+        return None, float(args.target_cost_share)
+    return float(args.target_quality_share or 1.0), None
+
+
+# -- eval ---------------------------------------------------------------------------------------------
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from policies.learned import option_grid, option_key
+    from policies.registry import create_policy
+    from router.evaluation import (
+        build_report,
+        cross_validate,
+        evaluate_options,
+        format_table,
+        plot_frontier,
+        write_json,
+    )
+
+    dataset = _load(args)
+    budget = _budgets(args)
+    with _harness(args, dataset) as harness:
+        status = harness.warm_up()
+        print(f"{dataset.name}: {len(dataset)} queries; backends: {status}", file=sys.stderr)
+        runs = [] if args.no_tiers else harness.tiers()
+        specs = {name: harness.backends[name].spec for name in harness.available()}
+        options = option_grid(specs, args.ks)
+        if args.cascades:
+            runs.extend(harness.run_option(list(o)) for o in option_grid(specs, args.cascades) if len(o) > 1)
+        named = [_parse_policy(p) for p in args.policy] or [(harness.config.policy.name, dict(harness.config.policy.params))]
+        policies = [(f"{n}" + (f" {p}" if p else ""), create_policy(n, p)) for n, p in named]
+        runs.extend(harness.run(label, policy, budget=budget) for label, policy in policies)
+        extra: dict[str, Any] = {}
+        if args.cv:
+            option_runs = evaluate_options(harness, options)
+            quality_share, cost_share = _targets(args)
+            cv = cross_validate(
+                harness,
+                option_runs,
+                options,
+                folds=args.cv,
+                seed=args.seed,
+                target_quality_share=quality_share,
+                target_cost_share=cost_share,
+            )
+            runs.append(cv.run)
+            extra["cv"] = {
+                "folds": args.cv,
+                "seed": args.seed,
+                "per_fold": list(cv.folds),
+                "options": [option_key(o) for o in options],
+            }
+        sweeps: dict[str, Any] = {}
+        tiers = [r for r in runs if r.kind == "tier" and math.isfinite(r.cost_mean)]
+        if args.sweep:
+            if not tiers:
+                raise ConfigError("--sweep needs the single tiers (drop --no-tiers)")
+            strongest = max(tiers, key=lambda r: r.ndcg)
+            ceilings = [s * strongest.cost_mean for s in args.sweep]
+            sweeps = {label: harness.sweep(label, policy, ceilings) for label, policy in policies}
+        report = build_report(dataset, runs, sweeps=sweeps, extra=extra)
+    print(format_table(runs))
+    summary = report["summary"]
+    for name, p in summary.get("policies", {}).items():
+        print(
+            f"{name}: APGR {p['apgr']:.3f}; cost to 95% of {summary['strong']['label']}'s quality: {p['cost_to_95pct_quality_usd']}"
+        )
+    if args.out:
+        print(f"report: {write_json(report, args.out)}", file=sys.stderr)
+    if args.plot:
+        print(f"plot: {plot_frontier(runs, sweeps, args.plot, title=dataset.name)}", file=sys.stderr)
+    return 0
+
+
+# -- calibrate ----------------------------------------------------------------------------------------
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from router.calibration import write_profile
+
+    backends: dict[str, dict[str, Any]] = {}
+    thresholds: dict[str, float] = {}
+    learned: Mapping[str, Any] | None = None
+    notes: list[str] = []
+    did = False
+    if args.latency:
+        backends.update(_calibrate_latency(args, notes))
+        did = True
+    for path in args.quality_from:
+        from router.calibration import quality_from_report
+
+        for name, quality in quality_from_report(json.loads(Path(path).read_text(encoding="utf-8"))).items():
+            backends[name] = {**backends.get(name, {}), "quality": {**backends.get(name, {}).get("quality", {}), **quality}}
+        notes.append(f"quality from {path}")
+        did = True
+    if args.fit_learned or args.escalation_share is not None:
+        if not args.dataset:
+            raise ConfigError("--fit-learned and --escalation-share need --dataset")
+        learned, found = _calibrate_on_dataset(args, notes)
+        thresholds.update(found)
+        did = True
+    if not did:
+        raise ConfigError("nothing to calibrate: give --latency, --quality-from, --fit-learned or --escalation-share")
+    write_profile(args.out, backends=backends, thresholds=thresholds, learned=learned, notes=notes)
+    print(f"profile: {args.out}")
+    for name, values in backends.items():
+        print(f"  {name}: {values}")
+    for name, value in thresholds.items():
+        print(f"  threshold {name} = {value:.6g}")
+    if learned is not None:
+        print(f"  learned: {len(learned['options'])} options, tradeoff {learned['tradeoff']:.4g} ({learned['target']})")
+    return 0
+
+
+def _calibrate_latency(args: argparse.Namespace, notes: list[str]) -> dict[str, dict[str, Any]]:
+    import platform
+
+    from router.backends import build_backend
+    from router.calibration import fit_backend_latency, time_latency_grid
+    from router.config import load_config
+
+    config = load_config(args.config)
+    wanted = args.backends.split(",") if args.backends else None
+    out: dict[str, dict[str, Any]] = {}
+    for name, cfg in config.backends.items():
+        backend = build_backend(name, cfg)
+        local = not backend.spec.data_leaves_premises and backend.spec.provider == "local"
+        if (wanted is not None and name not in wanted) or (wanted is None and not local):
+            continue
+        availability = backend.availability()
+        if not availability.ok:
+            print(f"skipping {name}: {availability.reason}", file=sys.stderr)
+            continue
+        samples = asyncio.run(
+            time_latency_grid(
+                backend, args.grid_candidates, args.grid_tokens, repeats=args.repeats, progress=not args.no_progress
+            )
+        )
+        grid = f"{len(args.grid_candidates)}x{len(args.grid_tokens)} grid, median of {args.repeats}"
+        params = fit_backend_latency(samples, source=f"rerank-router calibrate: {grid}, {platform.node()}")
+        out[name] = {"latency": params.model_dump()}
+        for tokens, ms in samples:
+            print(f"  {name}: {len(tokens):>4} x ~{sum(tokens) // max(1, len(tokens)):>4} tokens: {ms:8.1f} ms", file=sys.stderr)
+        notes.append(f"latency of {name}: {grid}")
+    if not out:
+        raise ConfigError("no local backend to time (name them with --backends)")
+    return out
+
+
+def _calibrate_on_dataset(args: argparse.Namespace, notes: list[str]) -> tuple[dict[str, Any] | None, dict[str, float]]:
+    from policies.cascade import calibrate_margin_threshold
+    from policies.learned import ALPHAS, fit_learned, option_grid
+    from router.evaluation import evaluate_options, examples_from_runs
+
+    dataset = _load(args)
+    thresholds: dict[str, float] = {}
+    learned: dict[str, Any] | None = None
+    with _harness(args, dataset) as harness:
+        harness.warm_up()
+        if args.escalation_share is not None:
+            specs = {name: harness.backends[name].spec for name in harness.available()}
+            first = args.first_stage or next((n for n, s in specs.items() if s.pricing.scheme == "free"), None)
+            if first is None:
+                raise ConfigError("no free first-stage backend: name one with --first-stage")
+            margins = list(harness.margins(first).values())
+            thresholds["cascade.adaptive_margin"] = calibrate_margin_threshold(margins, args.escalation_share)
+            thresholds["cascade.expected_escalation"] = args.escalation_share
+            notes.append(
+                f"cascade margin of {first} for {args.escalation_share:.0%} escalation on {dataset.name} ({len(margins)} queries)"
+            )
+        if args.fit_learned:
+            specs = {name: harness.backends[name].spec for name in harness.available()}
+            options = option_grid(specs, args.ks)
+            examples = examples_from_runs(evaluate_options(harness, options))
+            quality_share, cost_share = _targets(args)
+            model = fit_learned(
+                list(examples.values()),
+                options,
+                alpha=ALPHAS if args.alpha is None else args.alpha,
+                target_quality_share=quality_share,
+                target_cost_share=cost_share,
+                fitted_on=f"{dataset.name} ({len(examples)} queries)",
+            )
+            learned = model.model_dump()
+            thresholds["learned.tradeoff"] = model.tradeoff
+            notes.append(f"learned policy fitted on {dataset.name}: {model.target}")
+    return learned, thresholds

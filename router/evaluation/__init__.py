@@ -1,0 +1,70 @@
+"""Measured routing: replay policies over labelled queries, measure quality, cost and latency.
+
+    from router.evaluation import EvalHarness, load_dataset
+
+    dataset = load_dataset("../shared/data/trec-dl19")
+    with EvalHarness(dataset, "my-config.yaml") as harness:
+        tiers = harness.tiers()                                   # retriever order + each backend
+        run = harness.run("constrained", create_policy("constrained"))
+        print(format_table([*tiers, run]))
+
+Modules: :mod:`~router.evaluation.datasets` (loaders), :mod:`~router.evaluation.metrics`
+(ir-measures), :mod:`~router.evaluation.runner` (the harness), :mod:`~router.evaluation.frontier`
+(APGR, cost to reach a quality), :mod:`~router.evaluation.crossval` (fitting the learned policy
+under k-fold CV), :mod:`~router.evaluation.report` (table, JSON, PNG). Not imported by
+``import router``; needs the ``eval`` extra (ir-measures, matplotlib, tqdm).
+"""
+
+from router.evaluation.crossval import CrossValidation, cross_validate, evaluate_options, examples_from_runs, kfold
+from router.evaluation.datasets import (
+    Candidate,
+    Dataset,
+    LabelledQuery,
+    load_cranfield,
+    load_dataset,
+    load_jsonl,
+    load_rank_llm_json,
+    load_trec_dl,
+    read_trec_qrels,
+    read_trec_run,
+)
+from router.evaluation.frontier import Point, apgr, cost_to_reach, pareto_frontier, strong_and_weak
+from router.evaluation.metrics import MeasureSet
+from router.evaluation.report import build_report, format_table, plot_frontier, summarise, write_json
+from router.evaluation.runner import EvalHarness, MemoBackend, OptionPolicy, QueryBudget, QueryRecord, RunResult, SimulatedClock
+
+__all__ = [
+    "Candidate",
+    "CrossValidation",
+    "Dataset",
+    "EvalHarness",
+    "LabelledQuery",
+    "MeasureSet",
+    "MemoBackend",
+    "OptionPolicy",
+    "Point",
+    "QueryBudget",
+    "QueryRecord",
+    "RunResult",
+    "SimulatedClock",
+    "apgr",
+    "build_report",
+    "cost_to_reach",
+    "cross_validate",
+    "evaluate_options",
+    "examples_from_runs",
+    "format_table",
+    "kfold",
+    "load_cranfield",
+    "load_dataset",
+    "load_jsonl",
+    "load_rank_llm_json",
+    "load_trec_dl",
+    "pareto_frontier",
+    "plot_frontier",
+    "read_trec_qrels",
+    "read_trec_run",
+    "strong_and_weak",
+    "summarise",
+    "write_json",
+]
