@@ -23,7 +23,7 @@ by non-negative least squares.
 
     python benchmarks/calibrate_onnx.py [--repeats N] [--cache-dir DIR] [--json PATH]
 
-MATCH when the catalog's ONNX entries predict within 10% of this run's anchored fit on every cell
+MATCH when the catalog's ONNX entries predict within 15% of this run's anchored fit on every cell
 (timings move from run to run, and least squares can trade one coefficient for another: compare
 predictions, not the five significant figures ``fit_facts_latency.py`` can ask of fixed data).
 """
@@ -58,7 +58,7 @@ ENTRIES = {
     "none": ("cross-encoder/ms-marco-MiniLM-L6-v2@onnx", "sentence-transformers/all-MiniLM-L6-v2@onnx"),
 }
 FIELDS = ("overhead_ms", "per_doc_ms", "per_token_ms", "per_token_sq_ms")
-REL_TOL = 0.10
+REL_TOL = 0.15  # two runs here (one on a busy machine, one quiet) gave fits within 10% of each other
 BACKENDS: dict[str, dict[str, Any]] = {
     "torch": {"type": "bi_encoder"},
     "int8": {"type": "onnx_bi_encoder", "quantize": "int8"},

@@ -408,7 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=None, help="timed calls per configuration and length (default 5; --quick 2)"
     )
-    parser.add_argument("--quick", action="store_true", help="2 rounds (about 5 minutes on 2 quiet cores)")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 rounds (about 9 minutes on 2 quiet cores; default 5 rounds, about 16)"
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help=f"ONNX export cache (default {cache_root()})")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
