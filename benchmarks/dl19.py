@@ -5,13 +5,17 @@
 Tiers: BM25 (the retriever's order in the data), the all-MiniLM-L6-v2 bi-encoder run live on this
 machine, RankVicuna-7B replayed as the self-hosted tier and RankGPT (gpt-3.5-turbo) replayed as the
 closed-API tier, plus the fixed cascades bi-encoder@100 -> {RankVicuna, RankGPT}@k. Policies: every
-name in policies.POLICIES (``fixed`` pins one backend: that is a tier row), the learned one under
-k-fold cross-validation (fitted on the other folds only). Then DL21 (no recorded runs: BM25 and the
-bi-encoder only) and Cranfield (out of domain) for the live tiers.
+name in policies.POLICIES (``fixed`` pins one backend: that is a tier row) with the config's quality
+figures ("in-sample inputs": measured on these queries), and two under k-fold cross-validation (each
+fold fitted on the other folds only), over fold seeds 0..--seeds-1: the learned policy, and the
+constrained policy with its inputs (quality per backend, the cascade curve's saturation_k) fitted by
+router.calibration.fit_constrained under a per-query ceiling of 30% of the strongest tier's mean cost
+(CEILING_SHARE: the user's budget, not a fit). Then DL21 (no recorded runs: BM25 and the bi-encoder
+only) and Cranfield (out of domain) for the live tiers.
 
 Writes ``dl19-report.json``, ``dl19-frontier.png``, ``dl19-config.yaml`` and ``profile-dl19.yaml``
-(the learned model fitted on all 43 queries, for use on other traffic) under ``--out``, and prints
-the tables. Live calls are cached in ``benchmarks/results/cache/`` (``--cache DIR`` elsewhere; delete
+(qualities, saturation_k and the learned model fitted on all 43 queries, for use on other traffic)
+under ``--out``, and prints the tables. Live calls are cached in ``benchmarks/results/cache/`` (``--cache DIR`` elsewhere; delete
 it, or pass ``--no-cache``, to re-time them). Every cost and latency assumption for the recorded
 tiers is in ASSUMPTIONS below, in the report, and in benchmarks/README.md.
 """
@@ -37,13 +41,15 @@ import yaml  # noqa: E402
 import router  # noqa: E402, F401  # before policies: `import policies` first hits a circular import
 from policies import POLICIES, create_policy  # noqa: E402
 from policies.learned import LearnedPolicy, fit_learned, option_grid, option_key  # noqa: E402
-from router.calibration import quality_from_report, write_profile  # noqa: E402
+from router.calibration import fit_constrained, quality_from_report, write_profile  # noqa: E402
 from router.evaluation import (  # noqa: E402
     EvalHarness,
+    QueryBudget,
     QueryRecord,
     RunResult,
     build_report,
     cross_validate,
+    cross_validate_constrained,
     evaluate_options,
     examples_from_runs,
     format_table,
@@ -59,6 +65,13 @@ GPU_USD_PER_HOUR = 2.00
 RANKVICUNA_MS_PER_DOC = 4687 / 50
 RANKGPT_MS_PER_DOC = 3333 / 50
 RANKGPT_USD_PER_TOKEN = 1.0e-6
+CEILING_SHARE = 0.30
+"""The user's budget for the cross-validated constrained policy: a per-query cost ceiling of 30% of the
+strongest tier's mean cost per query (the issue's target; a choice, not a fit: cost involves no judgments)."""
+REPLAY_NOTE = (
+    "cascade rows over RankVicuna/RankGPT replay recorded listwise runs: a subset is ordered by the model's rank "
+    "over all 100 candidates, an approximation of running the model on the subset alone"
+)
 ASSUMPTIONS = [
     "Quality of every tier and policy is measured here with ir-measures on the queries reported; cascades over a "
     "replayed listwise model (RankVicuna, RankGPT) order the subset by the model's rank over all 100 candidates: an "
@@ -83,8 +96,10 @@ ASSUMPTIONS = [
     "BM25 is the first-stage order shipped with the data (rank_llm's BM25 top 100; Cranfield: bm25s, title + "
     "abstract); routing to it costs nothing and takes no time.",
     "Quality figures the planner uses for the recorded tiers (spec.quality web) are those in ../shared/data/README.md "
-    "(RankVicuna 0.667, RankGPT 0.680), measured on these DL19 queries: shipped-policy rows other than 'learned' see "
-    "them. The learned policy's rows are cross-validated: each query is routed by a model fitted without it.",
+    "(RankVicuna 0.667, RankGPT 0.680), measured on these DL19 queries: the 'in-sample inputs' rows (constrained, "
+    "cheapest, fastest) see them and are not out-of-sample results. The rows marked CV are cross-validated: each "
+    "query is routed by a fit (learned: models and tradeoff; constrained: quality per backend and the cascade "
+    "saturation_k) made without it.",
     "Requests are commercial_use: false (MS MARCO is research-use only, and RankVicuna's Llama 2 license is not one "
     "the router recognises as commercial).",
 ]
@@ -196,15 +211,44 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
         cascades = [option_runs[option_key(o)] for o in options if len(o) > 1]
         tiers[0] = _relabel(tiers[0], "bm25 (retriever order)")
         strongest = max(tiers, key=lambda t: t.ndcg)
-        policies = run_policies(harness)
+        policies = [_relabel(r, f"{r.label} (in-sample inputs)") for r in run_policies(harness)]
         cv = cross_validate(harness, option_runs, options, folds=args.folds, seed=args.seed, target_quality_share=1.0)
+        ceiling = CEILING_SHARE * strongest.cost_mean
+        constrained_cv = {
+            seed: cross_validate_constrained(
+                harness,
+                option_runs,
+                options,
+                folds=args.folds,
+                seed=seed,
+                budget=QueryBudget(max_cost_usd=ceiling),
+                label=f"constrained ({args.folds}-fold CV, ceiling {CEILING_SHARE:.0%})"
+                + ("" if seed == args.seed else f" seed {seed}"),
+            )
+            for seed in sorted({args.seed, *range(args.seeds)})
+        }
+        ccv = constrained_cv[args.seed]
         # The budget sweeps behind the frontier: per-query cost ceilings for the shipped policies,
         # the calibration target for the learned one (each point cross-validated).
         shares = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0) if args.quick else (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
         ceilings = [s * strongest.cost_mean for s in shares]
         sweeps: dict[str, list[RunResult]] = {
-            name: harness.sweep(name, create_policy(name), ceilings) for name in POLICIES if name not in ("fixed", "learned")
+            f"{name} (in-sample inputs)": harness.sweep(name, create_policy(name), ceilings)
+            for name in POLICIES
+            if name not in ("fixed", "learned")
         }
+        sweeps["constrained (CV)"] = [
+            cross_validate_constrained(
+                harness,
+                option_runs,
+                options,
+                folds=args.folds,
+                seed=args.seed,
+                budget=QueryBudget(max_cost_usd=c),
+                label=f"constrained (CV) @ ${c:g}",
+            ).run
+            for c in ceilings
+        ]
         sweeps["learned (CV)"] = [
             cross_validate(
                 harness,
@@ -238,7 +282,14 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
         full = fit_learned(
             list(examples.values()), options, target_quality_share=1.0, fitted_on=f"trec-dl19 (all {len(examples)} queries)"
         )
-        runs = [*tiers, *cascades, *policies, cv.run, oracle]
+        full_constrained = fit_constrained(
+            options, [e.quality for e in examples.values()], fitted_on=f"trec-dl19 (all {len(examples)} queries)"
+        )
+        seeds = [_seed_row(seed, c, strongest) for seed, c in constrained_cv.items() if seed < args.seeds]
+        paired = _paired(
+            [c.run for seed, c in constrained_cv.items() if seed < args.seeds] or [ccv.run], strongest, seed=args.seed
+        )
+        runs = [*tiers, *cascades, *policies, cv.run, ccv.run, oracle]
         report = build_report(
             dataset,
             runs,
@@ -253,6 +304,26 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
                     "target": "quality >= 1.0 x best tier",
                     "seed_spread": spread,
                 },
+                "constrained_cv": {
+                    "procedure": "per fold, router.calibration.fit_constrained on the training folds (quality per "
+                    "backend = mean nDCG@10 alone; cascade.saturation_k = least-squares fit of the cascade curve to "
+                    "the measured cascades bi-encoder@all -> {rankvicuna, rankgpt}@{10,20,30,50}); held-out queries "
+                    f"routed by create_policy('constrained', saturation_k=...) with those qualities, under a per-query "
+                    f"ceiling of {CEILING_SHARE:.0%} of {strongest.label}'s mean cost (${ceiling:.6f})",
+                    "folds": args.folds,
+                    "ceiling_usd": ceiling,
+                    "reference": {"label": strongest.label, "ndcg@10": strongest.ndcg, "cost_usd": strongest.cost_mean},
+                    "seeds": seeds,
+                    "paired_with_reference": paired,
+                    "per_fold": {str(seed): list(c.folds) for seed, c in constrained_cv.items()},
+                    "runs": {str(seed): c.run.to_json() for seed, c in constrained_cv.items()},
+                    "replay_approximation": REPLAY_NOTE,
+                },
+                "constrained_fit_all_queries": {
+                    "quality": dict(full_constrained.quality),
+                    "saturation_k": full_constrained.saturation_k,
+                    "cascades": dict(full_constrained.cascades),
+                },
                 "learned_model_all_queries": full.model_dump(),
                 "seconds": time.perf_counter() - started,
             },
@@ -260,18 +331,30 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     write_json(report, out / "dl19-report.json")
     (out / "dl19-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    profile_path = out / "profile-dl19.yaml"
+    profile_path.unlink(missing_ok=True)  # written afresh, not merged into the last run's
     write_profile(
-        out / "profile-dl19.yaml",
-        backends={k: {"quality": v} for k, v in quality_from_report(report).items()},
+        profile_path,
+        backends={k: {"quality": v} for k, v in quality_from_report(report).items() if k in config["backends"]},
         learned=full.model_dump(),
-        thresholds={"learned.tradeoff": full.tradeoff},
-        notes=["benchmarks/dl19.py: quality measured on TREC DL19 (43 queries); learned model fitted on all of them"],
+        thresholds={"learned.tradeoff": full.tradeoff, **full_constrained.thresholds()},
+        notes=[
+            "benchmarks/dl19.py: quality measured on TREC DL19 (43 queries); learned model and cascade.saturation_k "
+            "fitted on all of them (for other traffic; the reported rows are cross-validated)"
+        ],
     )
     plot_frontier(runs, sweeps, out / "dl19-frontier.png", title="TREC DL19: nDCG@10 against cost")
     print()
     print(format_table(runs))
     print()
+    print(f"Note: {REPLAY_NOTE}.")
     _print_summary(report, strongest, cv.run, cascades)
+    _print_constrained_cv(seeds, strongest, ceiling, args.folds)
+    print(
+        f"per query, mean over the fold seeds against {strongest.label}: {paired['wins']} better, {paired['ties']} tied, "
+        f"{paired['losses']} worse; mean difference {paired['mean_difference']:+.4f} nDCG@10, 95% bootstrap interval "
+        f"[{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}] ({paired['resamples']} resamples of the {paired['queries']} queries)"
+    )
     for target, rows in spread.items():
         cells = ", ".join(f"{r['ndcg@10']:.4f} @ {100 * r['cost_share']:.0f}%" for r in rows)
         mean = sum(r["ndcg@10"] for r in rows) / len(rows)
@@ -282,6 +365,77 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
             f"mean nDCG@10 {mean:.4f} at {100 * cost:.0f}% of {strongest.label}'s cost; target met for {met} of {len(rows)}"
         )
     return report
+
+
+def _seed_row(seed: int, cv: Any, strongest: RunResult) -> dict[str, Any]:
+    run: RunResult = cv.run
+    share = run.cost_mean / strongest.cost_mean
+    return {
+        "seed": seed,
+        "ndcg@10": run.ndcg,
+        "mrr@10": next((v for k, v in run.metrics.items() if run.measures.labels.get(k) == "MRR@10"), None),
+        "cost_per_1k_usd": run.cost_per_1k,
+        "cost_share": share,
+        "p50_ms": run.latency_p50,
+        "p95_ms": run.latency_p95,
+        "saturation_k": [fit.saturation_k for fit in cv.models],
+        "tier_mix": run.tier_mix,
+        "meets_target": run.ndcg >= strongest.ndcg and share <= CEILING_SHARE,
+    }
+
+
+def _paired(runs: Sequence[RunResult], reference: RunResult, *, seed: int, resamples: int = 10_000) -> dict[str, Any]:
+    """Per query: the runs' mean nDCG@10 minus the reference's; wins/ties/losses and a bootstrap interval
+    of the mean difference (how far 43 queries pin it down)."""
+    import numpy as np
+
+    primary = reference.measures.primary
+    qids = sorted(reference.per_query)
+    ours = np.asarray([[r.per_query.get(q, {}).get(primary, 0.0) for q in qids] for r in runs]).mean(axis=0)
+    theirs = np.asarray([reference.per_query[q].get(primary, 0.0) for q in qids])
+    diff = ours - theirs
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "queries": len(qids),
+        "wins": int((diff > 1e-9).sum()),
+        "ties": int((abs(diff) <= 1e-9).sum()),
+        "losses": int((diff < -1e-9).sum()),
+        "mean_difference": float(diff.mean()),
+        "ci95": [float(low), float(high)],
+        "resamples": resamples,
+    }
+
+
+def _print_constrained_cv(rows: Sequence[dict[str, Any]], strongest: RunResult, ceiling: float, folds: int) -> None:
+    import statistics
+
+    print(
+        f"\nconstrained, cross-validated ({folds}-fold, per-query ceiling ${ceiling:.6f} = {CEILING_SHARE:.0%} of "
+        f"{strongest.label}'s mean cost; per fold: quality per backend and cascade saturation_k fitted on the training folds):"
+    )
+    print("| fold seed | nDCG@10 | $ / 1k q | % of cost | p50 ms | p95 ms | saturation_k by fold | tier mix | target |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        total = sum(r["tier_mix"].values()) or 1
+        mix = ", ".join(f"{name} {100 * n / total:.0f}%" for name, n in r["tier_mix"].items())
+        print(
+            f"| {r['seed']} | {r['ndcg@10']:.4f} | {r['cost_per_1k_usd']:.3f} | {100 * r['cost_share']:.1f}% | "
+            f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {', '.join(map(str, r['saturation_k']))} | {mix} | "
+            f"{'met' if r['meets_target'] else 'not met'} |"
+        )
+    ndcg = [r["ndcg@10"] for r in rows]
+    cost = [r["cost_share"] for r in rows]
+    sd = statistics.stdev(ndcg) if len(ndcg) > 1 else 0.0
+    mean, mean_cost = statistics.fmean(ndcg), statistics.fmean(cost)
+    met = sum(1 for r in rows if r["meets_target"])
+    verdict = "MET" if mean >= strongest.ndcg and mean_cost <= CEILING_SHARE else "NOT MET"
+    print(
+        f"mean over {len(rows)} fold seeds: nDCG@10 {mean:.4f} (sd {sd:.4f}, min {min(ndcg):.4f}, max {max(ndcg):.4f}) at "
+        f"{100 * mean_cost:.1f}% of {strongest.label}'s cost (max {100 * max(cost):.1f}%); target ({strongest.label}'s "
+        f"{strongest.ndcg:.4f} at <= {CEILING_SHARE:.0%} of its cost) {verdict} on the mean, met by {met} of {len(rows)} seeds"
+    )
 
 
 def _relabel(run: RunResult, label: str) -> RunResult:

@@ -7,7 +7,7 @@
 Importing this package loads no torch, onnxruntime or provider SDK: they load on first use.
 """
 
-from router.api import aroute_rerank, get_default_router, route_rerank, set_default_router
+from router.api import aroute_rerank, get_default_router, record_feedback, route_rerank, set_default_router
 from router.backends.base import Availability, Backend, Scores, Usage
 from router.catalog import BackendSpec, LatencyParams, Pricing, load_catalog
 from router.config import RouterConfig, load_config
@@ -89,6 +89,7 @@ __all__ = [
     "get_default_router",
     "load_catalog",
     "load_config",
+    "record_feedback",
     "route_rerank",
     "set_default_router",
 ]

@@ -8,14 +8,14 @@ replaces it (e.g. with ``Router("configs/production.yaml")`` at app start).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from router.constraints import Constraints
 from router.engine import Router
 from router.result import RerankResult
 
-__all__ = ["aroute_rerank", "get_default_router", "route_rerank", "set_default_router"]
+__all__ = ["aroute_rerank", "get_default_router", "record_feedback", "route_rerank", "set_default_router"]
 
 _default: Router | None = None
 _default_lock = threading.Lock()
@@ -87,3 +87,14 @@ async def aroute_rerank(
         constraints=constraints,
         context=context,
     )
+
+
+def record_feedback(
+    request_id: str,
+    *,
+    clicked: Sequence[str] = (),
+    relevance: Mapping[str, float] | None = None,
+) -> None:
+    """Join an outcome to a logged decision (``result.request_id``): clicked doc ids in click order
+    and/or graded judgements ``{doc_id: grade}``. Never blocks. Needs ``decision_log:`` in config."""
+    get_default_router().record_feedback(request_id, clicked=clicked, relevance=relevance)

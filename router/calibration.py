@@ -12,12 +12,15 @@ per-backend entries override the catalog and the config's ``spec:`` for the fiel
         quality: {web: 0.642}          # nDCG@10 measured by `rerank-router eval` on your labelled set
     thresholds:                        # calibrated numbers, named by what they gate
       learned.tradeoff: 61.2
+      cascade.saturation_k: 20         # the constrained policy's cascade curve (fit_constrained)
     learned: {...}                     # a fitted policies.learned model (optional)
     meta: {created: "...", notes: [...]}
 
-Thresholds are calibrated outputs, not magic numbers (RouteLLM's ``calibrate_threshold``): the
-pure functions here turn measured scores into the threshold that meets a target share, cost or
-quality, and the CLI (``rerank-router calibrate``) is a thin layer over them.
+Thresholds are calibrated outputs, not magic numbers (RouteLLM's ``calibrate_threshold``): pure
+functions turn measurements into the value that meets a target share, cost or quality
+(:func:`policies.cascade.calibrate_margin_threshold` for a share of escalations,
+:func:`calibrate_tradeoff` for a cost or quality target, :func:`fit_constrained` for the constrained
+policy's inputs), and the CLI (``rerank-router calibrate``) is a thin layer over them.
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ from router.features import TokenStats
 from router.latency import fit_latency_params, item_tokens
 
 __all__ = [
+    "ConstrainedFit",
     "Profile",
     "TradeoffFit",
     "apply_profile",
-    "calibrate_threshold",
     "calibrate_tradeoff",
     "fit_backend_latency",
+    "fit_constrained",
     "load_profile",
     "quality_from_report",
     "synthetic_documents",
@@ -135,28 +139,6 @@ def apply_profile(config: RouterConfig) -> RouterConfig:
 
 
 # -- thresholds ------------------------------------------------------------------------------------
-def calibrate_threshold(scores: Sequence[float], strong_share: float) -> float:
-    """RouteLLM's calibration: the threshold above which ``strong_share`` of the scores lie.
-
-    Route a request to the strong (dear) option when its score >= the threshold; on traffic like
-    ``scores``, about ``strong_share`` of requests then go there. Scores are whatever the router
-    ranks requests by (a predicted quality gain, a first-stage uncertainty, ...).
-    """
-    if not 0 <= strong_share <= 1:
-        raise ValueError("strong_share must be in [0, 1]")
-    finite = sorted(s for s in scores if math.isfinite(s))
-    if not finite:
-        raise ValueError("no finite scores to calibrate on")
-    if strong_share == 0:
-        return math.nextafter(finite[-1], math.inf)
-    if strong_share == 1:
-        return finite[0]
-    # Linear-interpolated quantile at 1 - share, as numpy.quantile does by default.
-    position = (1 - strong_share) * (len(finite) - 1)
-    low, high = math.floor(position), math.ceil(position)
-    return finite[low] + (finite[high] - finite[low]) * (position - low)
-
-
 @dataclass(frozen=True, slots=True)
 class TradeoffFit:
     tradeoff: float
@@ -222,6 +204,77 @@ def calibrate_tradeoff(
     tradeoff = float(candidates[pick])
     choices = np.argmax(q - tradeoff * c - 1e-12 * c, axis=1)
     return TradeoffFit(tradeoff, costs[pick], qualities[pick], tuple(int(j) for j in choices))
+
+
+# -- the constrained policy's inputs ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ConstrainedFit:
+    """What the constrained policy plans with, measured on labelled queries.
+
+    ``quality``: backend -> mean nDCG@10 alone on all candidates; ``saturation_k``: the cascade
+    curve fitted to the measured cascades (``cascades``: option key -> mean nDCG@10, for the record);
+    None where no measured cascade's strong stage beats its cheap one (the planner then forms no
+    cascade of them, and the curve's default stands).
+    """
+
+    quality: Mapping[str, float]
+    saturation_k: int | None
+    cascades: Mapping[str, float]
+    queries: int
+    fitted_on: str = ""
+
+    def profile_backends(self, domain: str) -> dict[str, dict[str, Any]]:
+        """Profile ``backends:`` entries: each backend's measured quality in ``domain``."""
+        return {name: {"quality": {domain: round(q, 4)}} for name, q in self.quality.items()}
+
+    def thresholds(self) -> dict[str, float]:
+        return {} if self.saturation_k is None else {"cascade.saturation_k": float(self.saturation_k)}
+
+    def policy_params(self) -> dict[str, Any]:
+        """The constrained policy's params these values set (what ``profile:`` in its params reads)."""
+        return {} if self.saturation_k is None else {"saturation_k": self.saturation_k}
+
+
+def fit_constrained(
+    options: Sequence[Sequence[tuple[str, int | None]]],
+    quality: Sequence[Mapping[str, float]],
+    *,
+    fitted_on: str = "",
+) -> ConstrainedFit:
+    """Fit the constrained policy's inputs on labelled queries.
+
+    ``options``: the measured grid (:func:`policies.learned.option_grid`: each backend alone on all
+    candidates and cascades ``cheap@all -> strong@k``); ``quality``: per query, option key
+    (:func:`policies.learned.option_key`) -> its measured nDCG@10. Each backend's quality is its
+    mean alone; ``saturation_k`` is :func:`policies.cascade.fit_saturation_k` on the cascades' means
+    (None if no cascade's strong stage beats its cheap one). Nothing else is fitted: the budget (a
+    per-query cost ceiling) is the user's.
+    """
+    from policies.cascade import fit_saturation_k
+    from policies.learned import option_key
+
+    if not quality:
+        raise ValueError("no queries to fit on")
+    n = len(quality)
+
+    def mean(key: str) -> float:
+        missing = sum(1 for row in quality if key not in row)
+        if missing:
+            raise ValueError(f"{missing} of {n} queries lack a measurement of {key}")
+        return sum(row[key] for row in quality) / n
+
+    tiers: dict[str, float] = {}
+    cascades: dict[tuple[str, str, int], float] = {}
+    keys: dict[str, float] = {}
+    for stages in options:
+        if len(stages) == 1 and stages[0][1] is None:
+            tiers[stages[0][0]] = mean(option_key(stages))
+        elif len(stages) == 2 and stages[0][1] is None and stages[1][1] is not None:
+            key = option_key(stages)
+            keys[key] = cascades[(stages[0][0], stages[1][0], stages[1][1])] = mean(key)
+    formed = any(tiers.get(strong, -math.inf) > tiers.get(cheap, math.inf) for cheap, strong, _ in cascades)
+    saturation_k = fit_saturation_k(tiers, cascades) if formed else None
+    return ConstrainedFit(tiers, saturation_k, keys, n, fitted_on or f"{n} queries")
 
 
 # -- latency ----------------------------------------------------------------------------------------

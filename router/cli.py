@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from router.cli_eval import EVAL_COMMANDS, add_eval_commands, run_eval_command
+from router.cli_report import REPORT_COMMANDS, add_report_commands, run_report_command
 from router.engine import Router
 from router.errors import RerankRouterError
 
@@ -124,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     request_parser("plan", "show what would run and why, without running it")
     commands.add_parser("backends", help="list configured backends and whether each is available")
     add_eval_commands(commands)  # eval, calibrate (router.cli_eval)
+    add_report_commands(commands)  # report (router.cli_report)
     return parser
 
 
@@ -131,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in EVAL_COMMANDS:
         return run_eval_command(args)
+    if args.command in REPORT_COMMANDS:
+        return run_report_command(args)
     try:
         router = Router(args.config)
         handler = {"rerank": _cmd_rerank, "plan": _cmd_plan, "backends": _cmd_backends}[args.command]

@@ -2,10 +2,12 @@
 
     rerank-router --config my.yaml eval --dataset ../shared/data/trec-dl19 \\
         --policy constrained --policy cheapest --sweep --out report.json --plot frontier.png
-    rerank-router --config my.yaml eval --dataset my.jsonl --qrels my-qrels.txt --cv 5   # + learned, cross-validated
+    rerank-router --config my.yaml eval --dataset my.jsonl --qrels my-qrels.txt --cv 5 --max-cost 0.0028
+                                                  # + learned and constrained, cross-validated (under the ceiling)
     rerank-router --config my.yaml calibrate --latency --out profile.yaml           # time local backends, fit latency
     rerank-router --config my.yaml calibrate --quality-from report.json --out profile.yaml
     rerank-router --config my.yaml calibrate --dataset my.jsonl --qrels q.txt --fit-learned --out profile.yaml
+    rerank-router --config my.yaml calibrate --dataset my.jsonl --qrels q.txt --fit-constrained --out profile.yaml
     rerank-router --config my.yaml calibrate --dataset my.jsonl --qrels q.txt --escalation-share 0.3 --out profile.yaml
 
 Everything heavy (ir-measures, models, matplotlib) loads inside the handlers.
@@ -72,13 +74,30 @@ def add_eval_commands(commands: Any) -> None:
         metavar="SHARES",
         help="sweep each policy's per-query cost ceiling over these shares of the strongest tier's mean cost (APGR, cost to 95%%)",
     )
-    ev.add_argument("--cv", type=int, metavar="K", help="also fit and report the learned policy under K-fold cross-validation")
+    ev.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="also fit and report policies under K-fold cross-validation (each query routed by a fit on the other folds)",
+    )
+    ev.add_argument(
+        "--cv-policies",
+        default="learned,constrained",
+        help="which policies --cv fits: learned (models + tradeoff), constrained (quality per backend + cascade "
+        "saturation_k; run under --max-cost/--budgets); default both",
+    )
     ev.add_argument(
         "--target-quality-share", type=float, help="learned: reach this share of the best tier's nDCG@10 (default 1.0)"
     )
     ev.add_argument("--target-cost-share", type=float, help="learned: best quality within this share of the best tier's cost")
-    ev.add_argument("--ks", type=_ints, default=[10, 20, 30, 50], help="cascade depths for the learned policy's options")
+    ev.add_argument("--ks", type=_ints, default=[10, 20, 30, 50], help="cascade depths measured for the --cv fits")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--decision-log",
+        metavar="PATH",
+        help="log each routed query of the tiers, cascades and --policy runs as a decision (arm = run, request = query, "
+        "feedback = its qrels) to this JSONL (.sqlite: SQLite) file, for `rerank-router report`: an offline A/B",
+    )
     ev.add_argument("--out", help="write the JSON report here")
     ev.add_argument("--plot", help="write the cost-quality frontier PNG here")
 
@@ -94,9 +113,14 @@ def add_eval_commands(commands: Any) -> None:
         "--quality-from", action="append", default=[], metavar="REPORT", help="eval report(s): quality per backend per domain"
     )
     cal.add_argument("--fit-learned", action="store_true", help="fit policies.learned on --dataset (all its queries)")
+    cal.add_argument(
+        "--fit-constrained",
+        action="store_true",
+        help="fit the constrained policy's inputs on --dataset: each backend's quality and the cascade saturation_k",
+    )
     cal.add_argument("--target-quality-share", type=float)
     cal.add_argument("--target-cost-share", type=float)
-    cal.add_argument("--ks", type=_ints, default=[10, 20, 30, 50])
+    cal.add_argument("--ks", type=_ints, default=[10, 20, 30, 50], help="cascade depths measured for the fits")
     cal.add_argument(
         "--alpha", type=float, help="ridge penalty of the learned models (default: chosen per option by leave-one-out)"
     )
@@ -133,6 +157,13 @@ def _harness(args: argparse.Namespace, dataset: Any) -> Any:
     from router.evaluation import EvalHarness
 
     return EvalHarness(dataset, load_config(args.config), memo=not args.no_memo, cache=args.cache, progress=not args.no_progress)
+
+
+def _decision_log(path: str) -> Any:
+    from router.decisions import DecisionLogConfig, build_decision_log
+
+    sink = "sqlite" if Path(path).suffix in (".sqlite", ".db") else "jsonl"
+    return build_decision_log(DecisionLogConfig(sink=sink, path=path))
 
 
 def _parse_policy(text: str) -> tuple[str, dict[str, Any]]:
@@ -182,6 +213,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from router.evaluation import (
         build_report,
         cross_validate,
+        cross_validate_constrained,
         evaluate_options,
         format_table,
         plot_frontier,
@@ -193,6 +225,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     with _harness(args, dataset) as harness:
         status = harness.warm_up()
         print(f"{dataset.name}: {len(dataset)} queries; backends: {status}", file=sys.stderr)
+        if args.decision_log:
+            harness.decision_log = _decision_log(args.decision_log)
         runs = [] if args.no_tiers else harness.tiers()
         specs = {name: harness.backends[name].spec for name in harness.available()}
         options = option_grid(specs, args.ks)
@@ -201,26 +235,35 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         named = [_parse_policy(p) for p in args.policy] or [(harness.config.policy.name, dict(harness.config.policy.params))]
         policies = [(f"{n}" + (f" {p}" if p else ""), create_policy(n, p)) for n, p in named]
         runs.extend(harness.run(label, policy, budget=budget) for label, policy in policies)
+        if harness.decision_log is not None:
+            harness.decision_log.close()
+            harness.decision_log = None
+            print(f"decision log: {args.decision_log} (rerank-router report {args.decision_log})", file=sys.stderr)
         extra: dict[str, Any] = {}
         if args.cv:
+            wanted = [p.strip() for p in args.cv_policies.split(",") if p.strip()]
+            unknown = sorted(set(wanted) - {"learned", "constrained"})
+            if unknown:
+                raise ConfigError(f"--cv-policies: {', '.join(unknown)} (known: learned, constrained)")
             option_runs = evaluate_options(harness, options)
-            quality_share, cost_share = _targets(args)
-            cv = cross_validate(
-                harness,
-                option_runs,
-                options,
-                folds=args.cv,
-                seed=args.seed,
-                target_quality_share=quality_share,
-                target_cost_share=cost_share,
-            )
-            runs.append(cv.run)
-            extra["cv"] = {
-                "folds": args.cv,
-                "seed": args.seed,
-                "per_fold": list(cv.folds),
-                "options": [option_key(o) for o in options],
-            }
+            extra["cv"] = {"folds": args.cv, "seed": args.seed, "options": [option_key(o) for o in options]}
+            if "learned" in wanted:
+                quality_share, cost_share = _targets(args)
+                cv = cross_validate(
+                    harness,
+                    option_runs,
+                    options,
+                    folds=args.cv,
+                    seed=args.seed,
+                    target_quality_share=quality_share,
+                    target_cost_share=cost_share,
+                )
+                runs.append(cv.run)
+                extra["cv"]["per_fold"] = list(cv.folds)
+            if "constrained" in wanted:
+                ccv = cross_validate_constrained(harness, option_runs, options, folds=args.cv, seed=args.seed, budget=budget)
+                runs.append(ccv.run)
+                extra["cv"]["constrained_per_fold"] = list(ccv.folds)
         sweeps: dict[str, Any] = {}
         tiers = [r for r in runs if r.kind == "tier" and math.isfinite(r.cost_mean)]
         if args.sweep:
@@ -262,14 +305,18 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             backends[name] = {**backends.get(name, {}), "quality": {**backends.get(name, {}).get("quality", {}), **quality}}
         notes.append(f"quality from {path}")
         did = True
-    if args.fit_learned or args.escalation_share is not None:
+    if args.fit_learned or args.fit_constrained or args.escalation_share is not None:
         if not args.dataset:
-            raise ConfigError("--fit-learned and --escalation-share need --dataset")
-        learned, found = _calibrate_on_dataset(args, notes)
+            raise ConfigError("--fit-learned, --fit-constrained and --escalation-share need --dataset")
+        learned, found, measured = _calibrate_on_dataset(args, notes)
         thresholds.update(found)
+        for name, overrides in measured.items():
+            backends[name] = {**backends.get(name, {}), "quality": {**backends.get(name, {}).get("quality", {}), **overrides}}
         did = True
     if not did:
-        raise ConfigError("nothing to calibrate: give --latency, --quality-from, --fit-learned or --escalation-share")
+        raise ConfigError(
+            "nothing to calibrate: give --latency, --quality-from, --fit-learned, --fit-constrained or --escalation-share"
+        )
     write_profile(args.out, backends=backends, thresholds=thresholds, learned=learned, notes=notes)
     print(f"profile: {args.out}")
     for name, values in backends.items():
@@ -316,18 +363,23 @@ def _calibrate_latency(args: argparse.Namespace, notes: list[str]) -> dict[str, 
     return out
 
 
-def _calibrate_on_dataset(args: argparse.Namespace, notes: list[str]) -> tuple[dict[str, Any] | None, dict[str, float]]:
+def _calibrate_on_dataset(
+    args: argparse.Namespace, notes: list[str]
+) -> tuple[dict[str, Any] | None, dict[str, float], dict[str, dict[str, float]]]:
+    """(learned model, thresholds, backend -> {domain: quality}) fitted on every query of --dataset."""
     from policies.cascade import calibrate_margin_threshold
     from policies.learned import ALPHAS, fit_learned, option_grid
+    from router.calibration import fit_constrained
     from router.evaluation import evaluate_options, examples_from_runs
 
     dataset = _load(args)
     thresholds: dict[str, float] = {}
     learned: dict[str, Any] | None = None
+    quality: dict[str, dict[str, float]] = {}
     with _harness(args, dataset) as harness:
         harness.warm_up()
+        specs = {name: harness.backends[name].spec for name in harness.available()}
         if args.escalation_share is not None:
-            specs = {name: harness.backends[name].spec for name in harness.available()}
             first = args.first_stage or next((n for n, s in specs.items() if s.pricing.scheme == "free"), None)
             if first is None:
                 raise ConfigError("no free first-stage backend: name one with --first-stage")
@@ -337,20 +389,31 @@ def _calibrate_on_dataset(args: argparse.Namespace, notes: list[str]) -> tuple[d
             notes.append(
                 f"cascade margin of {first} for {args.escalation_share:.0%} escalation on {dataset.name} ({len(margins)} queries)"
             )
-        if args.fit_learned:
-            specs = {name: harness.backends[name].spec for name in harness.available()}
+        if args.fit_learned or args.fit_constrained:
             options = option_grid(specs, args.ks)
             examples = examples_from_runs(evaluate_options(harness, options))
-            quality_share, cost_share = _targets(args)
-            model = fit_learned(
-                list(examples.values()),
-                options,
-                alpha=ALPHAS if args.alpha is None else args.alpha,
-                target_quality_share=quality_share,
-                target_cost_share=cost_share,
-                fitted_on=f"{dataset.name} ({len(examples)} queries)",
-            )
-            learned = model.model_dump()
-            thresholds["learned.tradeoff"] = model.tradeoff
-            notes.append(f"learned policy fitted on {dataset.name}: {model.target}")
-    return learned, thresholds
+            if args.fit_constrained:
+                fit = fit_constrained(
+                    options, [e.quality for e in examples.values()], fitted_on=f"{dataset.name} ({len(examples)} queries)"
+                )
+                thresholds.update(fit.thresholds())
+                quality = {name: entry["quality"] for name, entry in fit.profile_backends(dataset.domain).items()}
+                notes.append(
+                    f"constrained policy's inputs fitted on {dataset.name} ({fit.queries} queries): quality per backend "
+                    f"({dataset.domain}), cascade.saturation_k "
+                    + (str(fit.saturation_k) if fit.saturation_k is not None else "not fitted (no cascade beats its first stage)")
+                )
+            if args.fit_learned:
+                quality_share, cost_share = _targets(args)
+                model = fit_learned(
+                    list(examples.values()),
+                    options,
+                    alpha=ALPHAS if args.alpha is None else args.alpha,
+                    target_quality_share=quality_share,
+                    target_cost_share=cost_share,
+                    fitted_on=f"{dataset.name} ({len(examples)} queries)",
+                )
+                learned = model.model_dump()
+                thresholds["learned.tradeoff"] = model.tradeoff
+                notes.append(f"learned policy fitted on {dataset.name}: {model.target}")
+    return learned, thresholds, quality

@@ -14,7 +14,7 @@ backends:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,27 +25,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from router.backends import BACKEND_TYPES, BackendConfig
 from router.catalog import deep_merge
 from router.constraints import Constraints
-from router.errors import ConfigError
-from router.request import MAX_COST_USD, MAX_LATENCY_BUDGET_MS, RequestLimits
+from router.decisions.config import DecisionLogConfig
+from router.errors import ConfigError, RerankRouterError
+from router.experiments.config import ExperimentConfig
+from router.request import RequestLimits
 from router.resilience import ResiliencePolicy
+from router.settings import Budgets, PolicyConfig
 
-__all__ = ["CONFIG_ENV", "Budgets", "PolicyConfig", "RouterConfig", "default_config_source", "load_config"]
+__all__ = [
+    "CONFIG_ENV",
+    "Budgets",
+    "PolicyConfig",
+    "RouterConfig",
+    "check_fixed_backends",
+    "default_config_source",
+    "load_config",
+    "policies_by_path",
+]
 
 CONFIG_ENV = "RERANK_ROUTER_CONFIG"
-
-
-class PolicyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = "constrained"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class Budgets(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    latency_ms: float | None = Field(None, gt=0, le=MAX_LATENCY_BUDGET_MS)
-    max_cost_usd: float | None = Field(None, ge=0, le=MAX_COST_USD)
 
 
 class ResilienceConfig(BaseModel):
@@ -79,6 +77,10 @@ class RouterConfig(BaseModel):
     """Characters per token for tokenizer families with no local tokenizer (see router.tokens)."""
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     resilience: ResilienceConfig = ResilienceConfig()
+    experiment: ExperimentConfig | None = None
+    """A/B arms, tenant overrides and a shadow arm (router.experiments.config)."""
+    decision_log: DecisionLogConfig | None = None
+    """Where each decision and feedback record goes (router.decisions); none by default."""
     profile: str | None = None
     """Calibration profile (YAML, `rerank-router calibrate`): measured per-backend spec overrides (router.calibration)."""
 
@@ -144,9 +146,31 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | RouterConfi
         raise ConfigError(_format(exc)) from exc
     from policies.registry import create_policy
 
-    create_policy(config.policy.name, config.policy.params)  # fail at load, not at first request
-
-    fixed = config.policy.params.get("backend")
-    if config.policy.name == "fixed" and fixed not in config.backends:
-        raise ConfigError(f"policy.params.backend: {fixed!r} is not a configured backend ({', '.join(config.backends)})")
+    for where, policy in policies_by_path(config).items():
+        try:
+            create_policy(policy.name, policy.params)  # fail at load, not at first request
+        except RerankRouterError as exc:
+            if where == "policy":
+                raise
+            raise ConfigError(f"{where}: {exc}") from exc
+    check_fixed_backends({"policy": config.policy}, config.backends)
     return config
+
+
+def policies_by_path(config: RouterConfig) -> dict[str, PolicyConfig]:
+    """Every policy the config names, keyed by its dotted path (for error messages)."""
+    policies = {"policy": config.policy}
+    if config.experiment is not None:
+        policies.update({f"experiment.arms.{name}.policy": arm.policy for name, arm in config.experiment.arms.items()})
+        if config.experiment.shadow is not None:
+            policies["experiment.shadow.policy"] = config.experiment.shadow.policy
+    return policies
+
+
+def check_fixed_backends(policies: Mapping[str, PolicyConfig], backends: Iterable[str]) -> None:
+    """A ``fixed`` policy must name a backend that exists."""
+    names = list(backends)
+    for where, policy in policies.items():
+        fixed = policy.params.get("backend")
+        if policy.name == "fixed" and fixed not in names:
+            raise ConfigError(f"{where}.params.backend: {fixed!r} is not a configured backend ({', '.join(names)})")

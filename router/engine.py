@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -17,26 +19,34 @@ from policies.registry import create_policy
 from router.backends import build_backend
 from router.backends.base import Availability, Backend
 from router.calibration import apply_profile
-from router.config import RouterConfig, load_config
+from router.config import RouterConfig, check_fixed_backends, load_config, policies_by_path
 from router.constraints import Constraints
 from router.cost import UsageCalibrator
+from router.deadline import DeadlineGuard
+from router.decisions import DecisionLog, build_decision_log, decision_from_result
 from router.errors import ConfigError, RerankRouterError
 from router.estimate import OptionEstimator
 from router.executor import Executor
+from router.experiments.assignment import Assignment, assign, unit_interval
+from router.experiments.config import ShadowConfig
+from router.experiments.spend import SpendCap
 from router.features import Features, extract_features
 from router.latency import LatencyEstimator
 from router.plan import Plan
 from router.request import RerankRequest, build_request
 from router.resilience.breaker import BreakerState, BreakerStore
 from router.result import Explanation, RankedItem, RerankResult
+from router.settings import Budgets
 from router.tokens import TokenCounters
 
 __all__ = ["Router"]
 
 T = TypeVar("T")
 
-# Backend work stops this long before the request's deadline (see arerank).
+# Backend work stops at least this long before the request's deadline (router.deadline).
 DEADLINE_GUARD_MS = 5.0
+
+_log = logging.getLogger("rerank_router")
 
 
 def _loop_clock() -> float:
@@ -58,6 +68,7 @@ class Router:
     ``policy`` replaces the configured one. ``clock`` (monotonic seconds; default: the running
     loop's), ``sleep`` (retry back-off) and ``rng`` (retry jitter) are injectable so tests never
     wait or flake; ``breaker_store`` lets replicas share circuit-breaker state.
+    ``decision_log`` replaces the one the config's ``decision_log:`` block builds.
     """
 
     def __init__(
@@ -70,6 +81,7 @@ class Router:
         breaker_store: BreakerStore | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self.config = apply_profile(load_config(config))  # measured overrides (router.calibration)
         built: dict[str, Backend] = {name: build_backend(name, cfg) for name, cfg in self.config.backends.items()}
@@ -97,6 +109,28 @@ class Router:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
         self._warming: set[str] = set()
+        # Step 3 (arms) and step 7 (record): router.experiments and router.decisions.
+        experiment = self.config.experiment
+        check_fixed_backends(policies_by_path(self.config), self.backends)
+        self._arm_policies: dict[str, Policy] = {}
+        self._shadow_policy: Policy | None = None
+        self._shadow_cap: SpendCap | None = None
+        if experiment is not None:
+            self._arm_policies = {
+                name: create_policy(arm.policy.name, arm.policy.params) for name, arm in experiment.arms.items()
+            }
+            if experiment.shadow is not None:
+                shadow = experiment.shadow
+                self._shadow_policy = create_policy(shadow.policy.name, shadow.policy.params)
+                self._shadow_cap = SpendCap(shadow.max_spend_usd, shadow.spend_window_s)
+        self.decisions: DecisionLog | None = decision_log
+        """Where decisions and feedback go (router.decisions); None when no log is configured."""
+        if self.decisions is None and self.config.decision_log is not None:
+            self.decisions = build_decision_log(self.config.decision_log)
+        self._background: set[asyncio.Task[None]] = set()
+        self.deadline_guard = DeadlineGuard(DEADLINE_GUARD_MS)
+        """How early backend work stops before a deadline: 5 ms, raised to the p99 of how late
+        recent deadline-bound requests came back (router.deadline), at most 20% of the budget."""
 
     @classmethod
     def from_config(
@@ -134,7 +168,7 @@ class Router:
             max_document_chars=self.config.limits.max_document_chars,
         )
 
-    def _plan(self, request: RerankRequest, features: Features) -> Plan:
+    def _plan(self, request: RerankRequest, features: Features, policy: Policy | None = None) -> Plan:
         views = {
             name: BackendView(name=name, spec=b.spec, availability=self._availability(name)) for name, b in self.backends.items()
         }
@@ -150,7 +184,7 @@ class Router:
             backends=MappingProxyType(views),
             estimate=estimator.estimate,
         )
-        return self.policy.plan(ctx)
+        return (policy or self.policy).plan(ctx)
 
     def _availability(self, name: str) -> Availability:
         """The backend's own availability, closed off while its circuit breaker is open."""
@@ -187,22 +221,49 @@ class Router:
             constraints=constraints,
             context=context,
         )
+        assignment = self._assign(request)
+        policy = self.policy
+        if assignment is not None and self.config.experiment is not None:
+            arm = self.config.experiment.arms[assignment.arm]
+            request = _with_arm_budgets(request, arm.budgets, latency_budget_ms is None, max_cost_usd is None)
+            policy = self._arm_policies[assignment.arm]
         features = self._features(request)
-        plan = self._plan(request, features)
+        result = await self._execute(request, features, policy, started, assignment)
+        self._record(result, request, features, assignment, shadow=False)
+        if assignment is not None:
+            self._maybe_shadow(request, features, assignment)
+        return result
+
+    async def _execute(
+        self,
+        request: RerankRequest,
+        features: Features,
+        policy: Policy,
+        started: float,
+        assignment: Assignment | None,
+        arm_name: str | None = None,
+        plan: Plan | None = None,
+    ) -> RerankResult:
+        """Steps 4-6: plan (unless given), run against the deadline, account."""
+        plan = plan or self._plan(request, features, policy)
         deadline = None
         if request.latency_budget_ms is not None:
             # Stop backend work a little early: the event loop wakes timers late under load, and
-            # the result still has to be assembled. The guard is at most 10% of the budget.
-            guard_ms = min(DEADLINE_GUARD_MS, 0.1 * request.latency_budget_ms)
-            deadline = started + (request.latency_budget_ms - guard_ms) / 1000
+            # the result still has to be assembled (router.deadline learns by how much).
+            deadline = started + (request.latency_budget_ms - self.deadline_guard.guard_ms(request.latency_budget_ms)) / 1000
         texts = request.texts_for_scoring(self.config.limits.max_document_chars)
         execution = await self._executor.run(plan, request.query, texts, features, deadline, request.max_cost_usd)
+        if deadline is not None and (late_s := self._clock() - deadline) >= 0:
+            self.deadline_guard.observe(late_s * 1000)
         items = tuple(
             RankedItem(index=i, id=d.id, score=execution.scores.get(i), text=d.text, metadata=d.metadata)
             for i, d in ((i, request.documents[i]) for i in execution.order)
         )
         billed = [s.cost_usd for s in execution.stages if s.ok]
         actual = None if None in billed else sum(c for c in billed if c is not None)
+        notes = (*request.notes, *execution.notes)
+        if assignment is not None and arm_name is None:
+            notes = (*notes, f"experiment {assignment.experiment}: arm {assignment.arm} ({assignment.reason})")
         return RerankResult(
             request_id=request.request_id,
             items=items,
@@ -214,8 +275,112 @@ class Router:
             actual_cost_usd=actual,
             degraded=execution.degraded,
             degraded_reason=execution.degraded_reason,
-            explanation=Explanation.from_plan(plan, (*request.notes, *execution.notes)),
+            explanation=Explanation.from_plan(plan, notes),
+            experiment=None if assignment is None else assignment.experiment,
+            arm=arm_name or (None if assignment is None else assignment.arm),
         )
+
+    # -- step 3: arms; step 7: record ---------------------------------------------------------------
+    def _assign(self, request: RerankRequest) -> Assignment | None:
+        experiment = self.config.experiment
+        if experiment is None:
+            return None
+        return assign(experiment, request.context, request.query, request.request_id)
+
+    def _record(
+        self, result: RerankResult, request: RerankRequest, features: Features, assignment: Assignment | None, *, shadow: bool
+    ) -> None:
+        if self.decisions is None:
+            return
+        settings = self.config.decision_log
+        self.decisions.record(
+            decision_from_result(
+                result,
+                query=request.query,
+                latency_budget_ms=request.latency_budget_ms,
+                max_cost_usd=request.max_cost_usd,
+                domain=features.domain,
+                top_k=settings.top_k if settings is not None else 10,
+                include_text=settings.include_text if settings is not None else False,
+                timestamp=time.time(),
+                experiment=result.experiment,
+                arm=result.arm,
+                shadow=shadow,
+                assignment_key=None if assignment is None else assignment.key_digest,
+                tenant=None if assignment is None else assignment.tenant,
+                query_salt=settings.query_salt if settings is not None else "",
+            )
+        )
+
+    def _maybe_shadow(self, request: RerankRequest, features: Features, assignment: Assignment) -> None:
+        shadow = self.config.experiment.shadow if self.config.experiment is not None else None
+        if shadow is None or unit_interval(f"{assignment.experiment}:shadow", request.request_id) >= shadow.sample:
+            return
+        task = asyncio.get_running_loop().create_task(self._run_shadow(shadow, request, features, assignment))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _run_shadow(self, shadow: ShadowConfig, request: RerankRequest, features: Features, assignment: Assignment) -> None:
+        """Score the request with the shadow arm in the background: same documents and hard
+        constraints, its own budgets, its spend held within the cap. Never touches the response."""
+        cap, policy = self._shadow_cap, self._shadow_policy
+        assert cap is not None and policy is not None
+        shadow_request = dataclasses.replace(
+            request,
+            latency_budget_ms=shadow.budgets.latency_ms or self.config.budgets.latency_ms,
+            max_cost_usd=shadow.budgets.max_cost_usd,
+        )
+        started = self._clock()
+        try:
+            plan = self._plan(shadow_request, features, policy)
+            predicted = plan.primary.estimate.cost_usd
+            # Unknown prices cannot be capped; a run that does not fit the cap is skipped whole
+            # (a degraded stand-in would only pollute the shadow arm's figures).
+            if predicted is None or not cap.reserve(predicted):
+                _log.debug("shadow arm %s skipped: spend cap", shadow.name)
+                return
+            spent = predicted
+            try:
+                # The reservation is the run's ceiling: hedges cannot spend past it, and only
+                # fallbacks predicted to cost no more than it stay in the plan.
+                capped = dataclasses.replace(shadow_request, max_cost_usd=predicted)
+                affordable = tuple(
+                    o for o in plan.fallbacks if o.estimate.cost_usd is not None and o.estimate.cost_usd <= predicted
+                )
+                plan = dataclasses.replace(plan, fallbacks=affordable)
+                result = await self._execute(capped, features, policy, started, assignment, arm_name=shadow.name, plan=plan)
+                spent = result.actual_cost_usd if result.actual_cost_usd is not None else predicted
+            finally:
+                cap.settle(predicted, spent)
+            self._record(result, capped, features, assignment, shadow=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a shadow run must never surface; record the type only
+            _log.warning("shadow arm %s failed: %s", shadow.name, type(exc).__name__)
+
+    def record_feedback(
+        self,
+        request_id: str,
+        *,
+        clicked: Sequence[str] = (),
+        relevance: Mapping[str, float] | None = None,
+    ) -> None:
+        """Join an outcome to a logged decision: clicked doc ids (in click order) and/or graded
+        judgements {doc_id: grade}. Never blocks; needs a ``decision_log`` in config."""
+        if self.decisions is None:
+            raise ConfigError("no decision log: add `decision_log: {sink: jsonl, path: decisions.jsonl}` to the config")
+        self.decisions.record_feedback(request_id, clicked=clicked, relevance=relevance)
+
+    async def adrain(self) -> None:
+        """Wait for shadow runs in flight, then for the decision log to write what it holds."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self.decisions is not None:
+            await asyncio.to_thread(self.decisions.flush)
+
+    def drain(self) -> None:
+        """Blocking twin of :meth:`adrain` (e.g. before reading the log in a script)."""
+        self._run_sync(self.adrain())
 
     def rerank(self, query: str, documents: Any, **kwargs: Any) -> RerankResult:
         """Blocking twin of :meth:`arerank`; runs on the router's own event loop thread."""
@@ -270,8 +435,13 @@ class Router:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     async def aclose(self) -> None:
+        for task in list(self._background):  # shadow runs: cancel, settle their reservations
+            task.cancel()
+        await asyncio.gather(*list(self._background), return_exceptions=True)
         for backend in self.backends.values():
             await backend.aclose()
+        if self.decisions is not None:
+            await asyncio.to_thread(self.decisions.close)
 
     def close(self) -> None:
         """Close every backend's connections and stop the sync loop thread."""
@@ -285,3 +455,20 @@ class Router:
                     loop.close()
                     break
                 time.sleep(0.005)
+
+
+def _with_arm_budgets(request: RerankRequest, budgets: Budgets, latency_default: bool, cost_default: bool) -> RerankRequest:
+    """An arm's budgets replace the config's defaults and can only tighten what the caller gave."""
+
+    def pick(current: float | None, arm: float | None, defaulted: bool) -> float | None:
+        if arm is None:
+            return current
+        if defaulted or current is None:
+            return arm
+        return min(current, arm)
+
+    return dataclasses.replace(
+        request,
+        latency_budget_ms=pick(request.latency_budget_ms, budgets.latency_ms, latency_default),
+        max_cost_usd=pick(request.max_cost_usd, budgets.max_cost_usd, cost_default),
+    )

@@ -37,6 +37,7 @@ from router.latency import LatencyEstimator, item_tokens
 from router.plan import Estimate, Option, Plan, Stage
 from router.resilience import BackendLimits, CircuitBreaker, LatencyWindow, LimitPolicy, ResiliencePolicy, hedged, retrying
 from router.resilience.breaker import BreakerStore
+from router.resilience.retry import release
 from router.result import StageReport
 
 __all__ = ["FALLBACK_MARGIN_MS", "Execution", "Executor"]
@@ -306,8 +307,9 @@ class Executor:
             raise BackendUnavailableError(breaker.status()[1], backend=name)
         policy = self._policies[name]
         hedge_ms = self._windows[name].hedge_delay_ms(policy.hedge) if _can_afford_hedge(predicted, spare_usd) else None
+        retry = retrying(policy.retries, deadline=deadline, clock=self._clock, rng=self._rng, sleep=self._sleep)
         try:
-            async for attempt in retrying(policy.retries, deadline=deadline, clock=self._clock, rng=self._rng, sleep=self._sleep):
+            async for attempt in retry:
                 with attempt:
                     tally.attempts += 1
                     scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
@@ -321,6 +323,8 @@ class Executor:
             else:
                 breaker.on_failure()
             raise
+        finally:
+            release(retry)
         breaker.on_success()
         return _Call(scores=scores, attempts=tally.attempts, hedged=was_hedged)
 

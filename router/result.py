@@ -112,6 +112,10 @@ class RerankResult:
     stage, or the deadline)."""
     degraded_reason: str | None
     explanation: Explanation
+    experiment: str | None = None
+    """The experiment this request took part in (config ``experiment:``), if any."""
+    arm: str | None = None
+    """The arm that served it (sticky by the experiment's key)."""
 
     def top(self, k: int | None = None) -> tuple[RankedItem, ...]:
         """The first ``k`` items (default: the request's top_n)."""

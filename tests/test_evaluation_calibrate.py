@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pytest
 import yaml
 
+from policies import create_policy
 from router import Router
 from router.backends.base import Availability, Scores
 from router.calibration import (
@@ -113,7 +114,7 @@ def test_a_config_pointing_to_a_profile_gets_its_measured_specs(tmp_path):
     spec = router.backends["bm25"].spec
     assert spec.latency.overhead_ms == 7.0 and spec.latency.per_doc_ms == 0.25 and spec.latency.source == "measured"
     assert spec.quality_for("web") == 0.61
-    assert spec.quality_for("scientific") == 0.352  # the catalog's figure, untouched
+    assert spec.quality_for("scientific") == 0.292  # the catalog's figure, untouched
     assert apply_profile(load_config({"backends": {}})).backends == {}
 
 
@@ -127,3 +128,15 @@ def test_quality_from_an_eval_report():
         ],
     }
     assert quality_from_report(report) == {"bi": {"scientific": 0.3945}}
+
+
+def test_the_constrained_policy_reads_its_fitted_curve_from_a_profile(tmp_path):
+    path = tmp_path / "profile.yaml"
+    write_profile(path, thresholds={"cascade.saturation_k": 20.0, "cascade.adaptive_margin": 0.1, "learned.tradeoff": 3.0})
+    policy = create_policy("constrained", {"profile": str(path), "saturation_k": 50, "cascade_k": [10, 20]})
+    # The profile's measured values win over the params beside it; the others stand.
+    assert (policy.saturation_k, policy.adaptive_margin, policy.cascade_k) == (20, 0.1, (10, 20))
+    assert create_policy("constrained", {"saturation_k": 50}).saturation_k == 50
+    write_profile(tmp_path / "bad.yaml", thresholds={"cascade.expected_escalation": 0.0})
+    with pytest.raises(ConfigError, match="expected_escalation"):
+        create_policy("constrained", {"profile": str(tmp_path / "bad.yaml")})

@@ -11,10 +11,11 @@ import json
 import pytest
 import yaml
 
+from policies import create_policy
 from policies.learned import option_grid
 from router.calibration import load_profile
 from router.cli import main
-from router.evaluation import EvalHarness, cross_validate, evaluate_options, load_jsonl
+from router.evaluation import EvalHarness, cross_validate, cross_validate_constrained, evaluate_options, load_jsonl
 
 pytest.importorskip("ir_measures")
 pytest.importorskip("bm25s")
@@ -99,9 +100,9 @@ def test_eval_end_to_end(labelled, capsys):
     assert "| run | kind | nDCG@10 | MRR@10 | R@20 | $ / 1k q | p50 ms | p95 ms | degraded | tier mix |" in out
     report = json.loads((d / "report.json").read_text())
     runs = {r["label"]: r for r in report["runs"]}
-    assert {"retriever-order", "bm25", "strong", "bm25@all -> strong@2", "constrained", "cheapest", "learned (2-fold CV)"} <= set(
-        runs
-    )
+    expected = {"retriever-order", "bm25", "strong", "bm25@all -> strong@2", "constrained", "cheapest"}
+    assert expected | {"learned (2-fold CV)", "constrained (2-fold CV)"} <= set(runs)
+    assert runs["constrained (2-fold CV)"]["budget"] == "$1/query"
     assert runs["strong"]["metrics"]["nDCG@10"] == pytest.approx(1.0)
     assert runs["strong"]["cost_usd"]["per_1k_queries"] == pytest.approx(10.0)
     assert runs["strong"]["latency_ms"]["p50"] == pytest.approx(220, rel=0.1)  # 100 + 6 x 20 ms, simulated
@@ -152,6 +153,9 @@ def test_cli_errors_are_clear(labelled, capsys):
     assert "--qrels" in capsys.readouterr().err
     assert main(_args(d, "calibrate", "--out", str(d / "p.yaml"))) == 2
     assert "nothing to calibrate" in capsys.readouterr().err
+    data = ["--dataset", str(d / "set.jsonl"), "--qrels", str(d / "qrels.txt"), "--no-progress", "--no-tiers"]
+    assert main(_args(d, "eval", *data, "--cv", "2", "--cv-policies", "learned,nope")) == 2
+    assert "--cv-policies: nope" in capsys.readouterr().err
 
 
 def test_cross_validation_never_routes_a_query_with_a_model_fitted_on_it(labelled):
@@ -184,3 +188,73 @@ def test_per_query_budgets(labelled, capsys):
     assert main(_args(d, "eval", *data, "--budget-ms", "100", "--out", str(d / "r2.json"))) == 0
     [fast] = json.loads((d / "r2.json").read_text())["runs"]
     assert "strong" not in fast["tier_mix"]
+    # The cross-validated constrained policy runs under the same budgets; --cv-policies picks it alone.
+    args = ["--cv", "2", "--cv-policies", "constrained", "--budgets", str(budgets), "--out", str(d / "r3.json")]
+    assert main(_args(d, "eval", *data, *args)) == 0
+    _, cv = json.loads((d / "r3.json").read_text())["runs"]
+    assert cv["label"] == "constrained (2-fold CV)" and cv["budget"] == "per-query"
+    assert {r["served"] for r in cv["per_query"] if r["qid"] in {"q0", "q1", "q2", "q3"}} <= {"bm25", "retriever-order"}
+
+
+def test_calibrate_fits_the_constrained_policy_and_a_config_runs_it(labelled, capsys):
+    d = labelled
+    data = ["--dataset", str(d / "set.jsonl"), "--qrels", str(d / "qrels.txt"), "--no-progress"]
+    profile = d / "profile.yaml"
+    assert main(_args(d, "calibrate", *data, "--fit-constrained", "--ks", "2,3", "--out", str(profile))) == 0
+    fitted = load_profile(profile)
+    assert fitted.backends["strong"]["quality"] == {"web": 1.0}
+    assert fitted.backends["bm25"]["quality"]["web"] < 1.0
+    # On odd queries BM25 buries the relevant passages below its top 3, so a strong stage over its
+    # top 2 or 3 recovers little of the gap: the curve saturates far beyond the measured k.
+    assert fitted.thresholds["cascade.saturation_k"] > 3
+    config = yaml.safe_load((d / "config.yaml").read_text())
+    config["profile"] = str(profile)
+    config["policy"] = {"name": "constrained", "params": {"profile": str(profile), "cascade_k": [2, 3]}}
+    (d / "fitted.yaml").write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    code = main(["--config", str(d / "fitted.yaml"), "eval", *data, "--no-tiers", "--max-cost", "1", "--out", str(d / "r.json")])
+    assert code == 0
+    [run] = json.loads((d / "r.json").read_text())["runs"]
+    assert run["metrics"]["nDCG@10"] == pytest.approx(1.0)
+    assert run["tier_mix"] == {"strong": 8}  # within the ceiling, and rated above every cascade
+
+
+def test_constrained_cross_validation_plans_with_each_folds_fit(labelled):
+    d = labelled
+    dataset = load_jsonl(d / "set.jsonl", d / "qrels.txt")
+    with EvalHarness(dataset, d / "config.yaml") as harness:
+        specs = {name: b.spec for name, b in harness.backends.items()}
+        options = option_grid(specs, (2,))
+        runs = evaluate_options(harness, options)
+        cv = cross_validate_constrained(harness, runs, options, folds=4, seed=1)
+        # Spec overrides reach the planner: rated below BM25, the strong tier is never chosen.
+        demoted = harness.run("demoted", create_policy("constrained"), specs={"strong": {"quality": {"web": 0.1}}})
+        with pytest.raises(ValueError, match="unknown backend"):
+            harness.run("bad", create_policy("constrained"), specs={"nope": {}})
+    assert sorted(r.qid for r in cv.run.records) == sorted(dataset.qids)
+    for fit, fold in zip(cv.models, cv.folds, strict=True):
+        assert f"({fold['train']})" in fit.fitted_on and fit.queries == fold["train"] == 6
+        assert fold["quality"] == {k: round(v, 4) for k, v in fit.quality.items()} and fold["saturation_k"] == fit.saturation_k
+    assert cv.run.ndcg == pytest.approx(1.0)
+    assert set(demoted.tier_mix) == {"bm25"}
+    assert harness.backends["strong"].spec.quality_for("web") == 0.95  # the shared backend is untouched
+
+
+def test_offline_ab_through_the_decision_log(labelled, capsys):
+    """eval --decision-log: each policy is an arm, each query a request (paired), its qrels the
+    feedback; `report` then names the winner with its interval."""
+    d = labelled
+    log = d / "offline.jsonl"
+    data = ["--dataset", str(d / "set.jsonl"), "--qrels", str(d / "qrels.txt")]
+    policies = ["--policy", "fixed:backend=strong", "--policy", "cheapest"]
+    assert main(_args(d, "eval", *data, *policies, "--no-tiers", "--decision-log", str(log), "--no-progress")) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    decisions = [r for r in records if r["kind"] == "decision"]
+    assert {r["arm"] for r in decisions} == {"fixed {'backend': 'strong'}", "cheapest"}
+    assert sorted(r["request_id"] for r in decisions) == sorted([f"q{i}" for i in range(8)] * 2)
+    assert len([r for r in records if r["kind"] == "feedback"]) == 8  # once per query
+    capsys.readouterr()
+    assert main(["report", str(log), "--json", str(d / "ab.json")]) == 0
+    report = json.loads((d / "ab.json").read_text())
+    assert report["verdict"]["winner"] == "fixed {'backend': 'strong'}" and report["verdict"]["basis"] == "quality"
+    assert all(c["quality"]["paired"] for c in report["comparisons"])

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from router.calibration import calibrate_threshold, calibrate_tradeoff
+from policies.cascade import calibrate_margin_threshold, cascade_quality, fit_saturation_k
+from router.calibration import calibrate_tradeoff, fit_constrained
 from router.evaluation.frontier import Point, apgr, cost_to_reach, curve, pareto_frontier, pgr, strong_and_weak
 
 WEAK = Point("weak", 0.0, 0.5)
@@ -55,18 +56,52 @@ def test_no_gap_means_no_apgr():
 
 
 # -- thresholds ---------------------------------------------------------------------------------------
-def test_calibrate_threshold_is_the_quantile_for_a_strong_share():
-    scores = [float(i) for i in range(100)]
-    t = calibrate_threshold(scores, 0.2)
-    assert t == pytest.approx(79.2)
-    assert sum(s >= t for s in scores) == 20
-    assert calibrate_threshold(scores, 1.0) == 0.0
-    assert sum(s >= calibrate_threshold(scores, 0.0) for s in scores) == 0
-    assert calibrate_threshold([3.0, math.nan, 1.0, 2.0], 0.5) == pytest.approx(2.0)
-    with pytest.raises(ValueError):
-        calibrate_threshold(scores, 1.5)
-    with pytest.raises(ValueError):
-        calibrate_threshold([math.inf], 0.5)
+def test_one_quantile_calibration_for_escalation_shares():
+    # RouteLLM's threshold for a share of strong calls and the cascade's margin threshold for a
+    # share of escalations are one quantile: policies.cascade.calibrate_margin_threshold keeps it.
+    import router.calibration
+
+    assert not hasattr(router.calibration, "calibrate_threshold")
+    margins = [float(i) for i in range(100)]
+    t = calibrate_margin_threshold(margins, 0.2)
+    assert sum(m < t for m in margins) == 20
+
+
+def test_saturation_k_recovers_the_curve_that_made_the_cascades():
+    tiers = {"cheap": 0.6, "strong": 0.7, "worse": 0.5}
+    made = {("cheap", "strong", k): cascade_quality(0.6, 0.7, k, 20) for k in (10, 20, 30, 50)}
+    assert fit_saturation_k(tiers, made) == 20
+    # A pair the planner never forms (strong stage below the cheap one) does not pull the fit.
+    assert fit_saturation_k(tiers, {**made, ("cheap", "worse", 10): 0.9}) == 20
+    # Saturated at every measured k (here even above the strong tier): the largest k that says so.
+    assert fit_saturation_k(tiers, {("cheap", "strong", k): 0.72 for k in (10, 20, 50)}) == 10
+    with pytest.raises(ValueError, match="nothing to fit"):
+        fit_saturation_k(tiers, {("cheap", "worse", 10): 0.55})
+
+
+def test_fit_constrained_reads_tier_means_and_fits_the_curve_on_cascades():
+    options = [(), (("cheap", None),), (("strong", None),), *((("cheap", None), ("strong", k)) for k in (10, 20, 30))]
+    rows = [
+        {
+            "retriever-order": 0.3,
+            "cheap": 0.6 + d,
+            "strong": 0.7 + d,
+            **{f"cheap@all -> strong@{k}": cascade_quality(0.6, 0.7, k, 20) + d for k in (10, 20, 30)},
+        }
+        for d in (-0.05, 0.05)
+    ]
+    fit = fit_constrained(options, rows, fitted_on="two queries")
+    assert fit.quality == pytest.approx({"cheap": 0.6, "strong": 0.7})
+    assert fit.saturation_k == 20 and fit.queries == 2 and fit.fitted_on == "two queries"
+    assert fit.profile_backends("web") == {"cheap": {"quality": {"web": 0.6}}, "strong": {"quality": {"web": 0.7}}}
+    assert fit.thresholds() == {"cascade.saturation_k": 20.0}
+    assert fit.policy_params() == {"saturation_k": 20}
+    with pytest.raises(ValueError, match="lack a measurement"):
+        fit_constrained(options, [{"cheap": 0.5}])
+    # Strong tier measured below the cheap one: no cascade the planner would form, nothing to fit.
+    flipped = [{**row, "strong": 0.5} for row in rows]
+    unfitted = fit_constrained(options, flipped)
+    assert unfitted.saturation_k is None and unfitted.thresholds() == {} and unfitted.policy_params() == {}
 
 
 def _two_options():

@@ -63,6 +63,7 @@ ROUTER_ALL = {
     "get_default_router",
     "load_catalog",
     "load_config",
+    "record_feedback",
     "route_rerank",
     "set_default_router",
 }

@@ -647,3 +647,30 @@ def test_calibration_splits_at_the_quantile(margins, share):
     assert all(m >= threshold for m in ordered if m > high)  # above its high rank: the first stage is sure
     more = calibrate_margin_threshold(margins, min(1.0, share + 0.2))
     assert more >= threshold  # a larger share never lowers the threshold
+
+
+async def test_released_retrying_is_freed_without_the_cyclic_collector() -> None:
+    # Cyclic garbage per call makes the collector's full passes pause the loop (deadline misses).
+    import gc
+    import weakref
+
+    from router.resilience.retry import release
+
+    async def finished_retrying(fail_first: bool) -> weakref.ref[object]:
+        retry = retrying(RetryPolicy(attempts=2, initial_s=0, jitter_s=0), deadline=None, clock=lambda: 0.0, rng=random.Random(0))
+        calls = 0
+        async for attempt in retry:
+            with attempt:
+                calls += 1
+                if fail_first and calls == 1:
+                    raise ServerError("HTTP 503")
+        release(retry)
+        return weakref.ref(retry)
+
+    gc.disable()
+    try:
+        for fail_first in (False, True):
+            ref = await finished_retrying(fail_first)
+            assert ref() is None  # freed by reference counting alone
+    finally:
+        gc.enable()

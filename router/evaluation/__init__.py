@@ -10,12 +10,19 @@
 
 Modules: :mod:`~router.evaluation.datasets` (loaders), :mod:`~router.evaluation.metrics`
 (ir-measures), :mod:`~router.evaluation.runner` (the harness), :mod:`~router.evaluation.frontier`
-(APGR, cost to reach a quality), :mod:`~router.evaluation.crossval` (fitting the learned policy
-under k-fold CV), :mod:`~router.evaluation.report` (table, JSON, PNG). Not imported by
+(APGR, cost to reach a quality), :mod:`~router.evaluation.crossval` (fitting the learned and the
+constrained policy under k-fold CV), :mod:`~router.evaluation.report` (table, JSON, PNG). Not imported by
 ``import router``; needs the ``eval`` extra (ir-measures, matplotlib, tqdm).
 """
 
-from router.evaluation.crossval import CrossValidation, cross_validate, evaluate_options, examples_from_runs, kfold
+from router.evaluation.crossval import (
+    CrossValidation,
+    cross_validate,
+    cross_validate_constrained,
+    evaluate_options,
+    examples_from_runs,
+    kfold,
+)
 from router.evaluation.datasets import (
     Candidate,
     Dataset,
@@ -51,6 +58,7 @@ __all__ = [
     "build_report",
     "cost_to_reach",
     "cross_validate",
+    "cross_validate_constrained",
     "evaluate_options",
     "examples_from_runs",
     "format_table",

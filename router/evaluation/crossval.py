@@ -1,12 +1,18 @@
-"""Fit the learned policy on some queries, measure it on others: k-fold cross-validation.
+"""Fit a policy on some queries, measure it on others: k-fold cross-validation.
 
 1. :func:`evaluate_options` runs every option of a grid (tiers and cascades) on every query
    through the harness's router: measured nDCG@10 and cost per query per option, and each
    request's features as the router computed them.
 2. :func:`cross_validate` splits the queries into k folds; for each, it fits
    :func:`policies.learned.fit_learned` on the other k-1 folds only (models and tradeoff), then
-   routes the held-out fold's queries through a Router running that fitted policy. The held-out
-   runs are merged and measured together: no reported query was seen by the model that routed it.
+   routes the held-out fold's queries through a Router running that fitted policy.
+   :func:`cross_validate_constrained` does the same for the constrained policy: per fold,
+   :func:`router.calibration.fit_constrained` (what ``rerank-router calibrate --fit-constrained``
+   writes to a profile: each backend's quality, the cascade curve's ``saturation_k``) on the other
+   folds, then the held-out queries go through a Router planning with those values, under the
+   user's budget (a per-query cost ceiling is a choice, not a fit).
+   The held-out runs are merged and measured together: no reported query was seen by the fit
+   that routed it.
 """
 
 from __future__ import annotations
@@ -14,11 +20,16 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from policies.learned import ALPHAS, Example, LearnedModel, LearnedPolicy, StageSpec, fit_learned, option_key, request_features
-from router.evaluation.runner import EvalHarness, QueryBudget, RunResult
+from policies.registry import create_policy
+from router.calibration import ConstrainedFit, fit_constrained
+from router.evaluation.runner import Budgets, EvalHarness, QueryBudget, RunResult
 
-__all__ = ["CrossValidation", "cross_validate", "evaluate_options", "examples_from_runs", "kfold"]
+__all__ = ["CrossValidation", "cross_validate", "cross_validate_constrained", "evaluate_options", "examples_from_runs", "kfold"]
+
+Fit = TypeVar("Fit")
 
 
 def kfold(qids: Sequence[str], k: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
@@ -60,10 +71,11 @@ def _cost(run: RunResult, qid: str) -> float:
 
 
 @dataclass(frozen=True)
-class CrossValidation:
+class CrossValidation(Generic[Fit]):
     run: RunResult
     """Held-out folds merged: every query routed by a model that never saw it."""
-    models: tuple[LearnedModel, ...]
+    models: tuple[Fit, ...]
+    """What was fitted on each fold's training queries (a LearnedModel, a ConstrainedFit)."""
     folds: tuple[dict[str, object], ...]
 
 
@@ -80,7 +92,7 @@ def cross_validate(
     tokenizer_family: str = "bert-wordpiece",
     label: str | None = None,
     budget: QueryBudget | None = None,
-) -> CrossValidation:
+) -> CrossValidation[LearnedModel]:
     """k-fold CV of the learned policy; see the module docstring."""
     examples = examples_from_runs(runs, tokenizer_family)
     qids = [q for q in harness.dataset.qids if q in examples]
@@ -115,3 +127,56 @@ def cross_validate(
         )
     merged = RunResult.merge(name, "policy", "learned", held_out, harness.dataset.qrels)
     return CrossValidation(merged, tuple(models), tuple(table))
+
+
+def cross_validate_constrained(
+    harness: EvalHarness,
+    runs: Mapping[str, RunResult],
+    options: Sequence[tuple[StageSpec, ...]],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    budget: Budgets = None,
+    label: str | None = None,
+    cascade_k: Sequence[int] | None = None,
+) -> CrossValidation[ConstrainedFit]:
+    """k-fold CV of the constrained policy with fitted inputs; see the module docstring.
+
+    ``runs``/``options``: :func:`evaluate_options` over a grid holding each backend alone and the
+    cascades to fit the curve on. ``budget``: the user's (e.g. a per-query cost ceiling); the same
+    for every fold. ``cascade_k``: the policy's cascade grid (default: ConstrainedPolicy's).
+    """
+    primary = next(iter(runs.values())).measures.primary
+    table = {key: run.per_query for key, run in runs.items()}
+    qids = [q for q in harness.dataset.qids if all(q in per for per in table.values())]
+    domain = harness.dataset.domain
+    held_out: list[RunResult] = []
+    fits: list[ConstrainedFit] = []
+    rows: list[dict[str, object]] = []
+    name = label or f"constrained ({folds}-fold CV)"
+    for i, (train, test) in enumerate(kfold(qids, folds, seed)):
+        quality = [{key: per[q].get(primary, 0.0) for key, per in table.items()} for q in train]
+        fit = fit_constrained(
+            options, quality, fitted_on=f"{harness.dataset.name}: fold {i + 1}/{folds} training queries ({len(train)})"
+        )
+        params: dict[str, object] = fit.policy_params()
+        if cascade_k:
+            params["cascade_k"] = tuple(cascade_k)
+        policy = create_policy("constrained", params)  # as a config's `policy:` builds it
+        run = harness.run(f"{name} fold {i + 1}", policy, qids=test, budget=budget, specs=fit.profile_backends(domain))
+        held_out.append(run)
+        fits.append(fit)
+        rows.append(
+            {
+                "fold": i + 1,
+                "train": len(train),
+                "test": len(test),
+                "quality": {k: round(v, 4) for k, v in fit.quality.items()},
+                "saturation_k": fit.saturation_k,
+                "held_out_ndcg@10": run.ndcg,
+                "held_out_cost_usd": run.cost_mean,
+                "tier_mix": run.tier_mix,
+            }
+        )
+    merged = RunResult.merge(name, "policy", "constrained", held_out, harness.dataset.qrels)
+    return CrossValidation(merged, tuple(fits), tuple(rows))

@@ -19,11 +19,16 @@ predicted past the budget, and a replayed call takes exactly its prediction.
 
 Per-query budgets: ``budget=`` takes one :class:`QueryBudget` for every query, a mapping
 qid -> QueryBudget, or None (the config's defaults).
+
+Per-run measured values: ``specs=`` takes profile-style spec overrides (backend -> fields, e.g.
+``{"rankgpt": {"quality": {"web": 0.68}}}``) that the run's Router plans with, as a config's
+``profile:`` would set them, over the same backends (cross-validation fits them per fold).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import math
@@ -39,7 +44,9 @@ from router.backends import build_backend
 from router.backends.base import Availability, Backend, Scores
 from router.backends.replay import ReplayBackend, ReplayIndex
 from router.calibration import apply_profile
+from router.catalog import BackendSpec, merge_spec
 from router.config import RouterConfig, load_config
+from router.decisions import DecisionLog, decision_from_result
 from router.engine import Router
 from router.evaluation.datasets import Dataset, LabelledQuery
 from router.evaluation.metrics import MeasureSet, aggregate, per_query
@@ -56,6 +63,7 @@ __all__ = [
     "QueryRecord",
     "RunResult",
     "SimulatedClock",
+    "SpecOverride",
     "served_name",
 ]
 
@@ -148,6 +156,33 @@ class MemoBackend:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class SpecOverride:
+    """A backend as it is, planned with measured spec values (a profile's) in place of its own."""
+
+    def __init__(self, inner: Backend, spec: BackendSpec) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"SpecOverride({self.inner!r})"
+
+    def __getattr__(self, name: str) -> Any:  # load(), live_calls, ...: the wrapped backend's
+        return getattr(self.inner, name)
+
+    def availability(self) -> Availability:
+        return self.inner.availability()
+
+    async def rerank(self, query: str, documents: Sequence[str]) -> Scores:
+        return await self.inner.rerank(query, documents)
+
+    def token_counter(self) -> TokenCounter | None:
+        return self.inner.token_counter()
+
+    async def aclose(self) -> None:  # the harness closes the shared backend once
+        return None
 
 
 def served_name(result: RerankResult, n: int) -> str:
@@ -397,7 +432,14 @@ class EvalHarness:
             built[name] = backend
         built.update(backends or {})
         self.backends: Mapping[str, Backend] = built
-        self._bare = self.config.model_copy(update={"backends": {}, "profile": None})  # applied above
+        # The profile is applied above; an experiment or decision log in the config belongs to
+        # production traffic: here each run is one policy, and runs are logged only on request.
+        self._bare = self.config.model_copy(update={"backends": {}, "profile": None, "experiment": None, "decision_log": None})
+        self.decision_log: DecisionLog | None = None
+        """When set, every routed query is logged as a decision of arm = the run's label, with the
+        query id as request id (so runs are compared paired) and its qrels as feedback: an offline
+        A/B that ``rerank-router report`` reads like production traffic."""
+        self._logged_feedback: set[str] = set()
         self._runner = asyncio.Runner()
         self._warm = False
 
@@ -448,8 +490,18 @@ class EvalHarness:
         return [name for name, backend in self.backends.items() if backend.availability().ok]
 
     # -- runs ------------------------------------------------------------------------------------
-    def router(self, policy: Policy) -> Router:
-        return Router(self._bare, backends=self.backends, policy=policy, clock=self.clock, sleep=self.clock.sleep)
+    def router(self, policy: Policy, specs: Mapping[str, Mapping[str, Any]] | None = None) -> Router:
+        """A Router over the shared backends; ``specs``: per-backend spec overrides it plans with."""
+        backends: Mapping[str, Backend] = self.backends
+        if specs:
+            unknown = sorted(set(specs) - set(backends))
+            if unknown:
+                raise ValueError(f"spec overrides for unknown backend(s): {', '.join(unknown)}")
+            backends = {
+                name: SpecOverride(b, merge_spec(b.spec, b.spec.model, specs[name], f"specs.{name}")) if name in specs else b
+                for name, b in backends.items()
+            }
+        return Router(self._bare, backends=backends, policy=policy, clock=self.clock, sleep=self.clock.sleep)
 
     def run(
         self,
@@ -459,19 +511,27 @@ class EvalHarness:
         budget: Budgets = None,
         qids: Iterable[str] | None = None,
         kind: str = "policy",
+        specs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> RunResult:
         """Every query (or those in ``qids``) through a Router with ``policy``, one after another."""
         if not self._warm:
             self.warm_up()
         wanted = None if qids is None else set(qids)
         queries = [q for q in self.dataset.queries if wanted is None or q.qid in wanted]
-        records = self._runner.run(self._arun(label, policy, queries, budget))
+        records = self._runner.run(self._arun(label, policy, queries, budget, specs))
         described = budget.describe() if isinstance(budget, QueryBudget) else ("per-query" if budget else "none")
         return RunResult.from_records(label, kind, policy.name, described, records, self.dataset.qrels, self.measures)
 
-    async def _arun(self, label: str, policy: Policy, queries: Sequence[LabelledQuery], budget: Budgets) -> list[QueryRecord]:
+    async def _arun(
+        self,
+        label: str,
+        policy: Policy,
+        queries: Sequence[LabelledQuery],
+        budget: Budgets,
+        specs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> list[QueryRecord]:
         recorder = _Recorder(policy)
-        router = self.router(recorder)
+        router = self.router(recorder, specs)
         records: list[QueryRecord] = []
         for q in _progress(queries, label, self.progress):
             b = budget if isinstance(budget, QueryBudget) or budget is None else budget.get(q.qid)
@@ -483,6 +543,8 @@ class EvalHarness:
                 max_cost_usd=None if b is None else b.max_cost_usd,
                 context={"domain": self.dataset.domain, "qid": q.qid, "request_id": f"{label}:{q.qid}"},
             )
+            if self.decision_log is not None:
+                self._log(label, q, result)
             records.append(
                 QueryRecord(
                     qid=q.qid,
@@ -498,6 +560,26 @@ class EvalHarness:
                 )
             )
         return records
+
+    def _log(self, label: str, query: LabelledQuery, result: RerankResult) -> None:
+        assert self.decision_log is not None
+        record = decision_from_result(
+            result,
+            query=query.text,
+            latency_budget_ms=None,
+            max_cost_usd=None,
+            domain=self.dataset.domain,
+            top_k=10,
+            include_text=False,
+            timestamp=time.time(),
+            experiment=f"offline:{self.dataset.name}",
+            arm=label,
+        )
+        self.decision_log.record(dataclasses.replace(record, request_id=query.qid))
+        if query.qid not in self._logged_feedback:
+            self._logged_feedback.add(query.qid)
+            grades = {doc: float(grade) for doc, grade in self.dataset.qrels.get(query.qid, {}).items()}
+            self.decision_log.record_feedback(query.qid, relevance=grades)
 
     def run_option(
         self, stages: Sequence[tuple[str, int | None]], *, label: str | None = None, qids: Iterable[str] | None = None

@@ -1,0 +1,25 @@
+"""Config models shared by the top-level config and experiment arms: which policy, which budgets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from router.request import MAX_COST_USD, MAX_LATENCY_BUDGET_MS
+
+__all__ = ["Budgets", "PolicyConfig"]
+
+
+class PolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "constrained"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Budgets(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_ms: float | None = Field(None, gt=0, le=MAX_LATENCY_BUDGET_MS)
+    max_cost_usd: float | None = Field(None, ge=0, le=MAX_COST_USD)
