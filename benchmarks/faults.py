@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
+import os
 import random
 import statistics
 import sys
@@ -184,10 +186,45 @@ def _per_call_override(script: FaultScript) -> Any:
     return override
 
 
+class StallMonitor:
+    """What the event loop and the garbage collector did while requests ran, to tell a late
+    request's cause: a probe task sleeps ``tick_ms`` and records how late it woke (loop stalls:
+    CPU work of other requests, the process descheduled), and gc callbacks record each pause."""
+
+    def __init__(self, tick_ms: float = 2.0) -> None:
+        self.tick_s = tick_ms / 1000
+        self.stalls: list[tuple[float, float]] = []  # (woke at, ms late)
+        self.gc_pauses: list[tuple[float, float]] = []  # (ended at, ms)
+        self._gc_started = 0.0
+
+    async def probe(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.tick_s)
+            woke = time.perf_counter()
+            late_ms = (woke - before - self.tick_s) * 1000
+            if late_ms > 1.0:
+                self.stalls.append((woke, late_ms))
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_started = now
+        else:
+            self.gc_pauses.append((now, (now - self._gc_started) * 1000))
+
+    def worst_during(self, start: float, end: float) -> tuple[float, float]:
+        """(worst loop stall, total gc pause) in ms within [start, end]."""
+        stall = max((ms for t, ms in self.stalls if start <= t <= end + 0.05), default=0.0)
+        gc_ms = sum(ms for t, ms in self.gc_pauses if start <= t <= end)
+        return stall, gc_ms
+
+
 @dataclass
 class Outcome:
     budget_ms: float
     elapsed_ms: float
+    started: float
     permutation: bool
     violation: str | None
     planned: bool
@@ -234,6 +271,7 @@ async def one(router: Router, rng: random.Random, specs: dict[str, Any]) -> Outc
     return Outcome(
         budget_ms=budget,
         elapsed_ms=elapsed,
+        started=started,
         permutation=sorted(result.indices) == list(range(n)) and len(set(result.indices)) == n,
         violation=violation(result, n, constraints, ceiling, specs),
         planned=not result.degraded,  # the planned option's own order (an adaptive skip included)
@@ -242,7 +280,9 @@ async def one(router: Router, rng: random.Random, specs: dict[str, Any]) -> Outc
     )
 
 
-async def run(requests: int, concurrency: int, seed: int) -> tuple[list[Outcome], dict[str, FaultScript], float]:
+async def run(
+    requests: int, concurrency: int, seed: int, monitor: StallMonitor | None = None
+) -> tuple[list[Outcome], dict[str, FaultScript], float]:
     backends, scripts = build_backends(seed)
     for backend in backends.values():
         backend._override.holder["backend"] = backend  # type: ignore[union-attr]
@@ -257,6 +297,7 @@ async def run(requests: int, concurrency: int, seed: int) -> tuple[list[Outcome]
         backends=backends,
         rng=random.Random(seed),
     )
+    router.warm_up()  # as an app does at start (it also freezes the start-up heap out of the GC's full passes)
     specs = {name: b.spec for name, b in backends.items()}
     rng = random.Random(seed + 1)
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -272,14 +313,45 @@ async def run(requests: int, concurrency: int, seed: int) -> tuple[list[Outcome]
                 return
             outcomes.append(await one(router, rng, specs))
 
+    probe = asyncio.create_task(monitor.probe()) if monitor is not None else None
+    if monitor is not None:
+        gc.callbacks.append(monitor.on_gc)
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        if monitor is not None:
+            gc.callbacks.remove(monitor.on_gc)
+        if probe is not None:
+            probe.cancel()
     wall = time.perf_counter() - started
     await router.aclose()
     return outcomes, scripts, wall
 
 
-def summarise(outcomes: list[Outcome], scripts: dict[str, FaultScript], wall: float) -> dict[str, Any]:
+def attribute(late: list[Outcome], monitor: StallMonitor | None) -> dict[str, Any]:
+    """Why late requests were late: a loop stall of 10 ms or more while they ran, a GC pause, or neither."""
+    if monitor is None:
+        return {}
+    causes: Counter[str] = Counter()
+    for o in late:
+        stall, gc_ms = monitor.worst_during(o.started, o.started + o.elapsed_ms / 1000)
+        causes["gc pause >= 5 ms" if gc_ms >= 5 else "loop stall >= 10 ms" if stall >= 10 else "neither"] += 1
+    pauses = sorted(ms for _, ms in monitor.gc_pauses)
+    stalls = sorted(ms for _, ms in monitor.stalls)
+    return {
+        "late_by_cause": dict(causes),
+        "gc_pauses": len(pauses),
+        "gc_pause_max_ms": round(pauses[-1], 1) if pauses else 0.0,
+        "gc_pause_total_ms": round(sum(pauses), 1),
+        "loop_stalls_over_10ms": sum(ms >= 10 for ms in stalls),
+        "loop_stall_max_ms": round(stalls[-1], 1) if stalls else 0.0,
+    }
+
+
+def summarise(
+    outcomes: list[Outcome], scripts: dict[str, FaultScript], wall: float, monitor: StallMonitor | None = None
+) -> dict[str, Any]:
     total = len(outcomes)
     late = [o for o in outcomes if o.elapsed_ms > o.budget_ms + SLACK_MS]
     overrun = sorted(o.elapsed_ms - o.budget_ms for o in outcomes)
@@ -297,6 +369,8 @@ def summarise(outcomes: list[Outcome], scripts: dict[str, FaultScript], wall: fl
         "degraded_share": sum(o.degraded for o in outcomes) / total,
         "served_by": dict(Counter(o.served for o in outcomes).most_common()),
         "faults_injected": {name: dict(s.counts) for name, s in scripts.items()},
+        "stalls": attribute(late, monitor),
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -306,9 +380,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-monitor", action="store_true", help="no loop-stall probe or gc callbacks")
     args = parser.parse_args()
-    outcomes, scripts, wall = asyncio.run(run(args.requests, args.concurrency, args.seed))
-    summary = summarise(outcomes, scripts, wall)
+    monitor = None if args.no_monitor else StallMonitor()
+    outcomes, scripts, wall = asyncio.run(run(args.requests, args.concurrency, args.seed, monitor))
+    summary = summarise(outcomes, scripts, wall, monitor)
     rows = [
         ("requests", f"{summary['requests']:,} in {summary['wall_s']} s, {args.concurrency} concurrent"),
         (f"deadline hit rate (budget + {SLACK_MS:.0f} ms)", f"{summary['deadline_hit_rate']:.4%}  (target >= 99.9%)"),
@@ -317,7 +393,13 @@ def main() -> int:
         ("constraint violations", f"{summary['constraint_violations']}  (target 0)"),
         ("served by the planned option", f"{summary['served_by_planned_tier']:.2%}"),
         ("degraded", f"{summary['degraded_share']:.2%}"),
+        ("load average (1 min) at the end", f"{summary['load_average']:.2f}  (2 cores)"),
     ]
+    if summary["stalls"]:
+        st = summary["stalls"]
+        rows.append(("late requests by cause", json.dumps(st["late_by_cause"])))
+        rows.append(("gc pauses", f"{st['gc_pauses']} (max {st['gc_pause_max_ms']} ms, total {st['gc_pause_total_ms']} ms)"))
+        rows.append(("loop stalls >= 10 ms", f"{st['loop_stalls_over_10ms']} (max {st['loop_stall_max_ms']} ms)"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import random
@@ -401,8 +402,14 @@ class Router:
 
         threading.Thread(target=run, name=f"rerank-router-load-{name}", daemon=True).start()
 
-    def warm_up(self) -> dict[str, str]:
+    def warm_up(self, *, freeze_gc: bool = True) -> dict[str, str]:
         """Load every available in-process model now, so first requests do not pay for it.
+
+        ``freeze_gc``: then move everything alive (modules, models, this router) out of the cyclic
+        garbage collector's view (``gc.collect(); gc.freeze()``). Its full passes otherwise scan
+        that whole heap and pause the event loop for 15-25 ms on a busy 2-core machine, the main
+        cause of missed deadlines in ``benchmarks/faults.py``. Pass False to leave the collector alone
+        (e.g. if your app freezes the heap itself before forking workers).
 
         Returns backend name -> "ready" or the reason it is not.
         """
@@ -420,6 +427,9 @@ class Router:
                     status[name] = str(exc)
                     continue
             status[name] = "ready"
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         return status
 
     # -- sync bridge and lifecycle -----------------------------------------------------------------

@@ -235,6 +235,7 @@ class Executor:
                 report = self._report(
                     stage, backend, len(subset), started, predicted, error=_describe(exc, stage.backend), attempts=tally.attempts
                 )
+                _drop_tracebacks(exc)
                 if position == 0:
                     return None, report
                 execution.stages.append(report)
@@ -373,6 +374,18 @@ def _can_afford_hedge(predicted: Estimate | None, spare_usd: float | None) -> bo
     if predicted.cost_usd == 0:
         return True
     return spare_usd is None or predicted.cost_usd <= spare_usd
+
+
+def _drop_tracebacks(exc: BaseException | None) -> None:
+    """Detach the tracebacks of a handled error and its causes. The error is kept as text in the
+    stage report; its traceback's frames would otherwise hold it in reference cycles (frame ->
+    retry state -> error -> traceback -> frame), and cyclic garbage on every failed call makes
+    the collector's full passes pause the event loop long enough to miss deadlines."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 def _describe(exc: BaseException, backend: str) -> str:

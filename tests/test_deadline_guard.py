@@ -44,3 +44,20 @@ def test_negative_lateness_counts_as_on_time() -> None:
 def test_rejects_a_quantile_outside_the_unit_interval() -> None:
     with pytest.raises(ValueError, match="quantile"):
         DeadlineGuard(quantile=1.5)
+
+
+def test_warm_up_freezes_the_start_up_heap_unless_told_not_to() -> None:
+    import gc
+
+    from router import Router
+
+    router = Router({"backends": {"bm25": {"type": "lexical"}}})
+    gc.unfreeze()
+    try:
+        router.warm_up(freeze_gc=False)
+        assert gc.get_freeze_count() == 0
+        router.warm_up()
+        assert gc.get_freeze_count() > 1000  # modules and the router leave the collector's full passes
+    finally:
+        gc.unfreeze()
+        router.close()

@@ -20,6 +20,8 @@ from router.errors import BackendTimeoutError, RateLimitedError, ServerError
 __all__ = ["RETRYABLE", "RetryPolicy", "release", "retrying"]
 
 RETRYABLE: tuple[type[BaseException], ...] = (RateLimitedError, ServerError, BackendTimeoutError)
+# Stateless, so one for every call (each instance is a reference cycle: it keeps a bound method of itself).
+_RETRY_TRANSIENT = retry_if_exception_type(RETRYABLE)
 
 
 class RetryPolicy(BaseModel):
@@ -67,7 +69,7 @@ def retrying(
     return AsyncRetrying(
         stop=stop_after_attempt(policy.attempts) | _stop_before_deadline(deadline, clock),
         wait=_wait(policy, rng),
-        retry=retry_if_exception_type(RETRYABLE),
+        retry=_RETRY_TRANSIENT,
         sleep=sleep,
         reraise=True,
     )
