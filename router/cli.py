@@ -71,6 +71,8 @@ def _cmd_rerank(router: Router, args: argparse.Namespace) -> int:
     print(f"served by {served} in {result.latency_ms:.0f} ms, cost {cost}" + (" (DEGRADED)" if result.degraded else ""))
     if result.degraded_reason:
         print(f"  why degraded: {result.degraded_reason}")
+    if result.arm is not None:
+        print(f"  experiment {result.experiment}: arm {result.arm} (request {result.request_id})")
     for rank, item in enumerate(result.top(), 1):
         score = "   -  " if item.score is None else f"{item.score:.4f}"
         text = item.text if len(item.text) <= 100 else item.text[:97] + "..."

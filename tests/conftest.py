@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from router import Router
+from router.backends import build_backend
 from router.backends.base import Backend
+from router.backends.remote import RemoteBackend
+from router.errors import MalformedResponseError, ServerError
+from router.testing import Fault, LoopbackRerankServer
 
 
 class FakeClock:
@@ -67,6 +71,43 @@ def make_router() -> Iterator[Callable[..., Router]]:
     yield make
     for router in routers:
         router.close()
+
+
+# --- remote backends against the loopback server (router.testing) ---------------------------------
+
+RemoteT = TypeVar("RemoteT", bound=RemoteBackend)
+
+# Faults every remote backend maps alike: (fault, error class, text in the message). A test module
+# puts its provider's own faults around them.
+SERVER_FAULTS = [(Fault.server_error(status), ServerError, str(status)) for status in (500, 502, 503)]
+MALFORMED_FAULTS = [
+    (Fault.malformed_json(), MalformedResponseError, "not valid JSON"),
+    (Fault.bad_indices("out_of_range"), MalformedResponseError, "out of range"),
+    (Fault.bad_indices("negative"), MalformedResponseError, "out of range"),
+    (Fault.bad_indices("duplicate"), MalformedResponseError, "scored twice"),
+    (Fault.bad_indices("missing"), MalformedResponseError, "not scored"),
+]
+
+
+@pytest.fixture
+def server_key() -> str | None:
+    """The API key the loopback ``server`` wants (None: it lets every request in). The test module
+    of a keyed backend overrides this fixture (autouse), also exporting the key where the backend reads it."""
+    return None
+
+
+@pytest.fixture
+def server(server_key: str | None) -> Iterator[LoopbackRerankServer]:
+    """A loopback server speaking every provider's wire format, for the remote backends' tests."""
+    with LoopbackRerankServer(api_key=server_key) as srv:
+        yield srv
+
+
+def build_remote(kind: type[RemoteT], name: str, fields: Mapping[str, object]) -> RemoteT:
+    """A ``kind`` backend called ``name``, built from config ``fields`` through the registry (as from YAML)."""
+    backend = build_backend(name, kind.config_model.model_validate(fields))
+    assert isinstance(backend, kind)
+    return backend
 
 
 # --- fixtures for real models go below this line ------------------------------------------------

@@ -8,44 +8,19 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from specs import CLOSED_API, CascadePolicy
 
-from policies import CheapestPolicy, ConstrainedPolicy, FastestPolicy, assess, by_quality, plan_by, single_stage_options
-from policies.base import PlanningContext
+from policies import CheapestPolicy, ConstrainedPolicy, FastestPolicy
 from router import BackendError, MalformedResponseError, RateLimitedError, Router, ServerError, Usage
 from router.backends.base import Scores
 from router.catalog import LatencyParams
 from router.latency import LatencyEstimator, predict_latency_ms
-from router.plan import RETRIEVER_ORDER, Plan, Stage
+from router.plan import RETRIEVER_ORDER
 from router.testing import FakeBackend
-
-CLOSED_API = {
-    "license": "proprietary",
-    "data_leaves_premises": True,
-    "provider": "cohere",
-    "pricing": {"scheme": "per_search_unit", "usd": 0.002, "docs_per_unit": 100},
-    "quality": {"web": 0.95},
-}
-
-
-@dataclass(frozen=True)
-class CascadePolicy:
-    """``first`` on all N, then ``second`` on the top ``k``; the single-stage options as fallbacks."""
-
-    first: str
-    second: str
-    k: int
-    name: str = "cascade"
-
-    def plan(self, ctx: PlanningContext) -> Plan:
-        n = ctx.features.n_candidates
-        cascade = ctx.estimate((Stage(self.first, n), Stage(self.second, min(self.k, n))))
-        assessed = assess([cascade, *single_stage_options(ctx)], ctx)
-        return plan_by(self.name, assessed, by_quality, "the cascade first", first=cascade)
 
 
 def table_score(table: dict[str, float]):

@@ -14,16 +14,16 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import partial
 
 import pytest
+from specs import CLOSED_API, CascadePolicy
 
-from policies import ConstrainedPolicy, assess, by_quality, plan_by, single_stage_options
-from policies.base import PlanningContext
+from policies import ConstrainedPolicy
 from router import ConfigError, RateLimitedError, RerankResult, ServerError, Usage
 from router.backends.base import Scores
 from router.engine import DEADLINE_GUARD_MS
-from router.plan import RETRIEVER_ORDER, Plan, Stage
+from router.plan import RETRIEVER_ORDER
 from router.resilience import BreakerState
 from router.testing import FakeBackend
 
@@ -32,13 +32,6 @@ REAL_SLACK_MS = 50.0
 
 LOCAL = {"quality": {"web": 0.9}}
 CHEAP = {"quality": {"web": 0.6}}
-CLOSED_API = {
-    "license": "proprietary",
-    "data_leaves_premises": True,
-    "provider": "cohere",
-    "pricing": {"scheme": "per_search_unit", "usd": 0.002, "docs_per_unit": 100},
-    "quality": {"web": 0.95},
-}
 
 
 def docs(n: int) -> list[str]:
@@ -70,21 +63,7 @@ def breaker_of(router, name: str):
     return router._executor.breakers[name]
 
 
-@dataclass(frozen=True)
-class PinnedCascade:
-    """``first`` on all N, then ``second`` on the top ``k``; the feasible single backends as fallbacks."""
-
-    first: str
-    second: str
-    k: int
-    name: str = "pinned-cascade"
-
-    def plan(self, ctx: PlanningContext) -> Plan:
-        n = ctx.features.n_candidates
-        cascade = ctx.estimate((Stage(self.first, n), Stage(self.second, min(self.k, n))))
-        assessed = assess([cascade, *single_stage_options(ctx)], ctx)
-        assert assessed[0].feasible, assessed[0].rejections
-        return plan_by(self.name, assessed, by_quality, "the cascade first", first=cascade)
+PinnedCascade = partial(CascadePolicy, name="pinned-cascade", require_feasible=True)
 
 
 # -- timeouts ---------------------------------------------------------------------------------------

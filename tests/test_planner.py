@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from specs import CLOSED_API
 
 from policies import POLICIES, CheapestPolicy, FastestPolicy, FixedPolicy, create_policy
 from router import Availability, ConfigError, UnknownNameError, Usage
@@ -11,13 +12,6 @@ from router.testing import FakeBackend
 
 STRONG = {"quality": {"web": 0.9}, "latency": {"per_token_ms": 0.5}}
 CHEAP = {"quality": {"web": 0.7}, "latency": {"per_token_ms": 0.01}}
-CLOSED_API = {
-    "license": "proprietary",
-    "data_leaves_premises": True,
-    "provider": "cohere",
-    "pricing": {"scheme": "per_search_unit", "usd": 0.002, "docs_per_unit": 100},
-    "quality": {"web": 0.95},
-}
 # Billed per token like Voyage: billed tokens = query tokens x documents + Σ document tokens.
 PER_TOKEN_API = {
     "license": "proprietary",

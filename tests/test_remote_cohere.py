@@ -8,22 +8,14 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
+from conftest import MALFORMED_FAULTS, SERVER_FAULTS, build_remote
 
 from router import Router
-from router.backends import build_backend
-from router.backends.cohere import CohereBackend, CohereConfig
-from router.errors import (
-    AuthenticationError,
-    BackendError,
-    BackendTimeoutError,
-    BadRequestError,
-    MalformedResponseError,
-    RateLimitedError,
-    ServerError,
-)
+from router.backends.cohere import CohereBackend
+from router.errors import AuthenticationError, BackendError, BackendTimeoutError, BadRequestError, RateLimitedError, ServerError
 from router.testing import Fault, LoopbackRerankServer, word_overlap
 
 KEY = "co-test-key-5f1e9a2b7c"
@@ -36,22 +28,15 @@ DOCS = [
 ]
 
 
-@pytest.fixture
-def server() -> Iterator[LoopbackRerankServer]:
-    with LoopbackRerankServer(api_key=KEY) as srv:
-        yield srv
-
-
 @pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def server_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The loopback server wants KEY; the backend reads it from CO_API_KEY."""
     monkeypatch.setenv("CO_API_KEY", KEY)
+    return KEY
 
 
 def make(server: LoopbackRerankServer, **overrides: object) -> CohereBackend:
-    config = CohereConfig.model_validate({"model": "rerank-v3.5", "base_url": server.base_url("cohere"), **overrides})
-    backend = build_backend("cohere", config)
-    assert isinstance(backend, CohereBackend)
-    return backend
+    return build_remote(CohereBackend, "cohere", {"model": "rerank-v3.5", "base_url": server.base_url("cohere"), **overrides})
 
 
 @pytest.fixture
@@ -98,15 +83,9 @@ FAULTS = [
     (Fault.error(404, "model not found"), BadRequestError, "model not found"),
     (Fault.error(422, "unprocessable entity"), BadRequestError, "unprocessable"),
     (Fault.rate_limited(retry_after=7), RateLimitedError, "429"),
-    (Fault.server_error(500), ServerError, "500"),
-    (Fault.server_error(502), ServerError, "502"),
-    (Fault.server_error(503), ServerError, "503"),
+    *SERVER_FAULTS,
     (Fault.server_error(504), ServerError, "504"),
-    (Fault.malformed_json(), MalformedResponseError, "not valid JSON"),
-    (Fault.bad_indices("out_of_range"), MalformedResponseError, "out of range"),
-    (Fault.bad_indices("negative"), MalformedResponseError, "out of range"),
-    (Fault.bad_indices("duplicate"), MalformedResponseError, "scored twice"),
-    (Fault.bad_indices("missing"), MalformedResponseError, "not scored"),
+    *MALFORMED_FAULTS,
     (Fault.dropped_connection(), ServerError, "connection"),
 ]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MALFORMED_FAULTS, SERVER_FAULTS, build_remote
 
 from router import Router
 from router.backends import build_backend
@@ -45,19 +45,10 @@ PROTOCOLS: dict[str, tuple[str, str, str]] = {
 }
 
 
-@pytest.fixture
-def server() -> Iterator[LoopbackRerankServer]:
-    with LoopbackRerankServer() as srv:
-        yield srv
-
-
 def make(server: LoopbackRerankServer, protocol: str, **overrides: Any) -> HttpBackend:
     prefix = PROTOCOLS[protocol][0]
     fields: dict[str, Any] = {"protocol": protocol, "base_url": server.base_url(prefix), "model": "BAAI/bge-reranker-v2-m3"}
-    config = HttpConfig.model_validate({**fields, **overrides})
-    backend = build_backend("selfhosted", config)
-    assert isinstance(backend, HttpBackend)
-    return backend
+    return build_remote(HttpBackend, "selfhosted", {**fields, **overrides})
 
 
 @pytest.mark.parametrize("protocol", list(PROTOCOLS))
@@ -191,12 +182,8 @@ HTTP_FAULTS = [
     (Fault.error(404, "model does not exist"), BadRequestError, "does not exist"),
     (Fault.error(422, "texts must not be empty"), BadRequestError, "must not be empty"),
     (Fault.rate_limited(retry_after=2), RateLimitedError, "429"),
-    (Fault.server_error(500), ServerError, "500"),
-    (Fault.server_error(503), ServerError, "503"),
-    (Fault.malformed_json(), MalformedResponseError, "not valid JSON"),
-    (Fault.bad_indices("out_of_range"), MalformedResponseError, "out of range"),
-    (Fault.bad_indices("duplicate"), MalformedResponseError, "scored twice"),
-    (Fault.bad_indices("missing"), MalformedResponseError, "not scored"),
+    *SERVER_FAULTS,
+    *MALFORMED_FAULTS,
     (Fault.bad_indices("string"), MalformedResponseError, "not an integer"),
     (Fault.dropped_connection(), ServerError, "connection failed"),
 ]

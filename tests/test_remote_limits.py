@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
-from collections.abc import Iterator
 
 import pytest
+from conftest import build_remote
 from hypothesis import given
 from hypothesis import strategies as st
 
 from router.backends import build_backend
-from router.backends.cohere import CohereBackend, CohereConfig
+from router.backends.cohere import CohereBackend
 from router.backends.http import HttpConfig
 from router.backends.remote import (
     PerLoop,
@@ -40,22 +40,16 @@ from router.tokens import TokenCounters
 KEY = "co-limits-key-0000"
 
 
-@pytest.fixture
-def server() -> Iterator[LoopbackRerankServer]:
-    with LoopbackRerankServer(api_key=KEY) as srv:
-        yield srv
-
-
 @pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def server_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The loopback server wants KEY; the Cohere backend reads it from CO_API_KEY."""
     monkeypatch.setenv("CO_API_KEY", KEY)
+    return KEY
 
 
 def cohere(server: LoopbackRerankServer, **overrides: object) -> CohereBackend:
-    config = CohereConfig.model_validate({"model": "rerank-v4.0-pro", "base_url": server.base_url("cohere"), **overrides})
-    backend = build_backend("cohere", config)
-    assert isinstance(backend, CohereBackend)
-    return backend
+    fields = {"model": "rerank-v4.0-pro", "base_url": server.base_url("cohere"), **overrides}
+    return build_remote(CohereBackend, "cohere", fields)
 
 
 # -- splitting ------------------------------------------------------------------------------------

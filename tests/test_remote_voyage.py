@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
+from conftest import MALFORMED_FAULTS, SERVER_FAULTS, build_remote
 
 from router import Router
-from router.backends import build_backend
-from router.backends.voyage import VoyageBackend, VoyageConfig
+from router.backends.voyage import VoyageBackend
 from router.errors import (
     AuthenticationError,
     BackendTimeoutError,
@@ -36,22 +36,15 @@ def estimated(text: str) -> int:
     return TokenCounters().get("voyage").count([text])[0]
 
 
-@pytest.fixture
-def server() -> Iterator[LoopbackRerankServer]:
-    with LoopbackRerankServer(api_key=KEY) as srv:
-        yield srv
-
-
 @pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def server_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The loopback server wants KEY; the backend reads it from VOYAGE_API_KEY."""
     monkeypatch.setenv("VOYAGE_API_KEY", KEY)
+    return KEY
 
 
 def make(server: LoopbackRerankServer, **overrides: object) -> VoyageBackend:
-    config = VoyageConfig.model_validate({"model": "rerank-2.5", "base_url": server.base_url("voyage"), **overrides})
-    backend = build_backend("voyage", config)
-    assert isinstance(backend, VoyageBackend)
-    return backend
+    return build_remote(VoyageBackend, "voyage", {"model": "rerank-2.5", "base_url": server.base_url("voyage"), **overrides})
 
 
 @pytest.fixture
@@ -86,14 +79,8 @@ FAULTS = [
     (Fault.error(403, "forbidden"), AuthenticationError, "forbidden"),
     (Fault.error(422, "query: field required"), BadRequestError, "field required"),
     (Fault.rate_limited(retry_after=4), RateLimitedError, "429"),
-    (Fault.server_error(500), ServerError, "500"),
-    (Fault.server_error(502), ServerError, "502"),
-    (Fault.server_error(503), ServerError, "503"),
-    (Fault.malformed_json(), MalformedResponseError, "not valid JSON"),
-    (Fault.bad_indices("out_of_range"), MalformedResponseError, "out of range"),
-    (Fault.bad_indices("negative"), MalformedResponseError, "out of range"),
-    (Fault.bad_indices("duplicate"), MalformedResponseError, "scored twice"),
-    (Fault.bad_indices("missing"), MalformedResponseError, "not scored"),
+    *SERVER_FAULTS,
+    *MALFORMED_FAULTS,
     (Fault.bad_indices("string"), MalformedResponseError, "wrong shape"),
     (Fault.dropped_connection(), ServerError, "connection"),
 ]

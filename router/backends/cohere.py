@@ -20,15 +20,16 @@ backends:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from router.backends.base import Usage
-from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, ScoreMapping, map_scores, scores_from_results
+from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, SdkErrors
 from router.catalog import BackendSpec
-from router.errors import BackendTimeoutError, BackendUnavailableError, MalformedResponseError, ServerError
+from router.errors import MalformedResponseError
 
 __all__ = ["CohereBackend", "CohereConfig"]
 
@@ -62,14 +63,11 @@ class CohereBackend(RemoteBackend):
         if config.max_tokens_per_doc is not None:
             spec = spec.model_copy(update={"max_tokens_per_doc": config.max_tokens_per_doc})
         super().__init__(name, config, spec)
-        self._mapping = ScoreMapping("identity")
 
     def _new_client(self) -> tuple[Any, Any]:
-        try:
-            import cohere
-            import httpx
-        except ImportError as exc:
-            raise self._missing_sdk() from exc
+        import cohere
+        import httpx
+
         key = self._api_key(required=True)
         assert key is not None
         http = httpx.AsyncClient(
@@ -93,12 +91,7 @@ class CohereBackend(RemoteBackend):
         await http.aclose()
 
     async def _score_batch(self, query: str, documents: Sequence[str]) -> BatchResult:
-        try:
-            import httpx
-            from cohere.core.api_error import ApiError
-            from cohere.core.parse_error import ParsingError
-        except ImportError as exc:
-            raise self._missing_sdk() from exc
+        sdk = self._import_sdk(_sdk_errors)
         client, _ = self._clients.get()
         try:
             response = await client.rerank(
@@ -109,21 +102,8 @@ class CohereBackend(RemoteBackend):
                 max_tokens_per_doc=self.spec.max_tokens_per_doc,
                 request_options={"max_retries": 0},
             )
-        except ApiError as exc:
-            status = exc.status_code or 0
-            if 200 <= status < 300:
-                raise MalformedResponseError("Cohere returned a body that is not valid JSON", backend=self.name) from exc
-            raise self._status_error(status, exc.body, exc.headers) from exc
-        except ParsingError as exc:
-            raise MalformedResponseError("Cohere returned a response of the wrong shape", backend=self.name) from exc
-        except httpx.TimeoutException as exc:
-            raise BackendTimeoutError(f"Cohere did not answer within {self.config.timeout_s:g} s", backend=self.name) from exc
-        except httpx.ConnectError as exc:
-            raise BackendUnavailableError(f"cannot connect to {self.config.base_url}", backend=self.name) from exc
-        except httpx.HTTPError as exc:
-            raise ServerError(f"Cohere connection failed: {type(exc).__name__}", backend=self.name) from exc
-        except ValueError as exc:  # the SDK could not decode an error body
-            raise MalformedResponseError("Cohere returned an unreadable body", backend=self.name) from exc
+        except sdk.caught as exc:
+            raise self._sdk_error(exc, sdk) from exc
         return self._parse(response, len(documents))
 
     def _parse(self, response: Any, n: int) -> BatchResult:
@@ -131,8 +111,28 @@ class CohereBackend(RemoteBackend):
         if not isinstance(results, list):
             raise MalformedResponseError("Cohere response has no results list", backend=self.name)
         pairs = [(getattr(r, "index", None), getattr(r, "relevance_score", None)) for r in results]
-        values = map_scores(scores_from_results(pairs, n, self.name), self._mapping, self.name)
+        values = self._score_results(pairs, n)
         billed = getattr(getattr(getattr(response, "meta", None), "billed_units", None), "search_units", None)
         if billed is not None and (isinstance(billed, bool) or not isinstance(billed, int | float)):
             raise MalformedResponseError(f"Cohere billed_units.search_units is {billed!r}", backend=self.name)
         return BatchResult(values, Usage(search_units=None if billed is None else float(billed)))
+
+
+@functools.cache
+def _sdk_errors() -> SdkErrors:
+    """The cohere SDK's exceptions (over httpx), imported on first use."""
+    import httpx
+    from cohere.core.api_error import ApiError
+    from cohere.core.parse_error import ParsingError
+
+    return SdkErrors(
+        timeout=httpx.TimeoutException,
+        transport=httpx.HTTPError,
+        cannot_connect=httpx.ConnectError,
+        status=ApiError,
+        read_status=lambda exc: (exc.status_code or 0, exc.body, exc.headers),
+        malformed=(
+            (ParsingError, "Cohere returned a response of the wrong shape"),
+            (ValueError, "Cohere returned an unreadable body"),  # the SDK could not decode an error body
+        ),
+    )

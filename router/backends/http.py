@@ -54,7 +54,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from router.backends.base import Usage
-from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, ScoreMapping, map_scores, scores_from_results
+from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, ScoreMapping
 from router.catalog import BackendSpec
 from router.errors import BackendTimeoutError, BackendUnavailableError, MalformedResponseError, ServerError
 
@@ -237,7 +237,7 @@ class HttpBackend(RemoteBackend):
         if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
             raise MalformedResponseError(f"{self.label} response has no list of results", backend=self.name)
         pairs = [(item.get("index"), item.get(score_key)) for item in items]
-        values = map_scores(scores_from_results(pairs, n, self.name), self.score_mapping, self.name)
+        values = self._score_results(pairs, n)
         return BatchResult(values, self._usage(payload))
 
     def _usage(self, payload: Any) -> Usage:

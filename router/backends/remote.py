@@ -17,8 +17,10 @@ most one provider call. :class:`RemoteBackend` does the rest around it:
 - **Validation**: every index a provider returns must be in range and appear once, and every
   document must be scored, else :class:`~router.errors.MalformedResponseError`. No document is
   ever dropped or scored twice silently.
-- **Errors**: HTTP statuses map to the router's tree (:func:`error_for_status`); anything else a
-  backend did not foresee still leaves ``rerank`` as a :class:`~router.errors.BackendError`.
+- **Errors**: HTTP statuses map to the router's tree (:func:`error_for_status`); an SDK's own
+  exceptions map through :class:`SdkErrors` (which of its classes mean timeout, connection failure,
+  error status or unreadable response); anything else a backend did not foresee still leaves
+  ``rerank`` as a :class:`~router.errors.BackendError`.
 - **Clients per event loop**: the Router runs sync calls on its own loop thread and async callers
   run on theirs; a pooled async client must not cross loops, so :class:`PerLoop` keeps one per loop.
 """
@@ -46,6 +48,7 @@ from router.errors import (
     AuthenticationError,
     BackendError,
     BackendTimeoutError,
+    BackendUnavailableError,
     BadRequestError,
     MalformedResponseError,
     MissingDependencyError,
@@ -60,6 +63,8 @@ __all__ = [
     "RemoteBackend",
     "RemoteConfig",
     "ScoreMapping",
+    "SdkErrors",
+    "StatusReply",
     "error_detail",
     "error_for_status",
     "map_scores",
@@ -347,6 +352,48 @@ def error_for_status(
     return MalformedResponseError(text, backend=backend)
 
 
+ExceptionTypes = type[Exception] | tuple[type[Exception], ...]
+StatusReply = tuple[int | None, object, Mapping[str, str] | None]
+"""An SDK's error status read as (status, body, headers); status None: the SDK gave none."""
+
+
+def _itself(exc: BaseException) -> BaseException:
+    return exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SdkErrors:
+    """Which exceptions of a provider SDK mean what, for :meth:`RemoteBackend._sdk_error`.
+
+    Checked in this order: ``timeout``, ``transport``, ``status``, then ``malformed`` (first match).
+    The router errors they become, and their messages, are the same for every provider.
+    """
+
+    timeout: ExceptionTypes
+    """The provider did not answer in time: BackendTimeoutError."""
+    transport: ExceptionTypes
+    """The connection failed: BackendUnavailableError when ``transport_cause(exc)`` is one of
+    ``cannot_connect``, else ServerError naming the cause's class."""
+    cannot_connect: ExceptionTypes
+    transport_cause: Callable[[BaseException], BaseException] = _itself
+    """The transport library's exception behind a transport error (for an SDK that wraps it)."""
+    status: ExceptionTypes
+    """The provider answered with an error, read by ``read_status``: a 2xx is a body that could
+    not be read (MalformedResponseError), other statuses map by :func:`error_for_status`, a status
+    error without a status is AuthenticationError if one of ``rejected_key`` else ServerError."""
+    read_status: Callable[[Any], StatusReply]
+    rejected_key: ExceptionTypes = ()
+    malformed: tuple[tuple[ExceptionTypes, str], ...] = ()
+    """(exceptions, message): the response could not be read: MalformedResponseError with the
+    message (``{exc_type}`` in it is replaced by the exception's class name)."""
+
+    @property
+    def caught(self) -> tuple[type[Exception], ...]:
+        """Every exception class above: what a backend's ``except`` hands to ``_sdk_error``."""
+        groups = [self.timeout, self.transport, self.status, *(types for types, _ in self.malformed)]
+        return tuple(t for group in groups for t in (group if isinstance(group, tuple) else (group,)))
+
+
 def truncate_documents(documents: Sequence[str], max_chars: int | None) -> list[str]:
     if max_chars is None:
         return list(documents)
@@ -368,6 +415,8 @@ class RemoteBackend:
     context_includes_query: ClassVar[bool] = True
     """True: spec.max_tokens_per_doc bounds query + document (cross-encoders, Voyage); False: the
     document alone (Cohere's max_tokens_per_doc)."""
+    score_mapping: ScoreMapping = ScoreMapping("identity")
+    """How the provider's scores map to [0, 1] (identity: they are on it already)."""
 
     def __init__(self, name: str, config: RemoteConfig, spec: BackendSpec) -> None:
         self.name = name
@@ -376,7 +425,7 @@ class RemoteBackend:
         self.label = self.provider_label
         self._sdk_installed: bool | None = None
         self._estimate = TokenCounters().get(spec.tokenizer_family)
-        self._clients: PerLoop[Any] = PerLoop(self._new_client, self._close_client)
+        self._clients: PerLoop[Any] = PerLoop(lambda: self._import_sdk(self._new_client), self._close_client)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, model={self.config.model!r}, base_url={self.config.base_url!r})"
@@ -443,6 +492,11 @@ class RemoteBackend:
             usage = usage + r.usage
         return Scores(values, usage)
 
+    def _score_results(self, results: Iterable[tuple[object, object]], n: int) -> tuple[float, ...]:
+        """A provider's (index, score) pairs -> one score per document in input order, mapped to [0, 1]
+        (validated by :func:`scores_from_results`)."""
+        return map_scores(scores_from_results(results, n, self.name), self.score_mapping, self.name)
+
     def _check_length(self, result: BatchResult, expected: int) -> None:
         if len(result.values) != expected:
             raise MalformedResponseError(f"{len(result.values)} scores for {expected} documents", backend=self.name)
@@ -465,6 +519,7 @@ class RemoteBackend:
         raise NotImplementedError
 
     def _new_client(self) -> Any:
+        """A pooled client for the running loop (an ImportError here: the SDK is not installed)."""
         raise NotImplementedError
 
     async def _close_client(self, client: Any) -> None:
@@ -484,10 +539,40 @@ class RemoteBackend:
         message = self._redact(error_detail(body))
         return error_for_status(status, message, backend=self.name, headers=headers, provider=self.label)
 
-    def _missing_sdk(self) -> MissingDependencyError:
-        return MissingDependencyError(
-            f"{self.sdk} is not installed: pip install 'rerank-router[{self.extra}]'", backend=self.name
-        )
+    def _sdk_error(self, exc: BaseException, sdk: SdkErrors) -> BackendError:
+        """The router error for one of ``sdk.caught`` raised by the provider's SDK."""
+        label = self.label
+        if isinstance(exc, sdk.timeout):
+            return BackendTimeoutError(f"{label} did not answer within {self.config.timeout_s:g} s", backend=self.name)
+        if isinstance(exc, sdk.transport):
+            cause = sdk.transport_cause(exc)
+            if isinstance(cause, sdk.cannot_connect):
+                return BackendUnavailableError(f"cannot connect to {self.config.base_url}", backend=self.name)
+            return ServerError(f"{label} connection failed: {type(cause).__name__}", backend=self.name)
+        if isinstance(exc, sdk.status):
+            status, body, headers = sdk.read_status(exc)
+            if status is None:
+                if isinstance(exc, sdk.rejected_key):
+                    return AuthenticationError(f"{label} rejected the API key", backend=self.name)
+                return ServerError(f"{label} call failed ({type(exc).__name__})", backend=self.name)
+            if 200 <= status < 300:
+                return MalformedResponseError(f"{label} returned a body that is not valid JSON", backend=self.name)
+            return self._status_error(status, body, headers)
+        for types, message in sdk.malformed:
+            if isinstance(exc, types):
+                return MalformedResponseError(message.format(exc_type=type(exc).__name__), backend=self.name)
+        return BackendError(self._redact(f"unexpected {type(exc).__name__}: {exc}"), backend=self.name)
+
+    def _import_sdk(self, load: Callable[[], T]) -> T:
+        """``load()``, which imports from the provider SDK; if that fails, MissingDependencyError
+        naming the extra to install."""
+        try:
+            return load()
+        except ImportError as exc:
+            if self.sdk is None:
+                raise
+            message = f"{self.sdk} is not installed: pip install 'rerank-router[{self.extra}]'"
+            raise MissingDependencyError(message, backend=self.name) from exc
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

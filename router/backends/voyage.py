@@ -18,21 +18,15 @@ backends:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from router.backends.base import Usage
-from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, ScoreMapping, map_scores, scores_from_results
-from router.catalog import BackendSpec
-from router.errors import (
-    AuthenticationError,
-    BackendTimeoutError,
-    BackendUnavailableError,
-    MalformedResponseError,
-    ServerError,
-)
+from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, SdkErrors, StatusReply
+from router.errors import MalformedResponseError
 
 __all__ = ["VoyageBackend", "VoyageConfig"]
 
@@ -64,16 +58,10 @@ class VoyageBackend(RemoteBackend):
     provider_label = "Voyage"
     config: VoyageConfig
 
-    def __init__(self, name: str, config: VoyageConfig, spec: BackendSpec) -> None:
-        super().__init__(name, config, spec)
-        self._mapping = ScoreMapping("identity")
-
     def _new_client(self) -> tuple[Any, Any]:
-        try:
-            import aiohttp
-            from voyageai.client_async import AsyncClient
-        except ImportError as exc:
-            raise self._missing_sdk() from exc
+        import aiohttp
+        from voyageai.client_async import AsyncClient
+
         key = self._api_key(required=True)
         assert key is not None
         client = AsyncClient(
@@ -87,50 +75,46 @@ class VoyageBackend(RemoteBackend):
         await session.close()
 
     async def _score_batch(self, query: str, documents: Sequence[str]) -> BatchResult:
-        try:
-            import voyageai
-            import voyageai.error as verr
-        except ImportError as exc:
-            raise self._missing_sdk() from exc
+        sdk = self._import_sdk(_sdk_errors)
+        import voyageai  # importable: _sdk_errors has imported voyageai.error
+
         client, session = self._clients.get()
         token = voyageai.aiosession.set(session)
         try:
             result = await client.rerank(query, list(documents), self.config.model, top_k=None, truncation=self.config.truncation)
             pairs = [(r.index, r.relevance_score) for r in result.results]
             total_tokens = result.total_tokens
-        except verr.Timeout as exc:
-            raise BackendTimeoutError(f"Voyage did not answer within {self.config.timeout_s:g} s", backend=self.name) from exc
-        except verr.APIConnectionError as exc:
-            raise self._connection_error(exc) from exc
-        except verr.VoyageError as exc:
-            raise self._voyage_error(exc) from exc
-        except IndexError as exc:  # the SDK looks up documents[index] itself
-            raise MalformedResponseError("Voyage returned a result index out of range", backend=self.name) from exc
-        except (AttributeError, KeyError, TypeError) as exc:
-            raise MalformedResponseError(f"Voyage response of the wrong shape ({type(exc).__name__})", backend=self.name) from exc
+        except sdk.caught as exc:
+            raise self._sdk_error(exc, sdk) from exc
         finally:
             voyageai.aiosession.reset(token)
-        values = map_scores(scores_from_results(pairs, len(documents), self.name), self._mapping, self.name)
+        values = self._score_results(pairs, len(documents))
         if isinstance(total_tokens, bool) or not isinstance(total_tokens, int):
             raise MalformedResponseError(f"Voyage usage.total_tokens is {total_tokens!r}", backend=self.name)
         return BatchResult(values, Usage(tokens=total_tokens))
 
-    def _connection_error(self, exc: BaseException) -> Exception:
-        import aiohttp
 
-        if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
-            return BackendUnavailableError(f"cannot connect to {self.config.base_url}", backend=self.name)
-        cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else type(exc).__name__
-        return ServerError(f"Voyage connection failed: {cause}", backend=self.name)
+@functools.cache
+def _sdk_errors() -> SdkErrors:
+    """The voyageai SDK's exceptions (over aiohttp), imported on first use."""
+    import aiohttp
+    import voyageai.error as verr
 
-    def _voyage_error(self, exc: Any) -> Exception:
-        status = exc.http_status
-        if status is None:
-            if type(exc).__name__ == "AuthenticationError":
-                return AuthenticationError("Voyage rejected the API key", backend=self.name)
-            return ServerError(f"Voyage call failed ({type(exc).__name__})", backend=self.name)
-        if 200 <= status < 300:
-            return MalformedResponseError("Voyage returned a body that is not valid JSON", backend=self.name)
-        body = exc.json_body if exc.json_body is not None else exc.http_body
-        headers: Mapping[str, str] = exc.headers or {}
-        return self._status_error(status, body, headers)
+    return SdkErrors(
+        timeout=verr.Timeout,
+        transport=verr.APIConnectionError,
+        transport_cause=lambda exc: exc.__cause__ if exc.__cause__ is not None else exc,
+        cannot_connect=aiohttp.ClientConnectorError,
+        status=verr.VoyageError,
+        read_status=_read_status,
+        rejected_key=verr.AuthenticationError,
+        malformed=(
+            (IndexError, "Voyage returned a result index out of range"),  # the SDK looks up documents[index] itself
+            ((AttributeError, KeyError, TypeError), "Voyage response of the wrong shape ({exc_type})"),
+        ),
+    )
+
+
+def _read_status(exc: Any) -> StatusReply:
+    body = exc.json_body if exc.json_body is not None else exc.http_body
+    return exc.http_status, body, exc.headers or {}
