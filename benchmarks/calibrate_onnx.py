@@ -7,7 +7,8 @@ query's encoding included), on one query and N DL19 passages cut to exactly t to
 tokens included), interleaved so that they share whatever else the machine is doing:
 
 - ``onnx_bi_encoder``, int8 and fp32: all-MiniLM-L6-v2 (the MiniLM-L6 architecture), bucketing on,
-  batch 32, onnxruntime's default threads;
+  batch 32 and 256 padded tokens, the backends' defaults (one batch per CPU at a time, one onnxruntime
+  thread each);
 - ``bi_encoder`` (torch fp32, sentence-transformers), the same model: the anchor.
 
 A cross-encoder pair of t tokens costs what a t-token text costs this encoder, so one fit serves the

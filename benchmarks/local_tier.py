@@ -21,7 +21,11 @@ rotating) so that load from other processes on the machine spreads over all of t
 torch fp32 = ``SentenceTransformer.encode`` as the ``bi_encoder`` backend calls it, batch 32 (it
 sorts its inputs by character length: its own bucketing; this is the baseline); torch fp32 without
 bucketing (the same, fed 32 inputs at a time in input order); ONNX fp32 and ONNX int8
-(:mod:`router.onnx`), batch 32, with and without length bucketing. Medians over rounds; p95 by
+(:mod:`router.onnx`) as the backends serve them (one batch per CPU at a time, one onnxruntime thread
+each), with length bucketing (at most 32 items and 256 padded tokens per batch) and without it
+(32 items per batch in input order); and "onnx int8, bucketing, serial b32": the first serve
+default, one batch at a time on onnxruntime's default intra-op threads (one per core), 32 items per
+batch, no token budget, to show what running batches side by side buys. Medians over rounds; p95 by
 linear interpolation over the rounds (few samples: read it as a rough tail).
 
 Targets (issue 7): ONNX int8 with bucketing at >= 3x the baseline's docs/s with DL19 nDCG@10 within
@@ -57,7 +61,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import numpy as np  # noqa: E402
 
 from router.onnx.export import ExportOptions, cache_root, ensure_export  # noqa: E402
-from router.onnx.runtime import OnnxBiEncoder, OnnxCrossEncoder, SessionSettings  # noqa: E402
+from router.onnx.runtime import DEFAULT_MAX_BATCH_TOKENS, OnnxBiEncoder, OnnxCrossEncoder, SessionSettings  # noqa: E402
 
 DL19 = ROOT.parent / "shared" / "data" / "trec-dl19"
 TOKENS = (64, 256, 512)
@@ -67,6 +71,7 @@ TARGET_SPEEDUP = 3.0
 TARGET_NDCG_DELTA = 0.005
 TARGET_LOAD_S = 1.0
 BASELINE = "torch fp32 (ST sorts)"
+SERIAL = "onnx int8, bucketing, serial b32"
 CONFIGS = (
     BASELINE,
     "torch fp32, no bucketing",
@@ -74,6 +79,7 @@ CONFIGS = (
     "onnx fp32, no bucketing",
     "onnx int8, bucketing",
     "onnx int8, no bucketing",
+    SERIAL,
 )
 
 
@@ -116,12 +122,14 @@ class Contenders:
 
         self.st = SentenceTransformer(str(folder), device="cpu")
         self.st.max_seq_length = max_length
-        settings = SessionSettings()
         self.onnx = {
-            (q, b): OnnxBiEncoder(exports[q], max_length=max_length, batch_size=BATCH, bucketing=b, settings=settings)
+            (q, b): OnnxBiEncoder(exports[q], max_length=max_length, batch_size=BATCH, bucketing=b)
             for q in ("fp32", "int8")
             for b in (True, False)
         }
+        self.serial = OnnxBiEncoder(
+            exports["int8"], max_length=max_length, batch_size=BATCH, max_batch_tokens=None, settings=SessionSettings(workers=1)
+        )
 
     def _torch(self, texts: list[str], sort: bool) -> np.ndarray:
         def encode(chunk: list[str]) -> np.ndarray:
@@ -150,6 +158,7 @@ class Contenders:
             "onnx fp32, no bucketing": self.onnx["fp32", False].score,
             "onnx int8, bucketing": self.onnx["int8", True].score,
             "onnx int8, no bucketing": self.onnx["int8", False].score,
+            SERIAL: self.serial.score,
         }
 
 
@@ -332,6 +341,7 @@ def run(rounds: int, cache: Path) -> dict[str, Any]:
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
             "onnxruntime": onnxruntime.__version__,
+            "onnx_workers": SessionSettings().worker_count(),
             "load_average_at_start": os.getloadavg()[0],
         },
         "rounds": rounds,
@@ -356,34 +366,39 @@ def print_report(result: dict[str, Any]) -> None:
     m = result["machine"]
     print(
         f"local tier, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']} "
-        f"(default threads); load average {m['load_average_at_start']:.1f} at start, {m['load_average_at_end']:.1f} at end"
+        f"({m['onnx_workers']} batches at once, 1 thread each); load average {m['load_average_at_start']:.1f} at start, {m['load_average_at_end']:.1f} at end"
     )
     print(
         f"throughput: all-MiniLM-L6-v2 (bi-encoder; MiniLM-L6 architecture), {CANDIDATES} candidates of T/4..T tokens, "
-        f"max_length T, batch {BATCH}; medians over {result['rounds']} rounds"
+        f"max_length T, batch {BATCH} (onnx bucketing: and <= {DEFAULT_MAX_BATCH_TOKENS} padded tokens); "
+        f"medians over {result['rounds']} rounds"
     )
     print(
-        f"{'T':>4} {'mean t':>6}  {'configuration':<26} {'docs/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'x base':>7} {'max|d|':>9} {'tau':>6}"
+        f"{'T':>4} {'mean t':>6}  {'configuration':<32} {'docs/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'x base':>7} {'max|d|':>9} {'tau':>6}"
     )
     for r in result["throughput"]:
         print(
-            f"{r['tokens']:>4} {r['mean_tokens']:>6.0f}  {r['config']:<26} {r['docs_per_s']:>8.1f} {r['p50_ms']:>8.0f} "
+            f"{r['tokens']:>4} {r['mean_tokens']:>6.0f}  {r['config']:<32} {r['docs_per_s']:>8.1f} {r['p50_ms']:>8.0f} "
             f"{r['p95_ms']:>8.0f} {r['speedup']:>6.2f}x {r['max_abs_diff']:>9.2e} {r['kendall_tau']:>6.3f}"
         )
     print("max|d| = max |score - baseline score|, tau = Kendall's tau vs the baseline's ranking, on the timed input")
+    print(
+        f"{SERIAL}: the first serve default (one batch at a time on onnxruntime's intra-op threads, "
+        f"{BATCH} per batch, no token budget), for comparison"
+    )
     print()
     print("quality: all-MiniLM-L6-v2 reranking the DL19 BM25 top 100 (43 queries, max_length 256)")
-    print(f"{'configuration':<26} {'nDCG@10':>8} {'delta':>8} {'tau mean':>9} {'tau min':>8} {'max|d|':>9}")
+    print(f"{'configuration':<32} {'nDCG@10':>8} {'delta':>8} {'tau mean':>9} {'tau min':>8} {'max|d|':>9}")
     for r in result["dl19"]:
         print(
-            f"{r['config']:<26} {r['ndcg10']:>8.4f} {r['delta']:>+8.4f} {r['kendall_tau_mean']:>9.4f} "
+            f"{r['config']:<32} {r['ndcg10']:>8.4f} {r['delta']:>+8.4f} {r['kendall_tau_mean']:>9.4f} "
             f"{r['kendall_tau_min']:>8.4f} {r['max_abs_diff']:>9.2e}"
         )
     print()
     print("correctness: tiny random cross-encoders vs sentence-transformers CrossEncoder (sigmoid), DL19 query 1, 100 passages")
-    print(f"{'model':<12} {'configuration':<26} {'score range':>11} {'max|d|':>9} {'tau':>6}")
+    print(f"{'model':<12} {'configuration':<32} {'score range':>11} {'max|d|':>9} {'tau':>6}")
     for r in result["tiny_cross_encoder"]:
-        print(f"{r['model']:<12} {r['config']:<26} {r['score_range']:>11.2e} {r['max_abs_diff']:>9.2e} {r['kendall_tau']:>6.3f}")
+        print(f"{r['model']:<12} {r['config']:<32} {r['score_range']:>11.2e} {r['max_abs_diff']:>9.2e} {r['kendall_tau']:>6.3f}")
     print()
     load = result["load"]
     print(

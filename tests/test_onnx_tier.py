@@ -14,6 +14,8 @@ Stated tolerances (observed differences are far smaller; see the report in each 
   measured by benchmarks/local_tier.py (DL19 nDCG@10 and Kendall's tau);
 - bucketing on vs off, fp32: <= 1e-6 (only the padding changes, which the attention mask hides);
   int8 scores move with their batchmates (per-batch activation scales), within the int8 tolerance;
+- batches run side by side (``workers``) vs one at a time, one intra-op thread each: identical scores
+  (the same batches, the same arithmetic);
 - fp32 MiniLM embeddings vs SentenceTransformer.encode: |difference| <= 1e-5 per component.
 """
 
@@ -37,7 +39,15 @@ from router import MissingDependencyError, Router
 from router.backends.onnx_encoders import OnnxCrossEncoderBackend
 from router.onnx import MANIFEST, MODEL_FILE
 from router.onnx.export import ExportOptions, ensure_export, export_model, find_export
-from router.onnx.runtime import OnnxBiEncoder, OnnxCrossEncoder, SessionSettings, load_exported, plan_batches
+from router.onnx.runtime import (
+    DEFAULT_MAX_BATCH_TOKENS,
+    OnnxBiEncoder,
+    OnnxCrossEncoder,
+    SessionSettings,
+    available_cpus,
+    load_exported,
+    plan_batches,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FP32_ATOL = 1e-5
@@ -213,6 +223,62 @@ def test_int8_scores_depend_on_batchmates_within_tolerance(
     single = load_exported(folder, batch_size=1)
     alone = np.array([single.score(QUERY, [d])[0] for d in DOCS])
     assert np.abs(alone - reference["spread"]).max() <= INT8_ATOL["spread"]
+
+
+def test_plan_batches_token_budget() -> None:
+    lengths = [5, 1, 9, 1, 7, 3, 2]
+    # Sorted: 1, 1, 2 (3 rows x 2 = 6 padded tokens), then 3 (4 x 3 = 12 > 6): a new batch, and so on;
+    # an item longer than the budget goes alone.
+    assert plan_batches(lengths, 32, bucketing=True, max_tokens=6) == [[1, 3, 6], [5], [0], [4], [2]]
+    assert plan_batches(lengths, 2, bucketing=True, max_tokens=100) == [[1, 3], [6, 5], [0, 4], [2]]
+    assert plan_batches(lengths, 32, bucketing=True, max_tokens=None) == [[1, 3, 6, 5, 0, 4, 2]]
+    for budget in (1, 4, 9, 20):
+        for batch in plan_batches(lengths, 32, bucketing=True, max_tokens=budget):
+            assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= budget
+    # Without bucketing the budget does not apply: fixed batches in input order.
+    assert plan_batches(lengths, 3, bucketing=False, max_tokens=2) == [[0, 1, 2], [3, 4, 5], [6]]
+    with pytest.raises(ValueError, match="max_tokens"):
+        plan_batches(lengths, 3, bucketing=True, max_tokens=0)
+
+
+def test_session_settings_threads_and_workers() -> None:
+    assert SessionSettings().worker_count() == available_cpus() >= 1
+    assert SessionSettings(workers=2).intra_op_threads() == 1  # side by side: one thread per batch
+    assert SessionSettings(workers=1).intra_op_threads() is None  # one at a time: onnxruntime's default
+    assert SessionSettings(workers=2, threads=3).intra_op_threads() == 3
+    assert SessionSettings(workers=2).session_options().intra_op_num_threads == 1
+    for bad in ({"workers": 0}, {"threads": 0}):
+        with pytest.raises(ValueError):
+            SessionSettings(**bad)
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_workers_give_the_same_scores(quantize: str, exports: dict[tuple[str, str], Path]) -> None:
+    """Batches side by side, one at a time, and many callers at once: the same batches, the same scores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = exports["spread", quantize]
+    serial = load_exported(folder, batch_size=2, settings=SessionSettings(workers=1, threads=1))
+    parallel = load_exported(folder, batch_size=2, settings=SessionSettings(workers=3, threads=1))
+    expected = serial.score(QUERY, DOCS)
+    assert np.array_equal(parallel.score(QUERY, DOCS), expected)
+    queries = [QUERY, "cats", "paris", QUERY] * 3
+    with ThreadPoolExecutor(6) as callers:  # callers share the model's 3 batch workers
+        got = list(callers.map(lambda q: parallel.score(q, DOCS), queries))
+    for q, scores in zip(queries, got, strict=True):
+        assert np.array_equal(scores, serial.score(q, DOCS))
+    parallel.close()
+    assert np.array_equal(parallel.score(QUERY, DOCS), expected)  # a closed model starts its workers again
+    parallel.close()
+
+
+def test_backend_batching_defaults_match_the_runtime() -> None:
+    from router.backends.onnx_encoders import DEFAULT_MAX_BATCH_TOKENS as BACKEND_DEFAULT
+    from router.backends.onnx_encoders import OnnxBiEncoderConfig
+
+    assert BACKEND_DEFAULT == DEFAULT_MAX_BATCH_TOKENS
+    config = OnnxBiEncoderConfig(model="x")
+    assert (config.max_batch_tokens, config.workers, config.threads) == (DEFAULT_MAX_BATCH_TOKENS, None, None)
 
 
 # --- truncation ----------------------------------------------------------------------------------

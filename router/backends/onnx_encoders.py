@@ -9,9 +9,12 @@ Config, besides the usual ``model`` / ``catalog`` / ``batch_size`` / ``max_lengt
 
 - ``quantize``: ``int8`` (default: dynamic int8 weights, the fast CPU setting) or ``none`` (fp32,
   the torch path's scores to about 1e-6);
-- ``bucketing``: sort items by token length and pad per batch (default true);
-- ``threads`` / ``graph_optimization``: onnxruntime's intra-op threads (default: one per physical
-  core) and graph optimisation level (default ``all``);
+- ``bucketing``: sort items by token length and pad per batch (default true), batches of at most
+  ``batch_size`` items and ``max_batch_tokens`` padded tokens (default 256; null: no token cap);
+- ``workers``: batches run at once, each on its own thread (default: one per CPU the process may
+  use); ``threads``: onnxruntime's intra-op threads per batch (default: 1 with several workers,
+  else one per physical core); ``graph_optimization``: onnxruntime's level (default ``all``).
+  Several one-thread batches at once beat one batch on every core here (router/onnx/runtime.py);
 - ``export_if_missing``: export on first load when the cache has no export (default true; needs
   torch: ``pip install 'rerank-router[local]'``). False: the backend is unavailable until an export
   is there (``python -m router.onnx.export MODEL --kind ... --quantize ...``);
@@ -38,6 +41,10 @@ from router.backends.model_source import ModelSource
 from router.catalog import BackendSpec, load_catalog
 from router.errors import BackendUnavailableError, MissingDependencyError
 
+# The runtime's default, repeated here so that validating a config imports no onnxruntime
+# (tests/test_onnx_tier.py checks the two agree).
+DEFAULT_MAX_BATCH_TOKENS = 256
+
 __all__ = [
     "OnnxBiEncoderBackend",
     "OnnxBiEncoderConfig",
@@ -61,6 +68,8 @@ class OnnxEncoderConfig(LocalModelConfig):
     quantize: Literal["none", "int8"] = "int8"
     bucketing: bool = True
     threads: int | None = Field(None, ge=1, le=256)
+    workers: int | None = Field(None, ge=1, le=256)
+    max_batch_tokens: int | None = Field(DEFAULT_MAX_BATCH_TOKENS, ge=1)
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     export_if_missing: bool = True
     cache_dir: str | None = None
@@ -170,7 +179,10 @@ class _OnnxEncoderBackend(LocalModelBackend):
             max_length=self.config.max_length,
             batch_size=self.config.batch_size,
             bucketing=self.config.bucketing,
-            settings=SessionSettings(threads=self.config.threads, graph_optimization=self.config.graph_optimization),
+            max_batch_tokens=self.config.max_batch_tokens,
+            settings=SessionSettings(
+                threads=self.config.threads, graph_optimization=self.config.graph_optimization, workers=self.config.workers
+            ),
         )
 
     def _score(self, model: Any, query: str, documents: Sequence[str]) -> Sequence[float]:
