@@ -408,3 +408,17 @@ def test_estimator_unit():
 
 def test_retriever_order_is_the_last_resort():
     assert RETRIEVER_ORDER == "retriever-order"
+
+
+async def test_fake_backend_keeps_only_recent_calls_and_passes_the_document_count() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def override(call: int, n: int) -> list[float] | None:
+        seen.append((call, n))
+        return None
+
+    fake = FakeBackend("f", keep_calls=2, scores_override=override)
+    for n in range(1, 8):
+        await fake.rerank("q", [f"d{i}" for i in range(n)])
+    assert fake.call_count == 7 and len(fake.calls) <= 4 and fake.calls[-1][1][-1] == "d6"
+    assert seen == [(i, i + 1) for i in range(7)]
