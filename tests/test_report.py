@@ -366,7 +366,7 @@ def test_shadow_arm_is_compared_paired_and_can_be_left_out():
         records.append(
             decision(rid, "shadow", shadow=True, top_ids=bad, latency_ms=float(rng.normal(30, 5)), actual=None, predicted=0.0)
         )
-        records.append(feedback(rid, clicked=relevant))
+        records.append(feedback(rid, clicked=relevant, relevance={f"r{i}": 3.0}))  # graded: shadows can be judged
     report = build_report(_log(records))
     assert report.baseline == "control"
     (comparison,) = report.comparisons
@@ -458,3 +458,19 @@ def _log(records: Sequence[Record]) -> LogContents:
         decisions=tuple(r for r in records if isinstance(r, DecisionRecord)),
         feedback=merge_feedback(r for r in records if isinstance(r, FeedbackRecord)),
     )
+
+
+def test_clicks_do_not_score_a_shadow_arm() -> None:
+    """Clicks were on the served ranking: a shadow arm gets no click MRR (graded feedback still scores it)."""
+    records: list[Record] = []
+    for i in range(6):
+        records += [
+            decision(f"r{i}", "served", top_ids=("a", "b", "c")),
+            decision(f"r{i}", "shadow", shadow=True, top_ids=("c", "b", "a")),
+        ]
+    clicked = _log([*records, *(feedback(f"r{i}", clicked=["a"]) for i in range(6))])
+    report = build_report(clicked, metric="mrr@10")
+    assert report.arm("served").n_quality == 6 and report.arm("shadow").n_quality == 0
+    assert any("no click MRR for shadow runs" in n for n in report.notes)
+    graded = _log([*records, *(feedback(f"r{i}", relevance={"c": 3.0}) for i in range(6))])
+    assert build_report(graded).arm("shadow").n_quality == 6

@@ -358,6 +358,8 @@ def _quality(decisions: Sequence[DecisionRecord], feedback: Mapping[str, Feedbac
         fb = feedback.get(d.request_id)
         if fb is None or (metric == "ndcg@10" and not fb.relevance):
             continue
+        if metric == "mrr@10" and d.shadow:
+            continue  # users clicked the ranking they were served, not the shadow arm's
         judged.append(d.request_id)
         grades = {doc: round(g) for doc, g in fb.relevance.items()} if metric == "ndcg@10" else dict.fromkeys(fb.clicked, 1)
         if grades:
@@ -500,6 +502,11 @@ def _notes(log: LogContents, metric: str, arms: Sequence[ArmSummary], include_sh
             notes.append(f"{a.arm}: {a.n_unpriced} requests without any cost left out of cost")
     if include_shadow and any(a.n_shadow for a in arms):
         notes.append("shadow runs included: arms that scored the same requests are compared paired")
+        if metric == "mrr@10":
+            notes.append(
+                "no click MRR for shadow runs: users clicked the ranking they were served, which says little of "
+                "a ranking they never saw; judge shadow arms on graded relevance (record_feedback(relevance=...))"
+            )
     return notes
 
 
