@@ -11,6 +11,7 @@ from typing import Any
 from router.evaluation.datasets import Dataset
 from router.evaluation.frontier import Point, apgr, cost_to_reach, pgr, strong_and_weak
 from router.evaluation.runner import RunResult
+from router.figures import pyplot, save_figure
 
 __all__ = ["build_report", "format_table", "plot_frontier", "summarise", "write_json"]
 
@@ -123,14 +124,7 @@ def plot_frontier(
 ) -> Path:
     """Cost per 1,000 queries against nDCG@10: tiers, fixed cascades and policies as
     points, each swept policy as its Pareto curve."""
-    try:
-        import matplotlib
-    except ImportError as exc:
-        from router.errors import MissingDependencyError
-
-        raise MissingDependencyError("the frontier plot needs matplotlib: pip install 'rerank-router[eval]'") from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("frontier plot")
 
     from router.evaluation.frontier import pareto_frontier
 
@@ -162,9 +156,4 @@ def plot_frontier(
     ax.grid(True, alpha=0.3)
     if sweeps:
         ax.legend(fontsize=8, loc="lower right")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(target)
-    plt.close(fig)
-    return target
+    return save_figure(fig, path)

@@ -9,21 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from router.errors import MissingDependencyError
 from router.experiments.report import ExperimentReport, ci_name
 from router.experiments.stats import Interval
+from router.figures import pyplot, save_figure
 
 __all__ = ["plot_report"]
 
 
 def plot_report(report: ExperimentReport, path: str | Path) -> Path:
     """Two panels: quality per arm with its CI as error bars; p50 and p95 latency per arm with theirs."""
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise MissingDependencyError("the report plot needs matplotlib: pip install 'rerank-router[eval]'") from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("report plot")
 
     names = [a.arm for a in report.arms]
     x = np.arange(len(names))
@@ -46,12 +41,7 @@ def plot_report(report: ExperimentReport, path: str | Path) -> Path:
         ax.grid(True, axis="y", alpha=0.3)
     title = f"experiment {report.experiment or '(unnamed)'}: {report.verdict.text}"
     fig.suptitle(textwrap.fill(title, 150), fontsize=9)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(target)
-    plt.close(fig)
-    return target
+    return save_figure(fig, path)
 
 
 def _nan0(x: float) -> float:
