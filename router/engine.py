@@ -49,6 +49,10 @@ DEADLINE_GUARD_MS = 5.0
 
 _log = logging.getLogger("rerank_router")
 
+# Candidates longer than this in total (about 11,000 WordPiece tokens, ~3 ms to count exactly
+# here) are counted in a worker thread rather than on the event loop (Router._afeatures).
+OFFLOAD_FEATURES_CHARS = 50_000
+
 
 def _loop_clock() -> float:
     """The running event loop's clock (so deadlines and asyncio timeouts agree, also under a
@@ -169,6 +173,15 @@ class Router:
             max_document_chars=self.config.limits.max_document_chars,
         )
 
+    async def _afeatures(self, request: RerankRequest) -> Features:
+        """Step 2 off the event loop when it is long: exact token counts for many long candidates
+        take tens of milliseconds (tokenizers releases the GIL), time in which every other request
+        on this loop would otherwise wait, deadline timers included."""
+        chars = sum(len(d.text) for d in request.documents)
+        if chars < OFFLOAD_FEATURES_CHARS or not self._counters.any_exact():
+            return self._features(request)
+        return await asyncio.to_thread(self._features, request)
+
     def _plan(self, request: RerankRequest, features: Features, policy: Policy | None = None) -> Plan:
         views = {
             name: BackendView(name=name, spec=b.spec, availability=self._availability(name)) for name, b in self.backends.items()
@@ -228,7 +241,7 @@ class Router:
             arm = self.config.experiment.arms[assignment.arm]
             request = _with_arm_budgets(request, arm.budgets, latency_budget_ms is None, max_cost_usd is None)
             policy = self._arm_policies[assignment.arm]
-        features = self._features(request)
+        features = await self._afeatures(request)
         result = await self._execute(request, features, policy, started, assignment)
         self._record(result, request, features, assignment, shadow=False)
         if assignment is not None:

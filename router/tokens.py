@@ -91,6 +91,10 @@ class TokenCounters:
         with self._lock:
             self._exact.setdefault(counter.family, counter)
 
+    def any_exact(self) -> bool:
+        """Whether any family has a real tokenizer registered (counting then costs real time)."""
+        return bool(self._exact)
+
     def get(self, family: str) -> TokenCounter:
         exact = self._exact.get(family)
         if exact is not None:

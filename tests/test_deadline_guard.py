@@ -61,3 +61,37 @@ def test_warm_up_freezes_the_start_up_heap_unless_told_not_to() -> None:
     finally:
         gc.unfreeze()
         router.close()
+
+
+async def test_long_exact_token_counting_runs_off_the_event_loop() -> None:
+    """With a real tokenizer registered, features for many long candidates are computed in a
+    worker thread, so other requests' timers on the loop keep firing meanwhile."""
+    import threading
+
+    from router import Router
+    from router.engine import OFFLOAD_FEATURES_CHARS
+    from router.testing import FakeBackend
+
+    threads: list[str] = []
+
+    class SlowExactCounter:
+        family = "fake-wordpiece"
+        exact = True
+
+        def count(self, texts: list[str]) -> list[int]:
+            threads.append(threading.current_thread().name)
+            return [len(t) // 4 for t in texts]
+
+    class CountedFake(FakeBackend):
+        def token_counter(self) -> SlowExactCounter:  # type: ignore[override]
+            return SlowExactCounter()
+
+    fake = CountedFake("f", spec={"tokenizer_family": "fake-wordpiece"})
+    router = Router({"backends": {}}, backends={"f": fake})
+    short, long = ["a b c"] * 3, ["word " * 1000] * (OFFLOAD_FEATURES_CHARS // 5000 + 1)
+    await router.arerank("q", short)  # registers the counter; short: counted inline
+    await router.arerank("q", short)
+    await router.arerank("q", long)
+    loop_thread = threading.current_thread().name
+    assert threads[1] == loop_thread and threads[2] != loop_thread
+    await router.aclose()
