@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from router.backends import BACKEND_TYPES, BackendConfig
 from router.catalog import deep_merge
@@ -37,6 +37,7 @@ __all__ = [
     "Budgets",
     "PolicyConfig",
     "RouterConfig",
+    "SharedStateConfig",
     "check_fixed_backends",
     "default_config_source",
     "load_config",
@@ -65,6 +66,33 @@ class ResilienceConfig(BaseModel):
         return self
 
 
+class SharedStateConfig(BaseModel):
+    """Config ``shared_state:``: replicas share circuit breakers and the shadow arm's spend cap in
+    Redis (router.resilience.redis_store, router.experiments.spend). Needs the ``redis`` extra."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redis_url_env: str | None = "REDIS_URL"
+    """The environment variable holding ``redis://[:password@]host:port/db`` (the usual way: the
+    URL may carry a password, which belongs with your other secrets, not in a config file)."""
+    redis_url: SecretStr | None = None
+    """The URL itself, if you must; wins over ``redis_url_env``. Never shown in reprs or logs."""
+    key_prefix: str = Field("rerank-router", min_length=1)
+    """Every key the router writes starts with ``<key_prefix>:``."""
+
+    def url(self) -> SecretStr:
+        """The Redis URL: ``redis_url``, else the variable ``redis_url_env`` names."""
+        if self.redis_url is not None:
+            return self.redis_url
+        value = os.environ.get(self.redis_url_env or "")
+        if not value:
+            raise ConfigError(
+                f"shared_state: set the environment variable {self.redis_url_env} to your Redis URL "
+                "(or give shared_state.redis_url_env / redis_url)"
+            )
+        return SecretStr(value)
+
+
 class RouterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -81,6 +109,8 @@ class RouterConfig(BaseModel):
     """A/B arms, tenant overrides and a shadow arm (router.experiments.config)."""
     decision_log: DecisionLogConfig | None = None
     """Where each decision and feedback record goes (router.decisions); none by default."""
+    shared_state: SharedStateConfig | None = None
+    """Redis shared by app replicas for breaker state and the shadow spend cap; none by default."""
     profile: str | None = None
     """Calibration profile (YAML, `rerank-router calibrate`): measured per-backend spec overrides (router.calibration)."""
 

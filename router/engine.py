@@ -30,7 +30,7 @@ from router.estimate import OptionEstimator
 from router.executor import Executor
 from router.experiments.assignment import Assignment, assign, unit_interval
 from router.experiments.config import ShadowConfig
-from router.experiments.spend import SpendCap
+from router.experiments.spend import RedisSpendCap, SpendCap, SpendLimiter
 from router.features import Features, extract_features
 from router.latency import LatencyEstimator
 from router.plan import Plan
@@ -97,6 +97,22 @@ class Router:
         self.backends: Mapping[str, Backend] = MappingProxyType(built)
         self.policy: Policy = policy or create_policy(self.config.policy.name, self.config.policy.params)
         self._clock = clock or _loop_clock
+        self._redis: Any = None
+        shared = self.config.shared_state
+        if shared is not None:  # replicas share breakers and the shadow spend cap (router.resilience.redis_store)
+            from router.resilience.redis_store import RedisBreakerStore, SharedStateOutage, redis_client
+
+            redis_url = shared.url()
+            self._redis = redis_client(redis_url)
+            if breaker_store is None:
+                outage = SharedStateOutage("circuit breakers fall back to closed, not shared", redis_url)
+                breaker_store = RedisBreakerStore(
+                    self._redis,
+                    prefix=shared.key_prefix,
+                    clock=self._clock,
+                    wall_clock=time.time if clock is None else clock,  # an injected clock is shared as is
+                    outage=outage,
+                )
         self._counters = TokenCounters(self.config.token_estimates)
         self.latency = LatencyEstimator()
         self.usage = UsageCalibrator()
@@ -119,7 +135,7 @@ class Router:
         check_fixed_backends(policies_by_path(self.config), self.backends)
         self._arm_policies: dict[str, Policy] = {}
         self._shadow_policy: Policy | None = None
-        self._shadow_cap: SpendCap | None = None
+        self._shadow_cap: SpendLimiter | None = None
         if experiment is not None:
             self._arm_policies = {
                 name: create_policy(arm.policy.name, arm.policy.params) for name, arm in experiment.arms.items()
@@ -127,7 +143,18 @@ class Router:
             if experiment.shadow is not None:
                 shadow = experiment.shadow
                 self._shadow_policy = create_policy(shadow.policy.name, shadow.policy.params)
-                self._shadow_cap = SpendCap(shadow.max_spend_usd, shadow.spend_window_s)
+                if shared is not None:
+                    from router.resilience.redis_store import SharedStateOutage
+
+                    self._shadow_cap = RedisSpendCap(
+                        shadow.max_spend_usd,
+                        shadow.spend_window_s,
+                        client=self._redis,
+                        key=f"{shared.key_prefix}:spend:{experiment.name}:{shadow.name}",
+                        outage=SharedStateOutage(f"shadow arm {shadow.name} skipped", redis_url),
+                    )
+                else:
+                    self._shadow_cap = SpendCap(shadow.max_spend_usd, shadow.spend_window_s)
         self.decisions: DecisionLog | None = decision_log
         """Where decisions and feedback go (router.decisions); None when no log is configured."""
         if self.decisions is None and self.config.decision_log is not None:
@@ -469,6 +496,8 @@ class Router:
     def close(self) -> None:
         """Close every backend's connections and stop the sync loop thread."""
         self._run_sync(self.aclose())  # works from any thread, even one running its own loop
+        if self._redis is not None:
+            self._redis.close()
         with self._loop_lock:
             loop, self._loop = self._loop, None
         if loop is not None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -108,6 +112,49 @@ def build_remote(kind: type[RemoteT], name: str, fields: Mapping[str, object]) -
     backend = build_backend(name, kind.config_model.model_validate(fields))
     assert isinstance(backend, kind)
     return backend
+
+
+# --- a real Redis for shared state (router.resilience.redis_store) ---------------------------------
+
+REDIS_PASSWORD = "pw-Zq81-never-log-me"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``redis://:<password>@127.0.0.1:<port>/0`` of a redis-server started for this session (no
+    persistence, a password so tests can check it never leaks); tests isolate by key prefix."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not installed")
+    port, folder = free_port(), tmp_path_factory.mktemp("redis")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
+    proc = subprocess.Popen([*args, "--requirepass", REDIS_PASSWORD], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    break
+            except redis.RedisError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.02)
+        client.close()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 # --- fixtures for real models go below this line ------------------------------------------------

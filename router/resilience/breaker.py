@@ -6,8 +6,10 @@
 
 The planner reads :meth:`CircuitBreaker.status` (pure) to reject an open backend with a reason;
 the executor calls :meth:`try_acquire` right before a call and reports the outcome. State lives
-in a :class:`BreakerStore` so that replicas can share it (a Redis store plugs in there); the
-clock is injected so tests never sleep.
+in a :class:`BreakerStore` so that replicas can share it (router.resilience.redis_store); the
+clock is injected so tests never sleep. A shared store that also offers ``claim_probe``
+(:class:`ProbeClaimingStore`) takes the half-open probe slot atomically, so that of several
+replicas only one probes; with a plain load/save store the slot is exclusive within a process.
 
 Written here rather than taken from pybreaker/purgatory: the planner needs a side-effect-free
 read of the state with a reason, the executor needs an explicit probe slot, and both need the
@@ -21,11 +23,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["BreakerPolicy", "BreakerRecord", "BreakerState", "BreakerStore", "CircuitBreaker", "InMemoryBreakerStore"]
+__all__ = [
+    "BreakerPolicy",
+    "BreakerRecord",
+    "BreakerState",
+    "BreakerStore",
+    "CircuitBreaker",
+    "InMemoryBreakerStore",
+    "ProbeClaimingStore",
+]
 
 
 class BreakerState(StrEnum):
@@ -55,6 +65,14 @@ class BreakerStore(Protocol):
     def load(self, name: str) -> BreakerRecord: ...
 
     def save(self, name: str, record: BreakerRecord) -> None: ...
+
+
+@runtime_checkable
+class ProbeClaimingStore(BreakerStore, Protocol):
+    """A store shared by processes: ``claim_probe`` saves ``record`` (its ``probe_in_flight`` set)
+    only if no probe is in flight for ``name``, as one atomic step, and says whether it did."""
+
+    def claim_probe(self, name: str, record: BreakerRecord) -> bool: ...
 
 
 class InMemoryBreakerStore:
@@ -107,7 +125,10 @@ class CircuitBreaker:
             if state is BreakerState.OPEN:
                 return False
             record = self._store.load(self.name)
-            self._store.save(self.name, replace(record, state=BreakerState.HALF_OPEN, probe_in_flight=True))
+            probe = replace(record, state=BreakerState.HALF_OPEN, probe_in_flight=True)
+            if isinstance(self._store, ProbeClaimingStore):  # another replica may be claiming it too
+                return self._store.claim_probe(self.name, probe)
+            self._store.save(self.name, probe)
             return True
 
     def on_success(self) -> None:
