@@ -167,3 +167,27 @@ def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     from fixtures_models import build_tiny_cross_encoder
 
     return str(build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder")))
+
+
+def reserve_concurrently(cap: Any, usd: float, *, threads: int = 8, each: int = 100) -> int:
+    """``threads`` threads each try ``each`` reserve-then-settle rounds of ``usd`` on a spend cap;
+    returns how many reservations were granted."""
+    import threading
+
+    granted = 0
+    lock = threading.Lock()
+
+    def worker() -> None:
+        nonlocal granted
+        for _ in range(each):
+            if cap.reserve(usd):
+                with lock:
+                    granted += 1
+                cap.settle(usd, usd)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return granted

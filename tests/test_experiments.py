@@ -7,11 +7,11 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import reserve_concurrently
 from scipy.stats import chisquare
 
 from router import ConfigError, Router
@@ -305,23 +305,7 @@ def test_spend_cap_reserves_settles_and_rolls_its_window() -> None:
 
 def test_spend_cap_holds_across_threads() -> None:
     cap = SpendCap(1.0)
-    granted: list[bool] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        for _ in range(100):
-            ok = cap.reserve(0.01)
-            with lock:
-                granted.append(ok)
-            if ok:
-                cap.settle(0.01, 0.01)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(granted) == 100 and cap.spent == pytest.approx(1.0)
+    assert reserve_concurrently(cap, 0.01) == 100 and cap.spent == pytest.approx(1.0)
 
 
 def test_shadow_keeps_only_fallbacks_its_reservation_covers(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REDIS_PASSWORD, free_port
+from conftest import REDIS_PASSWORD, free_port, reserve_concurrently
 
 from router import Router, ServerError
 from router.config import load_config
@@ -132,23 +132,7 @@ class WallClock:
 
 def test_spend_cap_holds_and_counts_exactly_across_threads(client, prefix):
     cap = RedisSpendCap(1.0, 3600, client=client, key=f"{prefix}:spend")
-    granted: list[bool] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        for _ in range(60):
-            ok = cap.reserve(0.003)
-            with lock:
-                granted.append(ok)
-            if ok:
-                cap.settle(0.003, 0.003)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(granted) == 333  # floor(1.0 / 0.003): exact, no float drift
+    assert reserve_concurrently(cap, 0.003, each=60) == 333  # floor(1.0 / 0.003): exact, no float drift
     assert cap.spent == pytest.approx(0.999, abs=0) and cap.headroom() == pytest.approx(0.001, abs=1e-9)
 
 
