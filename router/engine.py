@@ -24,7 +24,7 @@ from router.config import RouterConfig, check_fixed_backends, load_config, polic
 from router.constraints import Constraints
 from router.cost import UsageCalibrator
 from router.deadline import DeadlineGuard
-from router.decisions import DecisionLog, build_decision_log, decision_from_result
+from router.decisions import DecisionLog, DecisionLogConfig, build_decision_log, decision_from_result
 from router.errors import ConfigError, RerankRouterError
 from router.estimate import OptionEstimator
 from router.executor import Executor
@@ -48,6 +48,8 @@ T = TypeVar("T")
 DEADLINE_GUARD_MS = 5.0
 
 _log = logging.getLogger("rerank_router")
+# What records hold when a DecisionLog is passed to Router() without a `decision_log:` block.
+_LOG_DEFAULTS = DecisionLogConfig(sink="none")
 
 # Candidates longer than this in total (about 11,000 WordPiece tokens, ~3 ms to count exactly
 # here) are counted in a worker thread rather than on the event loop (Router._afeatures).
@@ -333,7 +335,7 @@ class Router:
     ) -> None:
         if self.decisions is None:
             return
-        settings = self.config.decision_log
+        settings = self.config.decision_log or _LOG_DEFAULTS
         self.decisions.record(
             decision_from_result(
                 result,
@@ -341,15 +343,15 @@ class Router:
                 latency_budget_ms=request.latency_budget_ms,
                 max_cost_usd=request.max_cost_usd,
                 domain=features.domain,
-                top_k=settings.top_k if settings is not None else 10,
-                include_text=settings.include_text if settings is not None else False,
+                top_k=settings.top_k,
+                include_text=settings.include_text,
                 timestamp=time.time(),
                 experiment=result.experiment,
                 arm=result.arm,
                 shadow=shadow,
                 assignment_key=None if assignment is None else assignment.key_digest,
                 tenant=None if assignment is None else assignment.tenant,
-                query_salt=settings.query_salt if settings is not None else "",
+                query_salt=settings.query_salt,
             )
         )
 

@@ -79,6 +79,19 @@ class CrossValidation(Generic[Fit]):
     folds: tuple[dict[str, object], ...]
 
 
+def _fold_row(i: int, train: Sequence[str], test: Sequence[str], run: RunResult, **fitted: object) -> dict[str, object]:
+    """One fold's line in the report: sizes, what was fitted, and the held-out result."""
+    return {
+        "fold": i + 1,
+        "train": len(train),
+        "test": len(test),
+        **fitted,
+        "held_out_ndcg@10": run.ndcg,
+        "held_out_cost_usd": run.cost_mean,
+        "tier_mix": run.tier_mix,
+    }
+
+
 def cross_validate(
     harness: EvalHarness,
     runs: Mapping[str, RunResult],
@@ -113,18 +126,7 @@ def cross_validate(
         run = harness.run(f"{name} fold {i + 1}", LearnedPolicy(model=model), qids=test, budget=budget)
         held_out.append(run)
         models.append(model)
-        table.append(
-            {
-                "fold": i + 1,
-                "train": len(train),
-                "test": len(test),
-                "tradeoff": model.tradeoff,
-                "target": model.target,
-                "held_out_ndcg@10": run.ndcg,
-                "held_out_cost_usd": run.cost_mean,
-                "tier_mix": run.tier_mix,
-            }
-        )
+        table.append(_fold_row(i, train, test, run, tradeoff=model.tradeoff, target=model.target))
     merged = RunResult.merge(name, "policy", "learned", held_out, harness.dataset.qrels)
     return CrossValidation(merged, tuple(models), tuple(table))
 
@@ -166,17 +168,7 @@ def cross_validate_constrained(
         run = harness.run(f"{name} fold {i + 1}", policy, qids=test, budget=budget, specs=fit.profile_backends(domain))
         held_out.append(run)
         fits.append(fit)
-        rows.append(
-            {
-                "fold": i + 1,
-                "train": len(train),
-                "test": len(test),
-                "quality": {k: round(v, 4) for k, v in fit.quality.items()},
-                "saturation_k": fit.saturation_k,
-                "held_out_ndcg@10": run.ndcg,
-                "held_out_cost_usd": run.cost_mean,
-                "tier_mix": run.tier_mix,
-            }
-        )
+        quality_by_backend = {k: round(v, 4) for k, v in fit.quality.items()}
+        rows.append(_fold_row(i, train, test, run, quality=quality_by_backend, saturation_k=fit.saturation_k))
     merged = RunResult.merge(name, "policy", "constrained", held_out, harness.dataset.qrels)
     return CrossValidation(merged, tuple(fits), tuple(rows))
