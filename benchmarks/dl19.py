@@ -9,7 +9,7 @@ name in policies.POLICIES (``fixed`` pins one backend: that is a tier row) with 
 figures ("in-sample inputs": measured on these queries), and two under k-fold cross-validation (each
 fold fitted on the other folds only), over fold seeds 0..--seeds-1: the learned policy, and the
 constrained policy with its inputs (quality per backend, the cascade curve's saturation_k) fitted by
-router.calibration.fit_constrained under a per-query ceiling of 30% of the strongest tier's mean cost
+router.offline.calibration.fit_constrained under a per-query ceiling of 30% of the strongest tier's mean cost
 (CEILING_SHARE: the user's budget, not a fit). Then DL21 (no recorded runs: BM25 and the bi-encoder
 only) and Cranfield (out of domain) for the live tiers.
 
@@ -38,11 +38,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import yaml  # noqa: E402
 
-import router  # noqa: E402, F401  # before policies: `import policies` first hits a circular import
 from policies import POLICIES, create_policy  # noqa: E402
-from policies.learned import LearnedPolicy, fit_learned, option_grid, option_key  # noqa: E402
-from router.calibration import fit_constrained, quality_from_report, write_profile  # noqa: E402
-from router.evaluation import (  # noqa: E402
+from policies.learned import LearnedPolicy, option_key  # noqa: E402
+from router.datasets import Dataset  # noqa: E402
+from router.offline.calibration import fit_constrained, quality_from_report, write_profile  # noqa: E402
+from router.offline.evaluation import (  # noqa: E402
     EvalHarness,
     QueryBudget,
     QueryRecord,
@@ -58,7 +58,7 @@ from router.evaluation import (  # noqa: E402
     plot_frontier,
     write_json,
 )
-from router.evaluation.datasets import Dataset  # noqa: E402
+from router.offline.fitting import fit_learned, option_grid  # noqa: E402
 
 # Facts used (../shared/facts/providers.md) and the assumptions made where the facts are silent.
 GPU_USD_PER_HOUR = 2.00
@@ -305,7 +305,7 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
                     "seed_spread": spread,
                 },
                 "constrained_cv": {
-                    "procedure": "per fold, router.calibration.fit_constrained on the training folds (quality per "
+                    "procedure": "per fold, router.offline.calibration.fit_constrained on the training folds (quality per "
                     "backend = mean nDCG@10 alone; cascade.saturation_k = least-squares fit of the cascade curve to "
                     "the measured cascades bi-encoder@all -> {rankvicuna, rankgpt}@{10,20,30,50}); held-out queries "
                     f"routed by create_policy('constrained', saturation_k=...) with those qualities, under a per-query "

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import router.engine as engine
 from router import Router
-from router.evaluation import load_trec_dl
+from router.offline.evaluation import load_trec_dl
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl19"
 CONFIG = {

@@ -12,7 +12,7 @@ What it does:
    within a spend cap. Users are assigned sticky by a hash of their id.
 2. Replays traffic: ``--requests`` searches, each a DL19 query issued by one of ``--users``
    simulated users. Recorded tiers take their modelled latency on the evaluation harness's
-   simulated clock (``router.evaluation.EvalHarness``), so nothing sleeps; the bi-encoder runs
+   simulated clock (``router.offline.evaluation.EvalHarness``), so nothing sleeps; the bi-encoder runs
    live, once per query (later calls replay its scores and measured time).
 3. Simulates clicks from the qrels with a cascade click model: the user scans the top 10 in
    order, clicks a document with a probability that grows with its relevance grade, and stops
@@ -38,7 +38,7 @@ import yaml
 
 from router import RankedItem, Router
 from router.cli import main as cli_main
-from router.evaluation import EvalHarness, load_trec_dl
+from router.offline.evaluation import EvalHarness, load_trec_dl
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -5,7 +5,6 @@ own by implementing :class:`Policy` (a ``name`` and ``plan(ctx) -> Plan``) and r
 hard rules through :func:`assess`.
 """
 
-import router  # noqa: F401  (router.engine imports policies: load the router package first)
 from policies.base import (
     BackendView,
     PlanningContext,

@@ -8,15 +8,11 @@ in their objective (the sort key over feasible options); the hard rules in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable, Sequence
 
-from router.backends.base import Availability
-from router.catalog import BackendSpec
-from router.constraints import Constraints
-from router.features import Features
-from router.plan import Assessed, Option, Plan, Rejection, Stage
+from policies.context import BackendView, PlanningContext, Policy, Rule, SortKey
+from policies.rules import DEFAULT_RULES, check_all
+from router.plan import Assessed, Option, Plan, Stage
 
 __all__ = [
     "BackendView",
@@ -30,36 +26,6 @@ __all__ = [
     "plan_by",
     "single_stage_options",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class BackendView:
-    """What a policy may know of a configured backend."""
-
-    name: str
-    spec: BackendSpec
-    availability: Availability
-
-
-@dataclass(frozen=True, slots=True)
-class PlanningContext:
-    features: Features
-    constraints: Constraints
-    latency_budget_ms: float | None
-    max_cost_usd: float | None
-    backends: Mapping[str, BackendView]
-    estimate: Callable[[tuple[Stage, ...]], Option]
-
-
-@runtime_checkable
-class Policy(Protocol):
-    name: str
-
-    def plan(self, ctx: PlanningContext) -> Plan: ...
-
-
-SortKey = Callable[[Option], tuple[float, ...]]
-Rule = Callable[[Option, "PlanningContext"], Rejection | None]
 
 
 def _cost(option: Option) -> float:
@@ -89,7 +55,6 @@ def single_stage_options(ctx: PlanningContext) -> list[Option]:
 
 
 def assess(options: Iterable[Option], ctx: PlanningContext, rules: Sequence[Rule] | None = None) -> list[Assessed]:
-    from policies.rules import DEFAULT_RULES, check_all
 
     return [Assessed(option, check_all(option, ctx, rules or DEFAULT_RULES)) for option in options]
 

@@ -6,7 +6,7 @@ anything runs (query length, candidate count, candidate length and spread, in th
 tokenizer family), takes cost and latency from the router's own estimator (``ctx.estimate``), and
 picks, among the options that pass every hard rule, the one with the highest
 ``predicted quality - tradeoff * predicted cost``. ``tradeoff`` (nDCG points per dollar) is a
-calibrated output (:func:`router.calibration.calibrate_tradeoff`): the cheapest setting that
+calibrated output (:func:`router.offline.fitting.calibrate_tradeoff`): the cheapest setting that
 reaches a target quality on the training queries, or the best quality within a target cost.
 Configured backends the model does not know are still assessed and serve as fallbacks.
 
@@ -18,16 +18,17 @@ JSON Lines ``{"qid", "query", "candidates": [{"id", "text"}]}``, and TREC qrels)
         --fit-learned --target-quality-share 1.0 --out my-profile.yaml
 
 The first reports the policy honestly (each query routed by a model fitted on the other folds);
-the second fits it on all your queries: it runs every option of the grid (:func:`option_grid`:
+the second fits it on all your queries: it runs every option of the grid (:func:`router.offline.fitting.option_grid`:
 the retriever's order, each backend, each free@N -> priced@k cascade) on each query through the
 router, fits the per-option models and the tradeoff (here: reach the best single tier's nDCG@10 at
 the least cost; ``--target-cost-share 0.3`` buys the best quality for 30% of its cost instead),
 and writes them to the profile's ``learned:`` section. Then point the config at it::
 
-    profile: my-profile.yaml
-    policy: {name: learned, params: {profile: my-profile.yaml}}
+    profile: my-profile.yaml        # its `learned:` section becomes the policy's `model` at load
+    policy: {name: learned}
 
-In Python: :func:`router.evaluation.cross_validate`, or :func:`fit_learned` over :class:`Example` rows.
+In Python: :func:`router.offline.evaluation.cross_validate`, or :func:`router.offline.fitting.fit_learned` over
+:class:`~router.offline.fitting.Example` rows.
 
 On TREC DL19 the features carry no signal the fit can find (the one-standard-error rule keeps no
 feature weight, so every option's model is its mean quality and the policy picks the option with
@@ -39,28 +40,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import PlanningContext, assess, by_quality, plan_by, single_stage_options
-from router.catalog import BackendSpec
 from router.errors import ConfigError
 from router.features import Features, TokenStats
 from router.plan import RETRIEVER_ORDER, Assessed, Option, Plan, Stage
 
 __all__ = [
-    "ALPHAS",
     "FEATURES",
-    "Example",
     "LearnedModel",
     "LearnedParams",
     "LearnedPolicy",
     "OptionModel",
     "StageSpec",
-    "fit_learned",
-    "option_grid",
     "option_key",
     "request_features",
 ]
@@ -143,32 +139,10 @@ class LearnedModel(BaseModel):
 class LearnedParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    profile: str | None = None
-    """A profile file (router.calibration) whose ``learned:`` section holds the model."""
     model: LearnedModel | None = None
-    """The model inline, instead of ``profile``."""
+    """The fitted model (``rerank-router calibrate --fit-learned``); config fills it from the profile's ``learned:`` section."""
     tradeoff: float | None = Field(None, ge=0)
     """Override the fitted tradeoff (nDCG points per dollar)."""
-
-
-def _load_model(profile: str | None, model: LearnedModel | Mapping[str, Any] | None) -> LearnedModel:
-    if model is not None:
-        return model if isinstance(model, LearnedModel) else LearnedModel.model_validate(dict(model))
-    if profile is None:
-        raise ConfigError(
-            "policy 'learned' needs params.profile (a profile with a fitted `learned:` section) or params.model; "
-            "fit one with: rerank-router calibrate --fit-learned --dataset ... --out PROFILE"
-        )
-    from router.calibration import load_profile
-
-    section = load_profile(profile).learned
-    if section is None:
-        raise ConfigError(f"profile {profile} has no `learned:` section; fit one with rerank-router calibrate --fit-learned")
-    try:
-        return LearnedModel.model_validate(section)
-    except ValidationError as exc:
-        lines = [f"learned.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"invalid learned model in {profile}:\n  " + "\n  ".join(lines)) from exc
 
 
 class LearnedPolicy:
@@ -176,13 +150,17 @@ class LearnedPolicy:
 
     def __init__(
         self,
-        profile: str | None = None,
         model: LearnedModel | Mapping[str, Any] | None = None,
         tradeoff: float | None = None,
         name: str = "learned",
     ) -> None:
         self.name = name
-        self.model = _load_model(profile, model)
+        if model is None:
+            raise ConfigError(
+                "policy 'learned' needs a fitted model: point the config's `profile:` at a profile with a `learned:` "
+                "section (fit one with: rerank-router calibrate --fit-learned --dataset ... --out PROFILE), or give params.model"
+            )
+        self.model = model if isinstance(model, LearnedModel) else LearnedModel.model_validate(dict(model))
         self.tradeoff = self.model.tradeoff if tradeoff is None else tradeoff
 
     def __repr__(self) -> str:
@@ -232,171 +210,3 @@ class LearnedPolicy:
             f"over {len(feasible)} feasible modelled option(s)"
         )
         return plan_by(self.name, assessed, key, reason, first=best)
-
-
-# -- fitting ----------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Example:
-    """One labelled query: its request features and, per option key, measured quality and cost."""
-
-    qid: str
-    features: tuple[float, ...]
-    quality: Mapping[str, float]
-    cost: Mapping[str, float]
-
-
-def option_grid(specs: Mapping[str, BackendSpec], ks: Sequence[int] = (10, 20, 30, 50)) -> list[tuple[StageSpec, ...]]:
-    """Options to fit: the retriever's order, each backend on all candidates, and every cascade
-    from a free backend on all candidates to a priced one on the top k."""
-    free = [n for n, s in specs.items() if s.pricing.scheme == "free"]
-    priced = [n for n, s in specs.items() if s.pricing.scheme != "free"]
-    grid: list[tuple[StageSpec, ...]] = [()]
-    grid.extend(((n, None),) for n in specs)
-    grid.extend(((cheap, None), (strong, k)) for cheap in free for strong in priced for k in ks)
-    return grid
-
-
-ALPHAS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, math.inf)
-"""Ridge penalties :func:`fit_learned` chooses from per option (inf: the option's mean alone)."""
-
-
-def _ridge(z: Any, y: Any, alphas: Sequence[float]) -> tuple[Any, float]:
-    """Weights on standardised (centred) features, and the penalty chosen by leave-one-out error.
-
-    Closed form: with the intercept unpenalised and z centred, the hat matrix is 11'/n + z(z'z + aI)^-1 z',
-    and the leave-one-out residual is (y - fit) / (1 - h_ii). One-standard-error rule: the largest
-    penalty whose error is within one standard error of the least, so weights are kept only where
-    the features earn them (few queries make the least error itself noisy)."""
-    import numpy as np
-
-    n, f = z.shape
-    centred = y - y.mean()
-    tried: list[tuple[float, Any, Any]] = []
-    for a in sorted(alphas, reverse=True):
-        if math.isinf(a):
-            w = np.zeros(f)
-            leverage = np.full(n, 1.0 / n)
-        else:
-            inverse = np.linalg.inv(z.T @ z + a * np.eye(f))
-            w = inverse @ z.T @ centred
-            leverage = 1.0 / n + np.einsum("ij,jk,ik->i", z, inverse, z)
-        squared = ((centred - z @ w) / np.maximum(1.0 - leverage, 1e-9)) ** 2
-        tried.append((float(a), w, squared))
-    best = min(tried, key=lambda t: float(t[2].mean()))
-    bound = float(best[2].mean()) + float(best[2].std()) / math.sqrt(n)
-    for a, w, squared in tried:  # largest penalty first
-        if float(squared.mean()) <= bound:
-            return w, a
-    return best[1], best[0]
-
-
-def _fit_predict(x_train: Any, y_train: Any, x_test: Any, alphas: Sequence[float]) -> Any:
-    """Per option: standardise on the training rows, ridge with the LOO-chosen penalty, predict the test rows."""
-    import numpy as np
-
-    mean, scale = x_train.mean(axis=0), x_train.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    z_train, z_test = (x_train - mean) / scale, (x_test - mean) / scale
-    out = np.zeros((len(x_test), y_train.shape[1]))
-    for j in range(y_train.shape[1]):
-        w, _ = _ridge(z_train, y_train[:, j], alphas)
-        out[:, j] = np.clip(y_train[:, j].mean() + z_test @ w, 0.0, 1.0)
-    return out
-
-
-def fit_learned(
-    examples: Sequence[Example],
-    options: Sequence[tuple[StageSpec, ...]],
-    *,
-    target_quality_share: float | None = None,
-    target_cost_share: float | None = None,
-    alpha: float | Sequence[float] = ALPHAS,
-    inner_folds: int = 5,
-    seed: int = 0,
-    tokenizer_family: str = "bert-wordpiece",
-    reference: str | None = None,
-    fitted_on: str = "",
-) -> LearnedModel:
-    """Ridge model per option (standardised features) and the calibrated tradeoff.
-
-    ``alpha``: the ridge penalty, or candidates to choose from per option by leave-one-out error on
-    the examples (``inf`` = no feature weights, the option's mean): where the features carry no
-    signal, the mean wins and the policy routes by measured quality per dollar alone.
-
-    Targets are relative to the ``reference`` option (default: the single tier with the best mean
-    quality on these examples): ``target_quality_share=1.0`` reaches its quality at the least cost;
-    ``target_cost_share=0.3`` buys the best quality for 30% of its cost.
-
-    The tradeoff is calibrated on out-of-fold predictions (``inner_folds``-fold within the
-    examples; 0: in-sample): picking the option that looks best on the very queries it is judged on
-    overstates what it delivers on new ones (the winner's curse), so the target is checked on
-    choices made by models that did not see the query. ``Example.cost`` should be the cost the
-    router *predicted* (what the policy sees when it plans), not the billed one.
-    """
-    import numpy as np
-
-    from router.calibration import calibrate_tradeoff
-
-    if not examples:
-        raise ValueError("no examples to fit on")
-    keys = [option_key(o) for o in options]
-    missing = [k for k in keys if any(k not in e.quality or k not in e.cost for e in examples)]
-    if missing:
-        raise ValueError(f"examples lack measurements for option(s): {', '.join(sorted(set(missing)))}")
-    x = np.asarray([e.features for e in examples], dtype=float)
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    z = (x - mean) / scale
-    alphas = [alpha] if isinstance(alpha, int | float) else list(alpha)
-    models: list[OptionModel] = []
-    quality = np.asarray([[e.quality[k] for k in keys] for e in examples])
-    cost = np.asarray([[e.cost[k] for k in keys] for e in examples])
-    for j, stages in enumerate(options):
-        y = quality[:, j]
-        w, chosen = _ridge(z, y, alphas)
-        models.append(
-            OptionModel(
-                stages=tuple(stages),
-                intercept=float(y.mean()),
-                weights=tuple(float(v) for v in w),
-                alpha=chosen,
-                train_quality=float(y.mean()),
-                train_cost_usd=float(cost[:, j].mean()),
-            )
-        )
-    n = len(examples)
-    if inner_folds >= 2 and n >= 2 * inner_folds:
-        order = np.random.default_rng(seed).permutation(n)
-        predictions = np.zeros_like(quality)
-        for f in range(inner_folds):
-            test = order[f::inner_folds]
-            train = np.setdiff1d(order, test)
-            predictions[test] = _fit_predict(x[train], quality[train], x[test], alphas)
-        how = f"{inner_folds}-fold out-of-fold"
-    else:
-        predictions = _fit_predict(x, quality, x, alphas)
-        how = "in-sample"
-    singles = [j for j, o in enumerate(options) if len(o) == 1 and o[0][1] is None]
-    ref = keys.index(reference) if reference is not None else max(singles or range(len(keys)), key=lambda j: quality[:, j].mean())
-    ref_quality, ref_cost = float(quality[:, ref].mean()), float(cost[:, ref].mean())
-    if target_cost_share is not None:
-        fit = calibrate_tradeoff(
-            predictions.tolist(), cost.tolist(), target_cost=target_cost_share * ref_cost, measured=quality.tolist()
-        )
-        target = f"cost <= {target_cost_share:.2f} x {keys[ref]} (${target_cost_share * ref_cost:.6f}/query)"
-    else:
-        share = 1.0 if target_quality_share is None else target_quality_share
-        fit = calibrate_tradeoff(
-            predictions.tolist(), cost.tolist(), target_quality=share * ref_quality, measured=quality.tolist()
-        )
-        target = f"nDCG@10 >= {share:.2f} x {keys[ref]} ({share * ref_quality:.4f})"
-    return LearnedModel(
-        tokenizer_family=tokenizer_family,
-        mean=tuple(float(v) for v in mean),
-        scale=tuple(float(v) for v in scale),
-        options=tuple(models),
-        tradeoff=float(fit.tradeoff),
-        target=f"{target}; {how} on the fitting queries: nDCG@10 {fit.mean_quality:.4f} at ${fit.mean_cost:.6f}/query",
-        fitted_on=fitted_on or f"{n} queries",
-    )

@@ -11,7 +11,8 @@ from policies.base import Policy
 from policies.cascade import CascadeParams
 from policies.learned import LearnedParams, LearnedPolicy
 from policies.simple import CheapestPolicy, ConstrainedPolicy, FastestPolicy, FixedParams, FixedPolicy, NoParams
-from router.errors import ConfigError, UnknownNameError
+from router.errors import UnknownNameError
+from router.validation import config_error
 
 __all__ = ["POLICIES", "create_policy"]
 
@@ -31,7 +32,6 @@ def create_policy(name: str, params: Mapping[str, Any] | None = None, *, where: 
     try:
         parsed = params_model.model_validate(dict(params or {}))
     except ValidationError as exc:
-        lines = [f"{where}.params.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from exc
+        raise config_error(exc, prefix=f"{where}.params") from exc
     policy: Policy = cls(**parsed.model_dump())
     return policy

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from policies.base import PlanningContext, Rule
+from policies.context import PlanningContext, Rule
 from router.plan import Option, Rejection
 
 __all__ = [

@@ -7,9 +7,9 @@ from dataclasses import dataclass, fields
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from policies.base import PlanningContext, SortKey, assess, by_cost, by_latency, by_quality, plan_by, single_stage_options
-from policies.cascade import CascadeParams, cascade_options, profile_thresholds
-from router.errors import ConfigError
+from policies.cascade import CascadeParams, cascade_options
 from router.plan import Plan
+from router.validation import config_error
 
 __all__ = ["CheapestPolicy", "ConstrainedPolicy", "FastestPolicy", "FixedParams", "FixedPolicy", "NoParams"]
 
@@ -40,8 +40,8 @@ class ConstrainedPolicy:
     (policies.cascade) alike; ties: cheaper, then faster.
 
     Its inputs are each backend's quality for the request's domain (catalog, config ``spec:``, or
-    measured into a profile) and the cascade curve (``saturation_k``); ``profile`` reads the
-    latter's fitted values (``cascade.*`` thresholds) from a profile file, over the values given."""
+    measured into a profile) and the cascade curve (``saturation_k``; a profile's fitted
+    ``cascade.*`` thresholds are resolved into these fields by config, router.profile)."""
 
     name: str = "constrained"
     cascades: bool = True
@@ -49,21 +49,13 @@ class ConstrainedPolicy:
     saturation_k: int = CascadeParams().saturation_k
     adaptive_margin: float | None = None
     expected_escalation: float = 1.0
-    profile: str | None = None
 
     def __post_init__(self) -> None:
-        if self.profile is not None:
-            known = {f.name for f in fields(self)}
-            for field, value in profile_thresholds(self.profile).items():
-                if field in known:
-                    object.__setattr__(self, field, value)
         # Validated as config params are, whichever way the policy was built (a profile's values too).
         try:
             CascadeParams.model_validate({f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"})
         except ValidationError as exc:
-            lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-            where = f" (profile {self.profile})" if self.profile else ""
-            raise ConfigError(f"invalid constrained policy{where}:\n  " + "\n  ".join(lines)) from exc
+            raise config_error(exc, "invalid constrained policy") from exc
 
     def plan(self, ctx: PlanningContext) -> Plan:
         params = CascadeParams(

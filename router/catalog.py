@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.constraints import license_allows_commercial_use
-from router.errors import ConfigError
+from router.validation import config_error
 
 __all__ = ["BackendSpec", "LatencyParams", "Pricing", "deep_merge", "load_catalog", "merge_spec"]
 
@@ -112,12 +112,7 @@ def merge_spec(base: BackendSpec | None, model: str, overrides: Mapping[str, Any
     try:
         return BackendSpec.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(where, exc)) from exc
-
-
-def _format_errors(where: str, exc: ValidationError) -> str:
-    lines = [f"{where}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-    return "invalid config:\n  " + "\n  ".join(lines)
+        raise config_error(exc, prefix=where) from exc
 
 
 @functools.cache
@@ -130,5 +125,5 @@ def load_catalog() -> Mapping[str, BackendSpec]:
         try:
             entries[key] = BackendSpec.model_validate({"model": key, **value})
         except ValidationError as exc:  # a broken shipped catalog is a bug: fail loudly
-            raise ConfigError(_format_errors(f"catalog[{key}]", exc)) from exc
+            raise config_error(exc, prefix=f"catalog[{key}]") from exc
     return entries

@@ -16,10 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from router.cli_eval import EVAL_COMMANDS, add_eval_commands, run_eval_command
-from router.cli_report import REPORT_COMMANDS, add_report_commands, run_report_command
 from router.engine import Router
 from router.errors import RerankRouterError
+from router.offline.cli_eval import EVAL_COMMANDS, add_eval_commands, run_eval_command
+from router.offline.cli_report import REPORT_COMMANDS, add_report_commands, run_report_command
 
 __all__ = ["main"]
 
@@ -126,8 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     rerank.add_argument("--cold", action="store_true", help="do not load models before timing the request")
     request_parser("plan", "show what would run and why, without running it")
     commands.add_parser("backends", help="list configured backends and whether each is available")
-    add_eval_commands(commands)  # eval, calibrate (router.cli_eval)
-    add_report_commands(commands)  # report (router.cli_report)
+    add_eval_commands(commands)  # eval, calibrate (router.offline.cli_eval)
+    add_report_commands(commands)  # report (router.offline.cli_report)
     return parser
 
 

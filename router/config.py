@@ -21,16 +21,21 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
+from policies.base import Policy
+from policies.registry import create_policy
 from router.backends import BACKEND_TYPES, BackendConfig
 from router.catalog import deep_merge
 from router.constraints import Constraints
 from router.decisions.config import DecisionLogConfig
 from router.errors import ConfigError, RerankRouterError
 from router.experiments.config import ExperimentConfig
+from router.profile import load_profile, policy_params
 from router.request import RequestLimits
 from router.resilience import ResiliencePolicy
 from router.settings import Budgets, PolicyConfig
+from router.validation import config_error, validation_lines
 
 __all__ = [
     "CONFIG_ENV",
@@ -38,6 +43,8 @@ __all__ = [
     "PolicyConfig",
     "RouterConfig",
     "SharedStateConfig",
+    "apply_profile",
+    "build_policy",
     "check_fixed_backends",
     "default_config_source",
     "load_config",
@@ -61,14 +68,14 @@ class ResilienceConfig(BaseModel):
             try:
                 ResiliencePolicy.model_validate(deep_merge(self.default.model_dump(), override))
             except ValidationError as exc:
-                errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                errors = "; ".join(validation_lines(exc))
                 raise ValueError(f"backends.{name}: {errors}") from None
         return self
 
 
 class SharedStateConfig(BaseModel):
     """Config ``shared_state:``: replicas share circuit breakers and the shadow arm's spend cap in
-    Redis (router.resilience.redis_store, router.experiments.spend). Needs the ``redis`` extra."""
+    Redis (router.resilience.redis_store, router.accounting.spend). Needs the ``redis`` extra."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -112,7 +119,8 @@ class RouterConfig(BaseModel):
     shared_state: SharedStateConfig | None = None
     """Redis shared by app replicas for breaker state and the shadow spend cap; none by default."""
     profile: str | None = None
-    """Calibration profile (YAML, `rerank-router calibrate`): measured per-backend spec overrides (router.calibration)."""
+    """Calibration profile (YAML, `rerank-router calibrate`; router.profile): measured per-backend spec overrides
+    and the policies' fitted values. Read once at load, then cleared: the loaded config holds the values."""
 
     def resilience_for(self, backend: str) -> ResiliencePolicy:
         """``resilience.default`` deep-merged with ``resilience.backends.<backend>``."""
@@ -123,16 +131,10 @@ class RouterConfig(BaseModel):
         return ResiliencePolicy.model_validate(merged)
 
 
-def _format(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        line = f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-        if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
-            line += f" (backend types: {', '.join(BACKEND_TYPES)})"
-        elif error["type"] != "missing" and not isinstance(error["input"], dict):
-            line += f" (got {error['input']!r})"
-        lines.append(line)
-    return "invalid config:\n  " + "\n  ".join(lines)
+def _backend_types_hint(error: ErrorDetails) -> str:
+    if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+        return f"backend types: {', '.join(BACKEND_TYPES)}"
+    return ""
 
 
 def _read_yaml(path: Path) -> Any:
@@ -159,7 +161,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | RouterConfi
     if source is None:
         source = default_config_source()
     if isinstance(source, RouterConfig):
-        return source
+        return _resolved(source)
     if isinstance(source, str) and source == "default":
         raw: Any = yaml.safe_load(resources.files("router").joinpath("default.yaml").read_text(encoding="utf-8"))
     elif isinstance(source, Mapping):
@@ -173,9 +175,13 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | RouterConfi
     try:
         config = RouterConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format(exc)) from exc
-    from policies.registry import create_policy
+        raise config_error(exc, show_input=True, hint=_backend_types_hint) from exc
+    return _resolved(config)
 
+
+def _resolved(config: RouterConfig) -> RouterConfig:
+    """Profile values merged in (read once, here), every policy built once to fail at load."""
+    config = apply_profile(config)
     for where, policy in policies_by_path(config).items():
         try:
             create_policy(policy.name, policy.params)  # fail at load, not at first request
@@ -185,6 +191,45 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | RouterConfi
             raise ConfigError(f"{where}: {exc}") from exc
     check_fixed_backends({"policy": config.policy}, config.backends)
     return config
+
+
+def apply_profile(config: RouterConfig) -> RouterConfig:
+    """The config with its profile read and merged in, ``profile`` cleared (so this runs once).
+
+    Per-backend overrides go into each backend's ``spec`` (profile values win over ``spec:`` for
+    the fields they set: they are the newer measurement; drop a field from the profile to pin it in
+    config; unknown backend names are ignored, so one profile can serve several configs). Every
+    policy's params get the profile's values (router.profile.policy_params), including a
+    ``params.profile`` of its own.
+    """
+    paths = [p for p in policies_by_path(config).values() if "profile" in p.params]
+    if config.profile is None and not paths:
+        return config
+    backends = dict(config.backends)
+    if config.profile is not None:
+        for name, overrides in load_profile(config.profile).backends.items():
+            cfg = backends.get(name)
+            if cfg is not None:
+                backends[name] = cfg.model_copy(update={"spec": deep_merge(cfg.spec, overrides)})
+
+    def resolved(policy: PolicyConfig) -> PolicyConfig:
+        return policy.model_copy(update={"params": policy_params(policy.name, policy.params, config.profile)})
+
+    update: dict[str, Any] = {"backends": backends, "profile": None, "policy": resolved(config.policy)}
+    if config.experiment is not None:
+        experiment = config.experiment
+        arms = {name: arm.model_copy(update={"policy": resolved(arm.policy)}) for name, arm in experiment.arms.items()}
+        shadow = experiment.shadow
+        if shadow is not None:
+            shadow = shadow.model_copy(update={"policy": resolved(shadow.policy)})
+        update["experiment"] = experiment.model_copy(update={"arms": arms, "shadow": shadow})
+    return config.model_copy(update=update)
+
+
+def build_policy(name: str, params: Mapping[str, Any] | None = None, *, profile: str | os.PathLike[str] | None = None) -> Policy:
+    """A policy from config values: ``create_policy`` after the profile (``params.profile``, else
+    ``profile``) is read into its params (router.profile.policy_params)."""
+    return create_policy(name, policy_params(name, dict(params or {}), profile))
 
 
 def policies_by_path(config: RouterConfig) -> dict[str, PolicyConfig]:

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from router.errors import InvalidConstraintsError
+from router.validation import validation_lines
 
 __all__ = ["Constraints", "coerce_constraints", "license_allows_commercial_use"]
 
@@ -77,5 +78,5 @@ def coerce_constraints(value: Constraints | Mapping[str, Any] | None) -> Constra
         return Constraints.model_validate(dict(value))
     except ValidationError as exc:
         fields = Constraints.model_fields
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(validation_lines(exc))
         raise InvalidConstraintsError(f"invalid constraints ({problems}); fields: {', '.join(fields)}") from exc

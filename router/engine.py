@@ -1,44 +1,47 @@
-"""The Router: steps 1-5 of DESIGN.md for one request, each handed to its own module."""
+"""The Router: one request through the seven steps of DESIGN.md, each in its own module.
+
+1. request (router.request)  2. features (router.features)  3. arm (router.experiments)
+4. plan (policies)  5. execute (router.executor)  6. account (router.accounting)
+7. record (router.decisions)
+
+What the Router is made of is built by router.compose; the sync bridge is router.sync; loading
+models is router.warmup; the shadow arm is router.experiments.shadow.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import gc
-import logging
 import os
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from policies.base import BackendView, PlanningContext, Policy
-from policies.registry import create_policy
-from router.backends import build_backend
+from router.accounting import Accounting
 from router.backends.base import Availability, Backend
-from router.calibration import apply_profile
-from router.config import RouterConfig, check_fixed_backends, load_config, policies_by_path
+from router.compose import Clock, compose, default_wall_clock
+from router.config import RouterConfig, load_config
 from router.constraints import Constraints
 from router.cost import UsageCalibrator
 from router.deadline import DeadlineGuard
-from router.decisions import DecisionLog, DecisionLogConfig, build_decision_log, decision_from_result
-from router.errors import ConfigError, RerankRouterError
+from router.decisions import DecisionLog, DecisionLogConfig, decision_from_result
+from router.errors import ConfigError
 from router.estimate import OptionEstimator
-from router.executor import Executor
-from router.experiments.assignment import Assignment, assign, unit_interval
-from router.experiments.config import ShadowConfig
-from router.experiments.spend import RedisSpendCap, SpendCap, SpendLimiter
+from router.experiments.assignment import Assignment, assign
+from router.experiments.shadow import ShadowArm
 from router.features import Features, extract_features
 from router.latency import LatencyEstimator
 from router.plan import Plan
 from router.request import RerankRequest, build_request
-from router.resilience.breaker import BreakerState, BreakerStore
+from router.resilience.breaker import BreakerStore
 from router.result import Explanation, RankedItem, RerankResult
 from router.settings import Budgets
-from router.tokens import TokenCounters
+from router.sync import LoopThread
+from router.warmup import BackgroundLoader
+from router.warmup import warm_up as load_backends
 
 __all__ = ["Router"]
 
@@ -47,13 +50,15 @@ T = TypeVar("T")
 # Backend work stops at least this long before the request's deadline (router.deadline).
 DEADLINE_GUARD_MS = 5.0
 
-_log = logging.getLogger("rerank_router")
 # What records hold when a DecisionLog is passed to Router() without a `decision_log:` block.
 _LOG_DEFAULTS = DecisionLogConfig(sink="none")
 
 # Candidates longer than this in total (about 11,000 WordPiece tokens, ~3 ms to count exactly
 # here) are counted in a worker thread rather than on the event loop (Router._afeatures).
 OFFLOAD_FEATURES_CHARS = 50_000
+
+Documents = Sequence[str | Mapping[str, Any]] | Any
+"""Strings, or mappings with ``text`` and optional ``id`` / ``metadata`` (router.documents)."""
 
 
 def _loop_clock() -> float:
@@ -63,9 +68,6 @@ def _loop_clock() -> float:
         return asyncio.get_running_loop().time()
     except RuntimeError:
         return time.monotonic()
-
-
-Clock = Callable[[], float]
 
 
 class Router:
@@ -90,92 +92,149 @@ class Router:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         decision_log: DecisionLog | None = None,
     ) -> None:
-        self.config = apply_profile(load_config(config))  # measured overrides (router.calibration)
-        built: dict[str, Backend] = {name: build_backend(name, cfg) for name, cfg in self.config.backends.items()}
-        built.update(backends or {})
-        unknown = sorted(set(self.config.resilience.backends) - set(built))
-        if unknown:
-            raise ConfigError(f"resilience.backends: {', '.join(unknown)} is not a backend ({', '.join(built)})")
-        self.backends: Mapping[str, Backend] = MappingProxyType(built)
-        self.policy: Policy = policy or create_policy(self.config.policy.name, self.config.policy.params)
+        self.config = load_config(config)  # the profile, if any, is read and merged here (router.profile)
         self._clock = clock or _loop_clock
-        self._redis: Any = None
-        shared = self.config.shared_state
-        if shared is not None:  # replicas share breakers and the shadow spend cap (router.resilience.redis_store)
-            from router.resilience.redis_store import RedisBreakerStore, SharedStateOutage, redis_client
-
-            redis_url = shared.url()
-            self._redis = redis_client(redis_url)
-            if breaker_store is None:
-                outage = SharedStateOutage("circuit breakers fall back to closed, not shared", redis_url)
-                breaker_store = RedisBreakerStore(
-                    self._redis,
-                    prefix=shared.key_prefix,
-                    clock=self._clock,
-                    wall_clock=time.time if clock is None else clock,  # an injected clock is shared as is
-                    outage=outage,
-                )
-        self._counters = TokenCounters(self.config.token_estimates)
-        self.latency = LatencyEstimator()
-        self.usage = UsageCalibrator()
-        """Billed / estimated tokens per token-billed backend, learnt from responses (router.cost)."""
-        self._executor = Executor(
-            self.backends,
-            self.latency,
-            self._clock,
-            self.usage,
-            resilience={name: self.config.resilience_for(name) for name in self.backends},
+        parts = compose(
+            self.config,
+            backends=backends,
+            policy=policy,
+            clock=self._clock,
+            wall_clock=default_wall_clock(clock),
             breaker_store=breaker_store,
             rng=rng,
             sleep=sleep,
+            decision_log=decision_log,
         )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_lock = threading.Lock()
-        self._warming: set[str] = set()
-        # Step 3 (arms) and step 7 (record): router.experiments and router.decisions.
-        experiment = self.config.experiment
-        check_fixed_backends(policies_by_path(self.config), self.backends)
-        self._arm_policies: dict[str, Policy] = {}
-        self._shadow_policy: Policy | None = None
-        self._shadow_cap: SpendLimiter | None = None
-        if experiment is not None:
-            self._arm_policies = {
-                name: create_policy(arm.policy.name, arm.policy.params) for name, arm in experiment.arms.items()
-            }
-            if experiment.shadow is not None:
-                shadow = experiment.shadow
-                self._shadow_policy = create_policy(shadow.policy.name, shadow.policy.params)
-                if shared is not None:
-                    from router.resilience.redis_store import SharedStateOutage
-
-                    self._shadow_cap = RedisSpendCap(
-                        shadow.max_spend_usd,
-                        shadow.spend_window_s,
-                        client=self._redis,
-                        key=f"{shared.key_prefix}:spend:{experiment.name}:{shadow.name}",
-                        outage=SharedStateOutage(f"shadow arm {shadow.name} skipped", redis_url),
-                    )
-                else:
-                    self._shadow_cap = SpendCap(shadow.max_spend_usd, shadow.spend_window_s)
-        self.decisions: DecisionLog | None = decision_log
+        self.backends: Mapping[str, Backend] = parts.backends
+        self.policy: Policy = parts.policy
+        self.accounting: Accounting = parts.accounting
+        """Step 6: observed latency and billed usage feed the estimators (router.accounting)."""
+        self.decisions: DecisionLog | None = parts.decisions
         """Where decisions and feedback go (router.decisions); None when no log is configured."""
-        if self.decisions is None and self.config.decision_log is not None:
-            self.decisions = build_decision_log(self.config.decision_log)
-        self._background: set[asyncio.Task[None]] = set()
+        self._executor = parts.executor
+        self._counters = parts.counters
+        self._redis = parts.redis
+        self._arm_policies = parts.arm_policies
+        self._shadow: ShadowArm | None = None
+        if parts.shadow is not None:
+            shadow_config, shadow_policy, cap = parts.shadow
+            self._shadow = ShadowArm(shadow_config, shadow_policy, cap, self.config.budgets.latency_ms, self)
+        self._loader = BackgroundLoader(self.backends)
+        self._sync = LoopThread()
         self.deadline_guard = DeadlineGuard(DEADLINE_GUARD_MS)
         """How early backend work stops before a deadline: 5 ms, raised to the p99 of how late
         recent deadline-bound requests came back (router.deadline), at most 20% of the budget."""
 
     @classmethod
     def from_config(
-        cls, source: RouterConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None, **kwargs: Any
+        cls,
+        source: RouterConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        backends: Mapping[str, Backend] | None = None,
+        policy: Policy | None = None,
     ) -> Router:
-        return cls(source, **kwargs)
+        return cls(source, backends=backends, policy=policy)
 
     def __repr__(self) -> str:
         return f"Router(policy={self.policy.name!r}, backends={list(self.backends)!r})"
 
-    # -- steps 1-4 ------------------------------------------------------------------------------
+    @property
+    def latency(self) -> LatencyEstimator:
+        """The latency model, corrected online from observed calls."""
+        return self.accounting.latency
+
+    @property
+    def usage(self) -> UsageCalibrator:
+        """Billed / estimated tokens per token-billed backend, learnt from responses (router.cost)."""
+        return self.accounting.usage
+
+    def clock(self) -> float:
+        return self._clock()
+
+    # -- the call: steps 1-7 ----------------------------------------------------------------------
+    async def arerank(
+        self,
+        query: str,
+        documents: Documents,
+        *,
+        top_n: int | None = None,
+        latency_budget_ms: float | None = None,
+        max_cost_usd: float | None = None,
+        constraints: Constraints | Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> RerankResult:
+        started = self._clock()
+        request = self._request(  # 1
+            query,
+            documents,
+            top_n=top_n,
+            latency_budget_ms=latency_budget_ms,
+            max_cost_usd=max_cost_usd,
+            constraints=constraints,
+            context=context,
+        )
+        features = await self._afeatures(request)  # 2
+        assignment = self._assign(request)  # 3
+        policy = self.policy
+        if assignment is not None and self.config.experiment is not None:
+            arm = self.config.experiment.arms[assignment.arm]
+            request = _with_arm_budgets(request, arm.budgets, latency_budget_ms is None, max_cost_usd is None)
+            policy = self._arm_policies[assignment.arm]
+        plan = self.plan_request(request, features, policy)  # 4
+        result = await self.execute(request, features, plan, started, assignment)  # 5, 6
+        self.record(result, request, features, assignment, shadow=False)  # 7
+        if assignment is not None and self._shadow is not None:
+            self._shadow.maybe_start(request, features, assignment)
+        return result
+
+    def rerank(
+        self,
+        query: str,
+        documents: Documents,
+        *,
+        top_n: int | None = None,
+        latency_budget_ms: float | None = None,
+        max_cost_usd: float | None = None,
+        constraints: Constraints | Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> RerankResult:
+        """Blocking twin of :meth:`arerank`; runs on the router's own event loop thread."""
+        return self._run_sync(
+            self.arerank(
+                query,
+                documents,
+                top_n=top_n,
+                latency_budget_ms=latency_budget_ms,
+                max_cost_usd=max_cost_usd,
+                constraints=constraints,
+                context=context,
+            )
+        )
+
+    def plan(
+        self,
+        query: str,
+        documents: Documents,
+        *,
+        top_n: int | None = None,
+        latency_budget_ms: float | None = None,
+        max_cost_usd: float | None = None,
+        constraints: Constraints | Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Plan:
+        """Steps 1-4 only: what would run and why, without calling any backend."""
+        request = self._request(
+            query,
+            documents,
+            top_n=top_n,
+            latency_budget_ms=latency_budget_ms,
+            max_cost_usd=max_cost_usd,
+            constraints=constraints,
+            context=context,
+        )
+        return self._plan(request, self._features(request))
+
+    # -- step 1: request; step 2: features --------------------------------------------------------
     def _request(self, query: object, documents: object, **kwargs: Any) -> RerankRequest:
         c = self.config
         return build_request(
@@ -211,13 +270,22 @@ class Router:
             return self._features(request)
         return await asyncio.to_thread(self._features, request)
 
-    def _plan(self, request: RerankRequest, features: Features, policy: Policy | None = None) -> Plan:
+    # -- step 3: arm --------------------------------------------------------------------------------
+    def _assign(self, request: RerankRequest) -> Assignment | None:
+        experiment = self.config.experiment
+        if experiment is None:
+            return None
+        return assign(experiment, request.context, request.query, request.request_id)
+
+    # -- step 4: plan -------------------------------------------------------------------------------
+    def plan_request(self, request: RerankRequest, features: Features, policy: Policy | None = None) -> Plan:
+        """Step 4 for a built request: the policy's plan over every backend as it stands now."""
         views = {
             name: BackendView(name=name, spec=b.spec, availability=self._availability(name)) for name, b in self.backends.items()
         }
         cold = frozenset(name for name, view in views.items() if view.availability.ok and not view.availability.warm)
         for name in cold:
-            self._load_in_background(name)
+            self._loader.start(name)
         estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features, cold, self.usage)
         ctx = PlanningContext(
             features=features,
@@ -229,66 +297,27 @@ class Router:
         )
         return (policy or self.policy).plan(ctx)
 
+    _plan = plan_request
+
     def _availability(self, name: str) -> Availability:
         """The backend's own availability, closed off while its circuit breaker is open."""
         availability = self.backends[name].availability()
-        state, why = self._executor.breakers[name].status()
-        if availability.ok and state is BreakerState.OPEN:
+        why = self._executor.open_breaker(name)
+        if availability.ok and why is not None:
             return Availability(False, why, warm=availability.warm)
         return availability
 
-    def plan(self, query: object, documents: object, **kwargs: Any) -> Plan:
-        """Steps 1-4 only: what would run and why, without calling any backend."""
-        request = self._request(query, documents, **kwargs)
-        return self._plan(request, self._features(request))
-
-    # -- the call ---------------------------------------------------------------------------------
-    async def arerank(
-        self,
-        query: str,
-        documents: Any,
-        *,
-        top_n: int | None = None,
-        latency_budget_ms: float | None = None,
-        max_cost_usd: float | None = None,
-        constraints: Constraints | Mapping[str, Any] | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> RerankResult:
-        started = self._clock()
-        request = self._request(
-            query,
-            documents,
-            top_n=top_n,
-            latency_budget_ms=latency_budget_ms,
-            max_cost_usd=max_cost_usd,
-            constraints=constraints,
-            context=context,
-        )
-        assignment = self._assign(request)
-        policy = self.policy
-        if assignment is not None and self.config.experiment is not None:
-            arm = self.config.experiment.arms[assignment.arm]
-            request = _with_arm_budgets(request, arm.budgets, latency_budget_ms is None, max_cost_usd is None)
-            policy = self._arm_policies[assignment.arm]
-        features = await self._afeatures(request)
-        result = await self._execute(request, features, policy, started, assignment)
-        self._record(result, request, features, assignment, shadow=False)
-        if assignment is not None:
-            self._maybe_shadow(request, features, assignment)
-        return result
-
-    async def _execute(
+    # -- steps 5 and 6: execute, account --------------------------------------------------------------
+    async def execute(
         self,
         request: RerankRequest,
         features: Features,
-        policy: Policy,
+        plan: Plan,
         started: float,
         assignment: Assignment | None,
-        arm_name: str | None = None,
-        plan: Plan | None = None,
+        arm: str | None = None,
     ) -> RerankResult:
-        """Steps 4-6: plan (unless given), run against the deadline, account."""
-        plan = plan or self._plan(request, features, policy)
+        """Run ``plan`` against the request's deadline and build the accounted result."""
         deadline = None
         if request.latency_budget_ms is not None:
             # Stop backend work a little early: the event loop wakes timers late under load, and
@@ -302,10 +331,8 @@ class Router:
             RankedItem(index=i, id=d.id, score=execution.scores.get(i), text=d.text, metadata=d.metadata)
             for i, d in ((i, request.documents[i]) for i in execution.order)
         )
-        billed = [s.cost_usd for s in execution.stages if s.ok]
-        actual = None if None in billed else sum(c for c in billed if c is not None)
         notes = (*request.notes, *execution.notes)
-        if assignment is not None and arm_name is None:
+        if assignment is not None and arm is None:
             notes = (*notes, f"experiment {assignment.experiment}: arm {assignment.arm} ({assignment.reason})")
         return RerankResult(
             request_id=request.request_id,
@@ -315,22 +342,16 @@ class Router:
             latency_ms=(self._clock() - started) * 1000,
             predicted_latency_ms=plan.primary.estimate.latency_ms,
             predicted_cost_usd=plan.primary.estimate.cost_usd,
-            actual_cost_usd=actual,
+            actual_cost_usd=Accounting.billed_usd(execution.stages),
             degraded=execution.degraded,
             degraded_reason=execution.degraded_reason,
             explanation=Explanation.from_plan(plan, notes),
             experiment=None if assignment is None else assignment.experiment,
-            arm=arm_name or (None if assignment is None else assignment.arm),
+            arm=arm or (None if assignment is None else assignment.arm),
         )
 
-    # -- step 3: arms; step 7: record ---------------------------------------------------------------
-    def _assign(self, request: RerankRequest) -> Assignment | None:
-        experiment = self.config.experiment
-        if experiment is None:
-            return None
-        return assign(experiment, request.context, request.query, request.request_id)
-
-    def _record(
+    # -- step 7: record -------------------------------------------------------------------------------
+    def record(
         self, result: RerankResult, request: RerankRequest, features: Features, assignment: Assignment | None, *, shadow: bool
     ) -> None:
         if self.decisions is None:
@@ -355,52 +376,6 @@ class Router:
             )
         )
 
-    def _maybe_shadow(self, request: RerankRequest, features: Features, assignment: Assignment) -> None:
-        shadow = self.config.experiment.shadow if self.config.experiment is not None else None
-        if shadow is None or unit_interval(f"{assignment.experiment}:shadow", request.request_id) >= shadow.sample:
-            return
-        task = asyncio.get_running_loop().create_task(self._run_shadow(shadow, request, features, assignment))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _run_shadow(self, shadow: ShadowConfig, request: RerankRequest, features: Features, assignment: Assignment) -> None:
-        """Score the request with the shadow arm in the background: same documents and hard
-        constraints, its own budgets, its spend held within the cap. Never touches the response."""
-        cap, policy = self._shadow_cap, self._shadow_policy
-        assert cap is not None and policy is not None
-        shadow_request = dataclasses.replace(
-            request,
-            latency_budget_ms=shadow.budgets.latency_ms or self.config.budgets.latency_ms,
-            max_cost_usd=shadow.budgets.max_cost_usd,
-        )
-        started = self._clock()
-        try:
-            plan = self._plan(shadow_request, features, policy)
-            predicted = plan.primary.estimate.cost_usd
-            # Unknown prices cannot be capped; a run that does not fit the cap is skipped whole
-            # (a degraded stand-in would only pollute the shadow arm's figures).
-            if predicted is None or not cap.reserve(predicted):
-                _log.debug("shadow arm %s skipped: spend cap", shadow.name)
-                return
-            spent = predicted
-            try:
-                # The reservation is the run's ceiling: hedges cannot spend past it, and only
-                # fallbacks predicted to cost no more than it stay in the plan.
-                capped = dataclasses.replace(shadow_request, max_cost_usd=predicted)
-                affordable = tuple(
-                    o for o in plan.fallbacks if o.estimate.cost_usd is not None and o.estimate.cost_usd <= predicted
-                )
-                plan = dataclasses.replace(plan, fallbacks=affordable)
-                result = await self._execute(capped, features, policy, started, assignment, arm_name=shadow.name, plan=plan)
-                spent = result.actual_cost_usd if result.actual_cost_usd is not None else predicted
-            finally:
-                cap.settle(predicted, spent)
-            self._record(result, capped, features, assignment, shadow=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a shadow run must never surface; record the type only
-            _log.warning("shadow arm %s failed: %s", shadow.name, type(exc).__name__)
-
     def record_feedback(
         self,
         request_id: str,
@@ -414,10 +389,23 @@ class Router:
             raise ConfigError("no decision log: add `decision_log: {sink: jsonl, path: decisions.jsonl}` to the config")
         self.decisions.record_feedback(request_id, clicked=clicked, relevance=relevance)
 
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def warm_up(self, *, freeze_gc: bool = True) -> dict[str, str]:
+        """Load every available in-process model now, so first requests do not pay for it.
+
+        ``freeze_gc``: then move everything alive (modules, models, this router) out of the cyclic
+        garbage collector's view (``gc.collect(); gc.freeze()``); its full passes otherwise pause
+        the event loop long enough to miss tight deadlines on a busy machine. Pass False to leave the
+        collector alone (e.g. if your app freezes the heap itself before forking workers).
+
+        Returns backend name -> "ready" or the reason it is not.
+        """
+        return load_backends(self.backends, freeze_gc=freeze_gc)
+
     async def adrain(self) -> None:
         """Wait for shadow runs in flight, then for the decision log to write what it holds."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self._shadow is not None:
+            await self._shadow.drain()
         if self.decisions is not None:
             await asyncio.to_thread(self.decisions.flush)
 
@@ -425,71 +413,12 @@ class Router:
         """Blocking twin of :meth:`adrain` (e.g. before reading the log in a script)."""
         self._run_sync(self.adrain())
 
-    def rerank(self, query: str, documents: Any, **kwargs: Any) -> RerankResult:
-        """Blocking twin of :meth:`arerank`; runs on the router's own event loop thread."""
-        return self._run_sync(self.arerank(query, documents, **kwargs))
-
-    def _load_in_background(self, name: str) -> None:
-        """Start loading a cold backend once, so later requests can use it without waiting."""
-        load = getattr(self.backends[name], "load", None)
-        with self._loop_lock:
-            if load is None or name in self._warming:
-                return
-            self._warming.add(name)
-
-        def run() -> None:
-            # A failure is recorded by the backend; availability() reports it to the planner.
-            with contextlib.suppress(RerankRouterError):
-                load()
-
-        threading.Thread(target=run, name=f"rerank-router-load-{name}", daemon=True).start()
-
-    def warm_up(self, *, freeze_gc: bool = True) -> dict[str, str]:
-        """Load every available in-process model now, so first requests do not pay for it.
-
-        ``freeze_gc``: then move everything alive (modules, models, this router) out of the cyclic
-        garbage collector's view (``gc.collect(); gc.freeze()``). Its full passes otherwise scan
-        that whole heap and pause the event loop for 15-25 ms on a busy 2-core machine, the main
-        cause of missed deadlines in ``benchmarks/faults.py``. Pass False to leave the collector alone
-        (e.g. if your app freezes the heap itself before forking workers).
-
-        Returns backend name -> "ready" or the reason it is not.
-        """
-        status: dict[str, str] = {}
-        for name, backend in self.backends.items():
-            availability = backend.availability()
-            load = getattr(backend, "load", None)
-            if not availability.ok:
-                status[name] = availability.reason
-                continue
-            if load is not None:
-                try:
-                    load()
-                except RerankRouterError as exc:
-                    status[name] = str(exc)
-                    continue
-            status[name] = "ready"
-        if freeze_gc:
-            gc.collect()
-            gc.freeze()
-        return status
-
-    # -- sync bridge and lifecycle -----------------------------------------------------------------
     def _run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
-        # One long-lived loop per router, so pooled async clients stay bound to one loop and sync
-        # calls work from any thread, even one that already runs an event loop.
-        with self._loop_lock:
-            if self._loop is None or self._loop.is_closed():
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="rerank-router-loop", daemon=True).start()
-                self._loop = loop
-            loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        return self._sync.run(coro)
 
     async def aclose(self) -> None:
-        for task in list(self._background):  # shadow runs: cancel, settle their reservations
-            task.cancel()
-        await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self._shadow is not None:  # shadow runs: cancel, settle their reservations
+            await self._shadow.cancel()
         for backend in self.backends.values():
             await backend.aclose()
         if self.decisions is not None:
@@ -500,15 +429,7 @@ class Router:
         self._run_sync(self.aclose())  # works from any thread, even one running its own loop
         if self._redis is not None:
             self._redis.close()
-        with self._loop_lock:
-            loop, self._loop = self._loop, None
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            for _ in range(200):  # the loop thread exits within a tick of stop(); then close it
-                if not loop.is_running():
-                    loop.close()
-                    break
-                time.sleep(0.005)
+        self._sync.stop()
 
 
 def _with_arm_budgets(request: RerankRequest, budgets: Budgets, latency_default: bool, cost_default: bool) -> RerankRequest:

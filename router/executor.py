@@ -21,8 +21,9 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from router.accounting import Accounting
 from router.backends.base import Backend, Scores
-from router.cost import UsageCalibrator, billed_cost_usd, predict_usage
+from router.cost import billed_cost_usd
 from router.errors import (
     BackendError,
     BackendTimeoutError,
@@ -33,10 +34,10 @@ from router.errors import (
     RateLimitedError,
 )
 from router.features import Features
-from router.latency import LatencyEstimator, item_tokens
+from router.latency import item_tokens
 from router.plan import Estimate, Option, Plan, Stage
 from router.resilience import BackendLimits, CircuitBreaker, LatencyWindow, LimitPolicy, ResiliencePolicy, hedged, retrying
-from router.resilience.breaker import BreakerStore
+from router.resilience.breaker import BreakerState, BreakerStore
 from router.resilience.retry import release
 from router.result import StageReport
 
@@ -94,9 +95,8 @@ class Executor:
     def __init__(
         self,
         backends: Mapping[str, Backend],
-        latency: LatencyEstimator,
+        accounting: Accounting,
         clock: Clock,
-        usage: UsageCalibrator | None = None,
         *,
         resilience: Mapping[str, ResiliencePolicy] | None = None,
         breaker_store: BreakerStore | None = None,
@@ -104,9 +104,8 @@ class Executor:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._backends = backends
-        self._latency = latency
+        self._accounting = accounting
         self._clock = clock
-        self._usage = usage
         self._policies = {name: (resilience or {}).get(name, ResiliencePolicy()) for name in backends}
         self.breakers = {
             name: CircuitBreaker(name, self._policies[name].breaker, clock=clock, store=breaker_store) for name in backends
@@ -121,6 +120,11 @@ class Executor:
         limits = self._policies[name].limits
         spec = self._backends[name].spec
         return limits.model_copy(update={"rpm": limits.rpm or spec.rpm, "tpm": limits.tpm or spec.tpm})
+
+    def open_breaker(self, name: str) -> str | None:
+        """Why ``name``'s circuit breaker keeps it out of planning, or None while it is not open."""
+        state, why = self.breakers[name].status()
+        return why if state is BreakerState.OPEN else None
 
     # -- options ------------------------------------------------------------------------------
     async def run(
@@ -257,11 +261,8 @@ class Executor:
     ) -> None:
         if call.scores.cold_start or call.attempts > 1 or call.hedged:
             return  # load time, retry waits or a hedge race say nothing about one call's latency
-        self._latency.observe(name, backend.spec.latency, tokens, ms)
         self._windows[name].add(ms)
-        if self._usage is not None and call.scores.usage.tokens is not None:  # billed vs estimated tokens
-            estimated = predict_usage(backend.spec, query_tokens, doc_tokens).tokens
-            self._usage.observe(name, estimated, call.scores.usage.tokens)
+        self._accounting.observe_call(name, backend.spec, tokens, ms, call.scores.usage, query_tokens, doc_tokens)
 
     def _report(
         self,

@@ -10,18 +10,17 @@ import yaml
 from policies import create_policy
 from router import Router
 from router.backends.base import Availability, Scores
-from router.calibration import (
-    apply_profile,
+from router.catalog import merge_spec
+from router.config import apply_profile, build_policy, load_config
+from router.errors import ConfigError
+from router.offline.calibration import (
     fit_backend_latency,
-    load_profile,
     quality_from_report,
     synthetic_documents,
     time_latency_grid,
     write_profile,
 )
-from router.catalog import merge_spec
-from router.config import load_config
-from router.errors import ConfigError
+from router.profile import load_profile
 from router.tokens import EstimatedTokenCounter, TokenCounter
 
 
@@ -133,10 +132,10 @@ def test_quality_from_an_eval_report():
 def test_the_constrained_policy_reads_its_fitted_curve_from_a_profile(tmp_path):
     path = tmp_path / "profile.yaml"
     write_profile(path, thresholds={"cascade.saturation_k": 20.0, "cascade.adaptive_margin": 0.1, "learned.tradeoff": 3.0})
-    policy = create_policy("constrained", {"profile": str(path), "saturation_k": 50, "cascade_k": [10, 20]})
+    policy = build_policy("constrained", {"profile": str(path), "saturation_k": 50, "cascade_k": [10, 20]})
     # The profile's measured values win over the params beside it; the others stand.
     assert (policy.saturation_k, policy.adaptive_margin, policy.cascade_k) == (20, 0.1, (10, 20))
     assert create_policy("constrained", {"saturation_k": 50}).saturation_k == 50
     write_profile(tmp_path / "bad.yaml", thresholds={"cascade.expected_escalation": 0.0})
     with pytest.raises(ConfigError, match="expected_escalation"):
-        create_policy("constrained", {"profile": str(tmp_path / "bad.yaml")})
+        build_policy("constrained", {"profile": str(tmp_path / "bad.yaml")})

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from policies import create_policy
-from policies.learned import option_grid
-from router.calibration import load_profile
 from router.cli import main
-from router.evaluation import EvalHarness, cross_validate, cross_validate_constrained, evaluate_options, load_jsonl
+from router.offline.evaluation import EvalHarness, cross_validate, cross_validate_constrained, evaluate_options, load_jsonl
+from router.offline.fitting import option_grid
+from router.profile import load_profile
 
 pytest.importorskip("ir_measures")
 pytest.importorskip("bm25s")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from router.evaluation import EvalHarness, load_cranfield, load_dataset, load_trec_dl, read_trec_run
-from router.evaluation.metrics import MeasureSet, aggregate
+from router.offline.evaluation import EvalHarness, load_cranfield, load_dataset, load_trec_dl, read_trec_run
+from router.offline.evaluation.metrics import MeasureSet, aggregate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DL19, DL21, CRAN = DATA / "trec-dl19", DATA / "trec-dl21", DATA / "cranfield"

@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from policies.cascade import calibrate_margin_threshold, cascade_quality, fit_saturation_k
-from router.calibration import calibrate_tradeoff, fit_constrained
-from router.evaluation.frontier import Point, apgr, cost_to_reach, curve, pareto_frontier, pgr, strong_and_weak
+from policies.cascade import cascade_quality
+from router.offline.calibration import fit_constrained
+from router.offline.evaluation.frontier import Point, apgr, cost_to_reach, curve, pareto_frontier, pgr, strong_and_weak
+from router.offline.fitting import calibrate_margin_threshold, calibrate_tradeoff, fit_saturation_k
 
 WEAK = Point("weak", 0.0, 0.5)
 STRONG = Point("strong", 1.0, 0.7)
@@ -59,9 +60,9 @@ def test_no_gap_means_no_apgr():
 def test_one_quantile_calibration_for_escalation_shares():
     # RouteLLM's threshold for a share of strong calls and the cascade's margin threshold for a
     # share of escalations are one quantile: policies.cascade.calibrate_margin_threshold keeps it.
-    import router.calibration
+    import router.offline.calibration
 
-    assert not hasattr(router.calibration, "calibrate_threshold")
+    assert not hasattr(router.offline.calibration, "calibrate_threshold")
     margins = [float(i) for i in range(100)]
     t = calibrate_margin_threshold(margins, 0.2)
     assert sum(m < t for m in margins) == 20

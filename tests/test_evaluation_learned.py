@@ -7,20 +7,19 @@ import pytest
 from policies import create_policy
 from policies.learned import (
     FEATURES,
-    Example,
     LearnedModel,
     LearnedPolicy,
     OptionModel,
-    fit_learned,
-    option_grid,
     option_key,
     request_features,
 )
-from router.calibration import write_profile
 from router.catalog import merge_spec
+from router.config import build_policy
 from router.errors import ConfigError
-from router.evaluation import kfold
 from router.features import Features, TokenStats
+from router.offline.calibration import write_profile
+from router.offline.evaluation import kfold
+from router.offline.fitting import Example, fit_learned, option_grid
 from router.testing import FakeBackend
 
 DOCS = ["the cat sat", "a dog barked", "cats purr softly", "birds sing"]
@@ -93,14 +92,14 @@ def test_created_from_config_via_a_profile(tmp_path, make_router):
         create_policy("learned")
     profile = tmp_path / "p.yaml"
     write_profile(profile, learned=_model(1000.0).model_dump())
-    policy = create_policy("learned", {"profile": str(profile)})
+    policy = build_policy("learned", {"profile": str(profile)})
     assert isinstance(policy, LearnedPolicy) and policy.tradeoff == 1000.0
-    assert create_policy("learned", {"profile": str(profile), "tradeoff": 0.0}).tradeoff == 0.0  # type: ignore[attr-defined]
+    assert build_policy("learned", {"profile": str(profile), "tradeoff": 0.0}).tradeoff == 0.0  # type: ignore[attr-defined]
     inline = create_policy("learned", {"model": _model(0.0).model_dump()})
     assert make_router(_backends(), policy=inline).plan("q", DOCS, top_n=2).primary.name == "strong"
     write_profile(tmp_path / "empty.yaml", thresholds={"x": 1.0})
     with pytest.raises(ConfigError, match="no `learned:`"):
-        create_policy("learned", {"profile": str(tmp_path / "empty.yaml")})
+        build_policy("learned", {"profile": str(tmp_path / "empty.yaml")})
 
 
 def test_request_features_come_from_the_routers_features():

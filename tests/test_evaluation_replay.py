@@ -92,7 +92,7 @@ async def test_built_from_config_with_its_dataset(tmp_path, run_file, make_route
 
 async def test_cascade_second_stage_orders_the_first_stage_top_k(run_file, make_router):
     """A cheap stage on all 5, the replayed model on its top 3: only those 3 are reordered."""
-    from router.evaluation import OptionPolicy
+    from router.offline.evaluation import OptionPolicy
 
     cheap = FakeBackend("cheap", score=lambda q, d: {"delta": 0.9, "beta": 0.8, "gamma": 0.7}.get(d.split()[0], 0.1))
     policy = OptionPolicy((("cheap", None), ("rec", 3)))

@@ -15,10 +15,10 @@ from conftest import reserve_concurrently
 from scipy.stats import chisquare
 
 from router import ConfigError, Router
+from router.accounting.spend import SpendCap
 from router.decisions import DecisionRecord
 from router.experiments.assignment import assign, unit_interval
 from router.experiments.config import ExperimentConfig
-from router.experiments.spend import SpendCap
 from router.testing import FakeBackend
 
 KEYS = [f"user-{i}" for i in range(20_000)]

@@ -17,8 +17,8 @@ import pytest
 from conftest import REDIS_PASSWORD, free_port, reserve_concurrently
 
 from router import Router, ServerError
+from router.accounting.spend import RedisSpendCap
 from router.config import load_config
-from router.experiments.spend import RedisSpendCap
 from router.resilience import BreakerPolicy, BreakerState, CircuitBreaker
 from router.resilience.redis_store import RedisBreakerStore, redis_client
 from router.testing import FakeBackend
@@ -140,7 +140,7 @@ def test_spend_cap_holds_across_processes(redis_url, prefix, tmp_path: Path):
     script = textwrap.dedent(
         f"""
         import sys
-        from router.experiments.spend import RedisSpendCap
+        from router.accounting.spend import RedisSpendCap
         from router.resilience.redis_store import redis_client
         cap = RedisSpendCap(0.5, 3600, client=redis_client(sys.argv[1]), key="{prefix}:spend")
         n = 0

@@ -16,8 +16,8 @@ from router.cli import main
 from router.decisions.reader import LogContents, merge_feedback, read_log
 from router.decisions.record import DecisionRecord, FeedbackRecord
 from router.errors import ConfigError, UnknownNameError
-from router.experiments.report import build_report
-from router.experiments.stats import bootstrap, compare, is_paired, mean, quantile
+from router.offline.report.report import build_report
+from router.offline.report.stats import bootstrap, compare, is_paired, mean, quantile
 
 ir_measures = pytest.importorskip("ir_measures")
 

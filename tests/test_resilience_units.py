@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies.cascade import calibrate_margin_threshold
 from router import Router
 from router.errors import (
     AuthenticationError,
@@ -27,6 +26,7 @@ from router.errors import (
     ServerError,
 )
 from router.executor import top_margin
+from router.offline.fitting import calibrate_margin_threshold
 from router.resilience import (
     RETRYABLE,
     BackendLimits,

@@ -5,6 +5,8 @@ it is given, in order, on [0, 1] (higher = more relevant; each backend documents
 reports the units it was billed for. Everything else (which documents, deadlines, fallbacks,
 merging) belongs to the executor. Backends must not assume one event loop: the sync entry point
 runs on the router's own loop, async callers on theirs.
+
+Subclass :class:`Backend` to inherit the defaults of ``token_counter`` and ``load``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ class Backend(Protocol):
 
     def token_counter(self) -> TokenCounter | None:
         """The real tokenizer once loaded, for exact features; None before or if there is none."""
-        ...
+        return None
+
+    def load(self) -> None:
+        """Load what the first call needs (weights, tokenizer, client), blocking; called by
+        ``Router.warm_up`` and in a background thread for cold backends. Default: nothing to load.
+        Raises router.errors.RerankRouterError if it cannot (availability() then says why)."""
+        return None
 
     async def aclose(self) -> None: ...

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from router.backends.base import Availability, Scores
+from router.backends.base import Availability, Backend, Scores
 from router.catalog import BackendSpec
 from router.errors import MissingDependencyError
 from router.tokens import TokenCounter
@@ -35,7 +35,7 @@ class LexicalConfig(BaseModel):
     spec: dict[str, Any] = Field(default_factory=dict)
 
 
-class LexicalBackend:
+class LexicalBackend(Backend):
     config_model = LexicalConfig
     default_spec: ClassVar[dict[str, Any]] = {"provider": "local", "input": "single", "license": "MIT"}
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from router.backends.base import Availability, Scores
+from router.backends.base import Availability, Backend, Scores
 from router.backends.model_source import ModelSource, resolve_model_source
 from router.catalog import BackendSpec
 from router.errors import BackendUnavailableError, MissingDependencyError
@@ -46,7 +46,7 @@ class LocalModelConfig(BaseModel):
     """Overrides of the catalog spec (license, latency, quality, pricing, ...)."""
 
 
-class LocalModelBackend:
+class LocalModelBackend(Backend):
     """Subclasses implement ``_load(source)`` and ``_score(model, query, documents)``."""
 
     requires: ClassVar[str] = "sentence_transformers"

@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from router.backends.base import Availability, Scores, Usage
+from router.backends.base import Availability, Backend, Scores, Usage
 from router.catalog import BackendSpec
 from router.errors import (
     AuthenticationError,
@@ -403,7 +403,7 @@ def truncate_documents(documents: Sequence[str], max_chars: int | None) -> list[
 # -- the shared backend ---------------------------------------------------------------------------
 
 
-class RemoteBackend:
+class RemoteBackend(Backend):
     """Subclasses set ``sdk`` / ``extra`` / ``provider_label`` and implement ``_score_batch``
     (plus ``_new_client`` / ``_close_client`` when they pool a client per loop)."""
 

@@ -1,14 +1,14 @@
 """Replay tier: a reranker's recorded output (a TREC run file) served as a backend.
 
 Use it to ask "what would this policy have cost and scored?" without calling the model again: the
-evaluation harness (``router.evaluation``) routes labelled queries through a real Router whose
+evaluation harness (``router.offline.evaluation``) routes labelled queries through a real Router whose
 recorded tiers are replay backends.
 
 Which query, which documents. The backend seam hands ``rerank`` only the query text and the
 candidate texts, so the backend keeps an index from the labelled set: query text -> qid, and per
 qid candidate text -> docids. That needs no change to the seam, the executor or the request, and
 works for any subset of candidates a cascade's later stage passes. Config names the set with
-``dataset:`` (a path ``router.evaluation.load_dataset`` reads); the harness binds its own in memory
+``dataset:`` (a path ``router.offline.evaluation.load_dataset`` reads); the harness binds its own in memory
 (:meth:`ReplayBackend.bound`). A query the index does not know is refused (``BadRequestError``, so
 the executor falls back and the circuit breaker stays closed); a candidate the run does not rank
 scores 0 and keeps the order it came in.
@@ -50,9 +50,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from router.backends.base import Availability, Scores
+from router.backends.base import Availability, Backend, Scores
 from router.catalog import BackendSpec
 from router.cost import predict_usage
+from router.datasets import load_dataset, read_run_ranks
 from router.errors import BackendUnavailableError, BadRequestError
 from router.features import TokenStats
 from router.latency import item_tokens, predict_latency_ms
@@ -70,7 +71,7 @@ class ReplayConfig(BaseModel):
     run: str
     """TREC run file ``qid Q0 docid rank score tag``; only the rank is used."""
     dataset: str | None = None
-    """The labelled set the run belongs to (a path router.evaluation.load_dataset reads), for the
+    """The labelled set the run belongs to (a path router.offline.evaluation.load_dataset reads), for the
     query text -> qid and candidate text -> docid index. Optional when the evaluation harness binds one."""
     model: str | None = None
     """Model id for the spec (default: the backend name)."""
@@ -81,21 +82,6 @@ class ReplayConfig(BaseModel):
     """Token estimate for latency and billing (default: router.tokens' figure for the tokenizer family)."""
     spec: dict[str, Any] = Field(default_factory=dict)
     """License, data_leaves_premises, pricing, latency, quality: what the recorded model would be."""
-
-
-def read_run_ranks(path: str | Path) -> dict[str, dict[str, int]]:
-    """TREC run -> {qid: {docid: rank}}; the best rank is kept if a docid repeats."""
-    ranks: dict[str, dict[str, int]] = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) < 5:
-            raise ValueError(f"{path}:{number}: expected 'qid Q0 docid rank score [tag]', got {line!r}")
-        table = ranks.setdefault(parts[0], {})
-        rank = int(parts[3])
-        table[parts[2]] = min(rank, table.get(parts[2], rank))
-    return ranks
 
 
 @dataclass(frozen=True)
@@ -118,7 +104,7 @@ class ReplayIndex:
         return cls(qids, docids)
 
 
-class ReplayBackend:
+class ReplayBackend(Backend):
     config_model = ReplayConfig
     default_spec: ClassVar[dict[str, Any]] = {"provider": "replay", "input": "pair", "license": "unknown"}
 
@@ -161,8 +147,6 @@ class ReplayBackend:
                 if self._ranks is None:
                     self._ranks = read_run_ranks(self.config.run)
                 if self._index is None and self.config.dataset is not None:
-                    from router.evaluation.datasets import load_dataset
-
                     dataset = load_dataset(self.config.dataset)
                     self._index = ReplayIndex.from_queries(
                         (q.qid, q.text, ((c.docid, c.text) for c in q.candidates)) for q in dataset.queries
@@ -176,7 +160,9 @@ class ReplayBackend:
         if not Path(self.config.run).is_file() and self._ranks is None:
             return Availability(False, f"no run file at {self.config.run}")
         if self._index is None and self.config.dataset is None:
-            return Availability(False, "replay needs its labelled set: set `dataset:` or evaluate through router.evaluation")
+            return Availability(
+                False, "replay needs its labelled set: set `dataset:` or evaluate through router.offline.evaluation"
+            )
         return Availability(True)
 
     def load(self) -> None:

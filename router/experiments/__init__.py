@@ -1,2 +1,4 @@
-"""A/B experiments: arms in config, sticky assignment, shadow arms with a spend cap, and the
-report that compares arms from the decision log (``rerank-router report``)."""
+"""A/B experiments on the request path: arms in config, sticky assignment, and the shadow arm.
+
+The report that compares arms from the decision log lives offline, in :mod:`router.offline.report`.
+"""

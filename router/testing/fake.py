@@ -17,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from router.backends.base import Availability, Scores, Usage
+from router.backends.base import Availability, Backend, Scores, Usage
 from router.catalog import BackendSpec, merge_spec
 from router.tokens import TokenCounter
 
@@ -34,7 +34,7 @@ def word_overlap(query: str, document: str) -> float:
     return len(q & set(_WORD.findall(document.lower()))) / len(q)
 
 
-class FakeBackend:
+class FakeBackend(Backend):
     """A backend whose behaviour is scripted per call (calls are numbered from 0).
 
     score: (query, document) -> float.

@@ -7,7 +7,7 @@
    :func:`policies.learned.fit_learned` on the other k-1 folds only (models and tradeoff), then
    routes the held-out fold's queries through a Router running that fitted policy.
    :func:`cross_validate_constrained` does the same for the constrained policy: per fold,
-   :func:`router.calibration.fit_constrained` (what ``rerank-router calibrate --fit-constrained``
+   :func:`router.offline.calibration.fit_constrained` (what ``rerank-router calibrate --fit-constrained``
    writes to a profile: each backend's quality, the cascade curve's ``saturation_k``) on the other
    folds, then the held-out queries go through a Router planning with those values, under the
    user's budget (a per-query cost ceiling is a choice, not a fit).
@@ -22,10 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from policies.learned import ALPHAS, Example, LearnedModel, LearnedPolicy, StageSpec, fit_learned, option_key, request_features
+from policies.learned import LearnedModel, LearnedPolicy, StageSpec, option_key, request_features
 from policies.registry import create_policy
-from router.calibration import ConstrainedFit, fit_constrained
-from router.evaluation.runner import Budgets, EvalHarness, QueryBudget, RunResult
+from router.offline.calibration import ConstrainedFit, fit_constrained
+from router.offline.evaluation.runner import Budgets, EvalHarness, QueryBudget, RunResult
+from router.offline.fitting import ALPHAS, Example, fit_learned
 
 __all__ = ["CrossValidation", "cross_validate", "cross_validate_constrained", "evaluate_options", "examples_from_runs", "kfold"]
 

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from router.experiments.arms import ArmData
-from router.experiments.formatting import Fmt, ci_name, money, ms, score, signed, span
-from router.experiments.stats import Interval, compare, mean, quantile
+from router.offline.report.arms import ArmData
+from router.offline.report.formatting import Fmt, ci_name, money, ms, score, signed, span
+from router.offline.report.stats import Interval, compare, mean, quantile
 
 __all__ = ["Comparison", "Verdict", "compare_arms", "decide"]
 

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from router.evaluation.datasets import Dataset
-from router.evaluation.frontier import Point, apgr, cost_to_reach, pgr, strong_and_weak
-from router.evaluation.runner import RunResult
-from router.figures import pyplot, save_figure
+from router.datasets import Dataset
+from router.offline.evaluation.frontier import Point, apgr, cost_to_reach, pgr, strong_and_weak
+from router.offline.evaluation.runner import RunResult
+from router.offline.figures import pyplot, save_figure
 
 __all__ = ["build_report", "format_table", "plot_frontier", "summarise", "write_json"]
 
@@ -126,7 +126,7 @@ def plot_frontier(
     points, each swept policy as its Pareto curve."""
     plt = pyplot("frontier plot")
 
-    from router.evaluation.frontier import pareto_frontier
+    from router.offline.evaluation.frontier import pareto_frontier
 
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=120)
     markers = {"tier": "s", "cascade": "^", "policy": "o", "reference": "*"}

@@ -59,8 +59,8 @@ def run_report_command(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from router.decisions.reader import read_log
-    from router.experiments.plot import plot_report
-    from router.experiments.report import build_report, write_json
+    from router.offline.report.plot import plot_report
+    from router.offline.report.report import build_report, write_json
 
     if args.resamples < 1:
         raise ValueError(f"--resamples must be at least 1, got {args.resamples}")

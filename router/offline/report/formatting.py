@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from router.experiments.stats import Interval
+from router.offline.report.stats import Interval
 
 __all__ = ["Fmt", "cell", "ci_name", "money", "ms", "score", "signed", "span"]
 

@@ -1,6 +1,6 @@
 """Measured routing: replay policies over labelled queries, measure quality, cost and latency.
 
-    from router.evaluation import EvalHarness, load_dataset
+    from router.offline.evaluation import EvalHarness, load_dataset
 
     dataset = load_dataset("../shared/data/trec-dl19")
     with EvalHarness(dataset, "my-config.yaml") as harness:
@@ -8,22 +8,14 @@
         run = harness.run("constrained", create_policy("constrained"))
         print(format_table([*tiers, run]))
 
-Modules: :mod:`~router.evaluation.datasets` (loaders), :mod:`~router.evaluation.metrics`
-(ir-measures), :mod:`~router.evaluation.runner` (the harness), :mod:`~router.evaluation.frontier`
-(APGR, cost to reach a quality), :mod:`~router.evaluation.crossval` (fitting the learned and the
-constrained policy under k-fold CV), :mod:`~router.evaluation.report` (table, JSON, PNG). Not imported by
+Modules: :mod:`~router.datasets` (loaders), :mod:`~router.offline.evaluation.metrics`
+(ir-measures), :mod:`~router.offline.evaluation.runner` (the harness), :mod:`~router.offline.evaluation.frontier`
+(APGR, cost to reach a quality), :mod:`~router.offline.evaluation.crossval` (fitting the learned and the
+constrained policy under k-fold CV), :mod:`~router.offline.evaluation.report` (table, JSON, PNG). Not imported by
 ``import router``; needs the ``eval`` extra (ir-measures, matplotlib, tqdm).
 """
 
-from router.evaluation.crossval import (
-    CrossValidation,
-    cross_validate,
-    cross_validate_constrained,
-    evaluate_options,
-    examples_from_runs,
-    kfold,
-)
-from router.evaluation.datasets import (
+from router.datasets import (
     Candidate,
     Dataset,
     LabelledQuery,
@@ -35,10 +27,26 @@ from router.evaluation.datasets import (
     read_trec_qrels,
     read_trec_run,
 )
-from router.evaluation.frontier import Point, apgr, cost_to_reach, pareto_frontier, strong_and_weak
-from router.evaluation.metrics import MeasureSet
-from router.evaluation.report import build_report, format_table, plot_frontier, summarise, write_json
-from router.evaluation.runner import EvalHarness, MemoBackend, OptionPolicy, QueryBudget, QueryRecord, RunResult, SimulatedClock
+from router.offline.evaluation.crossval import (
+    CrossValidation,
+    cross_validate,
+    cross_validate_constrained,
+    evaluate_options,
+    examples_from_runs,
+    kfold,
+)
+from router.offline.evaluation.frontier import Point, apgr, cost_to_reach, pareto_frontier, strong_and_weak
+from router.offline.evaluation.metrics import MeasureSet
+from router.offline.evaluation.report import build_report, format_table, plot_frontier, summarise, write_json
+from router.offline.evaluation.runner import (
+    EvalHarness,
+    MemoBackend,
+    OptionPolicy,
+    QueryBudget,
+    QueryRecord,
+    RunResult,
+    SimulatedClock,
+)
 
 __all__ = [
     "Candidate",

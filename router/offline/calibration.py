@@ -1,26 +1,9 @@
-"""Calibration from measurement: latency fits, quality per domain, thresholds, and the profile file.
+"""Calibration from measurement: latency fits, quality per domain, the constrained policy's inputs,
+and writing the profile a config points to (its format and reading: router.profile).
 
-A *profile* is a YAML file of measured values that a config points to (``profile: path``); its
-per-backend entries override the catalog and the config's ``spec:`` for the fields they set::
-
-    # written by `rerank-router calibrate`; edit by hand if you like
-    version: 1
-    backends:
-      minilm-bi-encoder:
-        latency: {overhead_ms: 212.0, per_doc_ms: 0.0, per_token_ms: 0.41, per_token_sq_ms: 0.0,
-                  source: "rerank-router calibrate: 3x3 grid, median of 3, <host>"}
-        quality: {web: 0.642}          # nDCG@10 measured by `rerank-router eval` on your labelled set
-    thresholds:                        # calibrated numbers, named by what they gate
-      learned.tradeoff: 61.2
-      cascade.saturation_k: 20         # the constrained policy's cascade curve (fit_constrained)
-    learned: {...}                     # a fitted policies.learned model (optional)
-    meta: {created: "...", notes: [...]}
-
-Thresholds are calibrated outputs, not magic numbers (RouteLLM's ``calibrate_threshold``): pure
-functions turn measurements into the value that meets a target share, cost or quality
-(:func:`policies.cascade.calibrate_margin_threshold` for a share of escalations,
-:func:`calibrate_tradeoff` for a cost or quality target, :func:`fit_constrained` for the constrained
-policy's inputs), and the CLI (``rerank-router calibrate``) is a thin layer over them.
+Thresholds are calibrated outputs, not magic numbers: the pure fitting functions live in
+router.offline.fitting, and ``rerank-router calibrate`` (router.offline.cli_eval) is a thin layer
+over them and this module.
 """
 
 from __future__ import annotations
@@ -36,58 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from policies.learned import option_key
 from router.backends.base import Backend
 from router.catalog import LatencyParams, deep_merge
-from router.config import RouterConfig
-from router.errors import ConfigError
 from router.features import TokenStats
 from router.latency import fit_latency_params, item_tokens
+from router.offline.fitting import fit_saturation_k
+from router.profile import Profile, load_profile
 
 __all__ = [
     "ConstrainedFit",
-    "Profile",
-    "TradeoffFit",
-    "apply_profile",
-    "calibrate_tradeoff",
     "fit_backend_latency",
     "fit_constrained",
-    "load_profile",
     "quality_from_report",
     "synthetic_documents",
     "time_latency_grid",
     "write_profile",
 ]
-
-PROFILE_VERSION = 1
-
-
-class Profile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    version: int = PROFILE_VERSION
-    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """Backend name -> spec overrides (latency, quality, ...), merged over catalog and config."""
-    thresholds: dict[str, float] = Field(default_factory=dict)
-    learned: dict[str, Any] | None = None
-    """A fitted policies.learned model."""
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-
-def load_profile(path: str | Path) -> Profile:
-    source = Path(path)
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read profile {source}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"profile {source} is not valid YAML: {exc}") from exc
-    try:
-        return Profile.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"profile.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"invalid profile {source}:\n  " + "\n  ".join(lines)) from exc
 
 
 def write_profile(
@@ -117,93 +66,6 @@ def write_profile(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(header + yaml.safe_dump(updated.model_dump(), sort_keys=False), encoding="utf-8")
     return updated
-
-
-def apply_profile(config: RouterConfig) -> RouterConfig:
-    """The config with its profile's per-backend overrides merged into each backend's ``spec``.
-
-    Profile values win over the config's ``spec:`` for the fields they set (they are the newer
-    measurement; drop a field from the profile to pin it in config). Unknown backend names in the
-    profile are ignored, so one profile can serve several configs.
-    """
-    path = getattr(config, "profile", None)
-    if not path:
-        return config
-    profile = load_profile(path)
-    backends = dict(config.backends)
-    for name, overrides in profile.backends.items():
-        cfg = backends.get(name)
-        if cfg is not None:
-            backends[name] = cfg.model_copy(update={"spec": deep_merge(cfg.spec, overrides)})
-    return config.model_copy(update={"backends": backends})
-
-
-# -- thresholds ------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class TradeoffFit:
-    tradeoff: float
-    """Quality points given up per dollar saved: choose argmax(quality - tradeoff * cost)."""
-    mean_cost: float
-    mean_quality: float
-    choices: tuple[int, ...]
-    """Chosen option per query at this tradeoff."""
-
-
-def calibrate_tradeoff(
-    predicted: Sequence[Sequence[float]],
-    cost: Sequence[Sequence[float]],
-    *,
-    target_cost: float | None = None,
-    target_quality: float | None = None,
-    measured: Sequence[Sequence[float]] | None = None,
-) -> TradeoffFit:
-    """The tradeoff (quality per dollar) that meets a target, for a chooser of argmax(q - t*c).
-
-    ``predicted[i][j]`` / ``cost[i][j]``: predicted quality and cost of option j on query i;
-    ``measured`` (default: ``predicted``) is what a choice actually scores, for the target check.
-    - ``target_cost``: the smallest tradeoff whose mean cost is <= the target (the best quality
-      that budget buys);
-    - ``target_quality``: the largest tradeoff whose mean measured quality is >= the target (the
-      cheapest way to reach it); if none reaches it, the tradeoff 0 (best quality regardless of cost).
-    The choice only changes where two options' utilities cross, so those crossings are the
-    candidates: exact on the given data, no grid. Ties go to the cheaper option.
-    """
-    import numpy as np
-
-    if (target_cost is None) == (target_quality is None):
-        raise ValueError("give exactly one of target_cost, target_quality")
-    if not predicted:
-        raise ValueError("no queries to calibrate on")
-    q = np.asarray(predicted, dtype=float)
-    c = np.asarray(cost, dtype=float)
-    truth = np.asarray(measured if measured is not None else predicted, dtype=float)
-    n, m = q.shape
-    dq = q[:, :, None] - q[:, None, :]
-    dc = c[:, :, None] - c[:, None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        crossing = dq / dc
-    found = crossing[(dc != 0) & np.isfinite(crossing) & (crossing > 0)]
-    # Between crossings the choice is constant: test 0 and the right side of each crossing.
-    candidates = np.unique(np.concatenate([[0.0], found * (1 + 1e-9) + 1e-12]))
-    rows = np.arange(n)
-    block = max(1, 2_000_000 // max(1, n * m))
-    costs: list[float] = []
-    qualities: list[float] = []
-    for start in range(0, len(candidates), block):
-        t = candidates[start : start + block, None, None]
-        choice = np.argmax(q[None] - t * c[None] - 1e-12 * c[None], axis=2)  # (block, n)
-        costs.extend(c[rows, choice].mean(axis=1).tolist())
-        qualities.extend(truth[rows, choice].mean(axis=1).tolist())
-    if target_cost is not None:
-        within = [i for i, v in enumerate(costs) if v <= target_cost + 1e-15]
-        pick = min(within) if within else len(candidates) - 1
-    else:
-        assert target_quality is not None
-        reaching = [i for i, v in enumerate(qualities) if v >= target_quality - 1e-12]
-        pick = max(reaching) if reaching else 0
-    tradeoff = float(candidates[pick])
-    choices = np.argmax(q - tradeoff * c - 1e-12 * c, axis=1)
-    return TradeoffFit(tradeoff, costs[pick], qualities[pick], tuple(int(j) for j in choices))
 
 
 # -- the constrained policy's inputs ---------------------------------------------------------------
@@ -250,9 +112,6 @@ def fit_constrained(
     (None if no cascade's strong stage beats its cheap one). Nothing else is fitted: the budget (a
     per-query cost ceiling) is the user's.
     """
-    from policies.cascade import fit_saturation_k
-    from policies.learned import option_key
-
     if not quality:
         raise ValueError("no queries to fit on")
     n = len(quality)
@@ -342,9 +201,7 @@ async def time_latency_grid(
     Returns (tokens per scored item, median ms) per cell, the input :func:`fit_backend_latency`
     and :func:`router.latency.fit_latency_params` take. One untimed call per cell warms it up.
     """
-    load = getattr(backend, "load", None)
-    if load is not None:
-        await asyncio.to_thread(load)
+    await asyncio.to_thread(backend.load)
     counter = backend.token_counter()
 
     def count_one(text: str) -> int:

@@ -6,7 +6,7 @@ formatting.py writes the numbers.
     log = read_log("decisions.jsonl")
     report = build_report(log, baseline="control", seed=0)
     print(report.format())
-    write_json(report, "report.json"); plot_report(report, "report.png")  # router.experiments.plot
+    write_json(report, "report.json"); plot_report(report, "report.png")  # router.offline.report.plot
 
 Quality is nDCG@10 over requests whose feedback carries graded relevance, else click MRR@10 over
 requests with any feedback (a feedback record without clicks scores 0); both through ir-measures,
@@ -29,11 +29,11 @@ import numpy as np
 from router.decisions.reader import LogContents
 from router.decisions.record import FeedbackRecord
 from router.errors import ConfigError, UnknownNameError
-from router.experiments.arms import ArmData, choose_baseline, group_arms, select_decisions
-from router.experiments.formatting import cell, ci_name, money, ms, score
-from router.experiments.quality import LABELS, METRICS, Metric, resolve_metric
-from router.experiments.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval, bootstrap, mean, quantile
-from router.experiments.verdict import Comparison, Verdict, compare_arms, decide
+from router.offline.report.arms import ArmData, choose_baseline, group_arms, select_decisions
+from router.offline.report.formatting import cell, ci_name, money, ms, score
+from router.offline.report.quality import LABELS, METRICS, Metric, resolve_metric
+from router.offline.report.stats import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval, bootstrap, mean, quantile
+from router.offline.report.verdict import Comparison, Verdict, compare_arms, decide
 
 __all__ = [
     "METRICS",

@@ -144,7 +144,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
 # -- helpers ----------------------------------------------------------------------------------------
 def _load(args: argparse.Namespace) -> Any:
-    from router.evaluation import load_dataset
+    from router.offline.evaluation import load_dataset
 
     if str(args.dataset).endswith(".jsonl") and not args.qrels:
         raise ConfigError(f"{args.dataset}: a .jsonl dataset needs its judgments (--qrels FILE, TREC format)")
@@ -154,7 +154,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _harness(args: argparse.Namespace, dataset: Any) -> Any:
     from router.config import load_config
-    from router.evaluation import EvalHarness
+    from router.offline.evaluation import EvalHarness
 
     return EvalHarness(dataset, load_config(args.config), memo=not args.no_memo, cache=args.cache, progress=not args.no_progress)
 
@@ -181,7 +181,7 @@ def _parse_policy(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def _budgets(args: argparse.Namespace) -> Any:
-    from router.evaluation import QueryBudget
+    from router.offline.evaluation import QueryBudget
 
     if args.budgets:
         table: dict[str, QueryBudget] = {}
@@ -208,9 +208,9 @@ def _targets(args: argparse.Namespace) -> tuple[float | None, float | None]:
 
 # -- eval ---------------------------------------------------------------------------------------------
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from policies.learned import option_grid, option_key
-    from policies.registry import create_policy
-    from router.evaluation import (
+    from policies.learned import option_key
+    from router.config import build_policy
+    from router.offline.evaluation import (
         build_report,
         cross_validate,
         cross_validate_constrained,
@@ -219,6 +219,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         plot_frontier,
         write_json,
     )
+    from router.offline.fitting import option_grid
 
     dataset = _load(args)
     budget = _budgets(args)
@@ -233,7 +234,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.cascades:
             runs.extend(harness.run_option(list(o)) for o in option_grid(specs, args.cascades) if len(o) > 1)
         named = [_parse_policy(p) for p in args.policy] or [(harness.config.policy.name, dict(harness.config.policy.params))]
-        policies = [(f"{n}" + (f" {p}" if p else ""), create_policy(n, p)) for n, p in named]
+        policies = [(f"{n}" + (f" {p}" if p else ""), build_policy(n, p)) for n, p in named]
         runs.extend(harness.run(label, policy, budget=budget) for label, policy in policies)
         if harness.decision_log is not None:
             harness.decision_log.close()
@@ -288,7 +289,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 # -- calibrate ----------------------------------------------------------------------------------------
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from router.calibration import write_profile
+    from router.offline.calibration import write_profile
 
     backends: dict[str, dict[str, Any]] = {}
     thresholds: dict[str, float] = {}
@@ -299,7 +300,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         backends.update(_calibrate_latency(args, notes))
         did = True
     for path in args.quality_from:
-        from router.calibration import quality_from_report
+        from router.offline.calibration import quality_from_report
 
         for name, quality in quality_from_report(json.loads(Path(path).read_text(encoding="utf-8"))).items():
             backends[name] = {**backends.get(name, {}), "quality": {**backends.get(name, {}).get("quality", {}), **quality}}
@@ -332,8 +333,8 @@ def _calibrate_latency(args: argparse.Namespace, notes: list[str]) -> dict[str, 
     import platform
 
     from router.backends import build_backend
-    from router.calibration import fit_backend_latency, time_latency_grid
     from router.config import load_config
+    from router.offline.calibration import fit_backend_latency, time_latency_grid
 
     config = load_config(args.config)
     wanted = args.backends.split(",") if args.backends else None
@@ -367,10 +368,9 @@ def _calibrate_on_dataset(
     args: argparse.Namespace, notes: list[str]
 ) -> tuple[dict[str, Any] | None, dict[str, float], dict[str, dict[str, float]]]:
     """(learned model, thresholds, backend -> {domain: quality}) fitted on every query of --dataset."""
-    from policies.cascade import calibrate_margin_threshold
-    from policies.learned import ALPHAS, fit_learned, option_grid
-    from router.calibration import fit_constrained
-    from router.evaluation import evaluate_options, examples_from_runs
+    from router.offline.calibration import fit_constrained
+    from router.offline.evaluation import evaluate_options, examples_from_runs
+    from router.offline.fitting import ALPHAS, calibrate_margin_threshold, fit_learned, option_grid
 
     dataset = _load(args)
     thresholds: dict[str, float] = {}

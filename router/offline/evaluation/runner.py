@@ -43,14 +43,13 @@ from policies.base import PlanningContext, Policy, assess
 from router.backends import build_backend
 from router.backends.base import Availability, Backend, Scores
 from router.backends.replay import ReplayBackend, ReplayIndex
-from router.calibration import apply_profile
 from router.catalog import BackendSpec, merge_spec
 from router.config import RouterConfig, load_config
+from router.datasets import Dataset, LabelledQuery
 from router.decisions import DecisionLog, decision_from_result
 from router.engine import Router
-from router.evaluation.datasets import Dataset, LabelledQuery
-from router.evaluation.metrics import MeasureSet, aggregate, per_query
 from router.features import Features
+from router.offline.evaluation.metrics import MeasureSet, aggregate, per_query
 from router.plan import RETRIEVER_ORDER, Plan, Stage
 from router.result import RerankResult
 from router.tokens import TokenCounter
@@ -107,7 +106,7 @@ def _call_key(query: str, documents: Sequence[str]) -> str:
     return digest.hexdigest()[:32]
 
 
-class MemoBackend:
+class MemoBackend(Backend):
     """A live backend whose repeated calls (same query, same candidate list) are replayed.
 
     The first call runs the model and is timed; a repeat returns the same scores after the same
@@ -133,9 +132,7 @@ class MemoBackend:
         return self.inner.availability()
 
     def load(self) -> None:
-        load = getattr(self.inner, "load", None)
-        if load is not None:
-            load()
+        self.inner.load()
 
     async def rerank(self, query: str, documents: Sequence[str]) -> Scores:
         key = _call_key(query, documents)
@@ -414,7 +411,7 @@ class EvalHarness:
     ) -> None:
         self.dataset = dataset
         self.top_n = top_n
-        self.config = apply_profile(load_config(config))
+        self.config = load_config(config)
         self.measures = measures or MeasureSet(rel=dataset.rel)
         self.clock = SimulatedClock()
         self.progress = progress
@@ -479,9 +476,7 @@ class EvalHarness:
             if not availability.ok:
                 status[name] = availability.reason
                 continue
-            load = getattr(backend, "load", None)
-            if load is not None:
-                load()
+            backend.load()
             status[name] = "ready"
         self._warm = True
         return status

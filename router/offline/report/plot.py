@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from router.experiments.report import ExperimentReport, ci_name
-from router.experiments.stats import Interval
-from router.figures import pyplot, save_figure
+from router.offline.figures import pyplot, save_figure
+from router.offline.report.report import ExperimentReport, ci_name
+from router.offline.report.stats import Interval
 
 __all__ = ["plot_report"]
 

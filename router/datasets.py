@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
-from router.backends.replay import read_run_ranks
 from router.errors import ConfigError
 
 __all__ = [
@@ -97,6 +96,21 @@ class Dataset:
 
     def head(self, n: int) -> Dataset:
         return replace(self, queries=self.queries[:n])
+
+
+def read_run_ranks(path: str | Path) -> dict[str, dict[str, int]]:
+    """TREC run -> {qid: {docid: rank}}; the best rank is kept if a docid repeats."""
+    ranks: dict[str, dict[str, int]] = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 5:
+            raise ValueError(f"{path}:{number}: expected 'qid Q0 docid rank score [tag]', got {line!r}")
+        table = ranks.setdefault(parts[0], {})
+        rank = int(parts[3])
+        table[parts[2]] = min(rank, table.get(parts[2], rank))
+    return ranks
 
 
 def read_trec_qrels(path: str | Path) -> dict[str, dict[str, int]]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from router.decisions.reader import LogContents
 from router.decisions.record import DecisionRecord, FeedbackRecord
 from router.errors import ConfigError, UnknownNameError
-from router.experiments.quality import quality_by_request
+from router.offline.report.quality import quality_by_request
 
 __all__ = ["ArmData", "choose_baseline", "group_arms", "select_decisions"]
 

@@ -1,0 +1,49 @@
+"""What a policy sees: the planning context and the Policy protocol, the leaf of the policies package.
+
+:mod:`policies.rules` and :mod:`policies.base` both build on these types, so they live apart from
+either (no import cycle between rules and the machinery that applies them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from router.backends.base import Availability
+from router.catalog import BackendSpec
+from router.constraints import Constraints
+from router.features import Features
+from router.plan import Option, Plan, Rejection, Stage
+
+__all__ = ["BackendView", "PlanningContext", "Policy", "Rule", "SortKey"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendView:
+    """What a policy may know of a configured backend."""
+
+    name: str
+    spec: BackendSpec
+    availability: Availability
+
+
+@dataclass(frozen=True, slots=True)
+class PlanningContext:
+    features: Features
+    constraints: Constraints
+    latency_budget_ms: float | None
+    max_cost_usd: float | None
+    backends: Mapping[str, BackendView]
+    estimate: Callable[[tuple[Stage, ...]], Option]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    name: str
+
+    def plan(self, ctx: PlanningContext) -> Plan: ...
+
+
+SortKey = Callable[[Option], tuple[float, ...]]
+Rule = Callable[[Option, PlanningContext], Rejection | None]

@@ -1,0 +1,108 @@
+"""Calibration profiles: measured values a config points to (``profile: path.yaml``), read once at load.
+
+A profile is written by ``rerank-router calibrate`` (router.offline.calibration)::
+
+    version: 1
+    backends:                          # per-backend spec overrides, merged over catalog and `spec:`
+      minilm-bi-encoder:
+        latency: {overhead_ms: 212.0, per_token_ms: 0.41, source: "rerank-router calibrate ..."}
+        quality: {web: 0.642}
+    thresholds:                        # calibrated numbers, named by what they gate
+      cascade.saturation_k: 20         # the constrained policy's cascade curve
+      cascade.adaptive_margin: 0.08
+    learned: {...}                     # a fitted policies.learned model
+    meta: {created: "...", notes: [...]}
+
+Config reads the file once and hands the policies plain values (:func:`policy_params`): policies
+read no files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from router.errors import ConfigError
+from router.validation import config_error
+
+__all__ = ["PROFILE_THRESHOLDS", "PROFILE_VERSION", "Profile", "load_profile", "policy_params"]
+
+PROFILE_VERSION = 1
+
+PROFILE_THRESHOLDS: Mapping[str, str] = {
+    "cascade.saturation_k": "saturation_k",
+    "cascade.adaptive_margin": "adaptive_margin",
+    "cascade.expected_escalation": "expected_escalation",
+}
+"""Profile threshold name -> the constrained policy's param (policies.cascade.CascadeParams) it sets."""
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = PROFILE_VERSION
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Backend name -> spec overrides (latency, quality, ...), merged over catalog and config."""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    learned: dict[str, Any] | None = None
+    """A fitted policies.learned model."""
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_profile(path: str | os.PathLike[str]) -> Profile:
+    source = Path(path)
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read profile {source}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile {source} is not valid YAML: {exc}") from exc
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error(exc, f"invalid profile {source}", prefix="profile") from exc
+
+
+def _thresholds(profile: Profile) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in PROFILE_THRESHOLDS.items():
+        if name in profile.thresholds:
+            value = profile.thresholds[name]
+            out[field] = round(value) if field == "saturation_k" else (None if math.isinf(value) else value)
+    return out
+
+
+def policy_params(name: str, params: Mapping[str, Any], profile: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """A policy's params with profile values filled in: what ``create_policy`` is handed.
+
+    ``params.profile`` (a profile for this policy alone) wins over the params beside it, as a
+    profile's measured spec values win over ``spec:``; the config's top-level ``profile`` only fills
+    what the params leave unset. The constrained policy takes the ``cascade.*`` thresholds, the
+    learned policy the ``learned:`` section as its ``model``. Other policies are left as given.
+    """
+    out = dict(params)
+    own = out.pop("profile", None)
+    if name not in ("constrained", "learned"):
+        if own is not None:
+            out["profile"] = own  # let the policy's own params validation reject it
+        return out
+    for path, wins in ((own, True), (profile, False)):
+        if path is None:
+            continue
+        found = load_profile(path)
+        if name == "constrained":
+            values = _thresholds(found)
+        else:
+            if found.learned is None:
+                if not wins:
+                    continue
+                raise ConfigError(f"profile {path} has no `learned:` section; fit one with rerank-router calibrate --fit-learned")
+            values = {"model": found.learned}
+        out.update(values if wins else {k: v for k, v in values.items() if k not in out})
+    return out
