@@ -18,9 +18,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from router.constraints import license_allows_commercial_use
 from router.validation import config_error
 
-__all__ = ["BackendSpec", "LatencyParams", "Pricing", "deep_merge", "load_catalog", "merge_spec"]
+__all__ = [
+    "BackendSpec",
+    "LatencyParams",
+    "Pricing",
+    "PromptTemplate",
+    "ScoreScale",
+    "deep_merge",
+    "load_catalog",
+    "merge_spec",
+]
 
 PricingScheme = Literal["free", "per_search_unit", "per_token", "per_gpu_hour", "per_call"]
+PromptTemplate = Literal["qwen3-reranker"]
+"""A prompt format a model was trained with, applied client-side (router.backends.http)."""
+ScoreScale = Literal["probability", "logit"]
 
 
 class Pricing(BaseModel):
@@ -73,6 +85,15 @@ class BackendSpec(BaseModel):
     input: Literal["pair", "single"] = "pair"
     """'pair': each item is query + document (cross-encoders, APIs); 'single': documents are
     encoded alone (bi-encoders, lexical)."""
+    template: PromptTemplate | None = None
+    """The prompt format the model needs around query and documents (None: plain text); a
+    backend's ``template: auto`` picks this."""
+    score_scale: ScoreScale = "probability"
+    """What the model itself outputs: a 'probability' on [0, 1], or a raw 'logit' that
+    sigmoid(score / logit_scale) maps to [0, 1] (``score_mapping: auto`` of a server that passes the
+    model's output through). An API that maps its scores to [0, 1] itself ignores it."""
+    logit_scale: float = Field(1.0, gt=0)
+    """For a 'logit' score scale: the divisor inside the sigmoid."""
     pricing: Pricing = Pricing()
     latency: LatencyParams = LatencyParams()
     rpm: float | None = Field(None, gt=0)

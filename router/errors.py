@@ -8,23 +8,26 @@ errors are translated at the boundary to the most specific class here with ``rai
     │   ├── EmptyQueryError
     │   ├── QueryTooLongError
     │   ├── InvalidDocumentsError
-    │   ├── DuplicateIdError
-    │   ├── TooManyDocumentsError
+    │   │   ├── DuplicateIdError
+    │   │   └── TooManyDocumentsError
     │   ├── InvalidTopNError
     │   ├── InvalidBudgetError
-    │   └── InvalidConstraintsError
+    │   ├── InvalidConstraintsError
+    │   └── InvalidFeedbackError              bad arguments to record_feedback()
     ├── ConfigError (ValueError)              bad configuration: fix the YAML / dict
     │   └── UnknownNameError                  a name not in a registry; lists the valid ones
     └── BackendError                          one backend call failed; the executor falls back
         ├── BackendUnavailableError           cannot be loaded or reached at all
         │   └── MissingDependencyError (ImportError)   an optional extra is not installed
         ├── BackendTimeoutError
-        │   └── DeadlineExceededError             the request's own deadline cut the call
+        │   └── DeadlineExceededError         the request's own deadline cut the call
         ├── RateLimitedError                  429; carries retry_after seconds when given
         ├── AuthenticationError               401 / 403
         ├── BadRequestError                   400 / 422: the provider rejected the input
         ├── ServerError                       5xx
         └── MalformedResponseError            wrong length, NaN scores, bad JSON, bad indices
+
+``tests/test_error_tree.py`` builds this drawing from the classes and checks that it matches.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "InvalidBudgetError",
     "InvalidConstraintsError",
     "InvalidDocumentsError",
+    "InvalidFeedbackError",
     "InvalidRequestError",
     "InvalidTopNError",
     "MalformedResponseError",
@@ -95,6 +99,10 @@ class InvalidBudgetError(InvalidRequestError):
 
 class InvalidConstraintsError(InvalidRequestError):
     pass
+
+
+class InvalidFeedbackError(InvalidRequestError):
+    """``record_feedback`` got arguments it cannot store; the message says what to fix."""
 
 
 class ConfigError(RerankRouterError, ValueError):

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from conftest import MALFORMED_FAULTS, SERVER_FAULTS, build_remote
 
 from router import Router
 from router.backends import build_backend
-from router.backends.http import QWEN3_DEFAULT_INSTRUCTION, HttpBackend, HttpConfig
+from router.backends import http as http_module
+from router.backends.http import PROTOCOL_PATHS, QWEN3_DEFAULT_INSTRUCTION, WIRE_FORMATS, HttpBackend, HttpConfig, Protocol
+from router.backends.remote import ScoreMapping
+from router.catalog import load_catalog
 from router.errors import (
     AuthenticationError,
     BackendTimeoutError,
@@ -174,6 +178,87 @@ async def test_self_served_zerank_maps_its_raw_logit_with_sigmoid_over_5():
     expected = [1 / (1 + math.exp(-(10.0 * word_overlap(QUERY, d) - 5.0) / 5)) for d in DOCS]
     assert scores.values == pytest.approx(expected)
     assert backend.spec.license == "CC-BY-NC-4.0"  # the catalog entry travels with the model
+
+
+def test_wire_formats_are_one_table_with_an_entry_per_protocol():
+    assert set(WIRE_FORMATS) == set(get_args(Protocol))
+    assert {p: w.path for p, w in WIRE_FORMATS.items()} == dict(PROTOCOL_PATHS)
+    assert {p: WIRE_FORMATS[p].path for p in PROTOCOLS} == {p: path for p, (_, path, _) in PROTOCOLS.items()}  # type: ignore[index]
+    # The module docstring's table names the same paths.
+    rows = re.findall(r"^\| ``([\w-]+)`` +\| ``(/[\w/]+)``", http_module.__doc__ or "", re.MULTILINE)
+    assert dict(rows) == dict(PROTOCOL_PATHS)
+
+
+def test_template_and_score_scale_are_catalog_fields():
+    catalog = load_catalog()
+    templated = {key for key, spec in catalog.items() if spec.template is not None}
+    assert templated == {"Qwen/Qwen3-Reranker-0.6B", "Qwen/Qwen3-Reranker-4B", "Qwen/Qwen3-Reranker-8B"}
+    assert all(catalog[key].template == "qwen3-reranker" for key in templated)
+    logits = {key: spec.logit_scale for key, spec in catalog.items() if spec.score_scale == "logit"}
+    assert logits == {
+        "zeroentropy/zerank-2": 5.0,
+        "zeroentropy/zerank-1-small": 5.0,
+        "zerank-2": 5.0,
+        "zerank-1": 5.0,
+        "zerank-1-small": 5.0,
+    }
+
+
+async def test_the_spec_not_the_model_name_picks_the_template(server):
+    # A name the catalog does not know gets no template however it is spelt ...
+    plain = make(server, "vllm-v2", model="my-org/Qwen3-Reranker-4B-awq")
+    # ... and a spec override (or `template:`) gives it one.
+    by_spec = make(server, "vllm-v2", model="my-org/Qwen3-Reranker-4B-awq", spec={"template": "qwen3-reranker"})
+    by_config = make(server, "vllm-v2", model="my-org/Qwen3-Reranker-4B-awq", template="qwen3-reranker")
+    # A catalogued Qwen3-Reranker under its own name, its template switched off in config.
+    off = make(server, "vllm-v2", model="Qwen/Qwen3-Reranker-4B", template="none")
+    # A model served under a local name, pointed at its catalog entry.
+    aliased = make(server, "vllm-v2", model="reranker", catalog="Qwen/Qwen3-Reranker-0.6B")
+    assert [b.template for b in (plain, by_spec, by_config, off, aliased)] == [
+        "none",
+        "qwen3-reranker",
+        "qwen3-reranker",
+        "none",
+        "qwen3-reranker",
+    ]
+    try:
+        await by_spec.rerank("q", ["d"])
+        await plain.rerank("q", ["d"])
+    finally:
+        for backend in (plain, by_spec, by_config, off, aliased):
+            await backend.aclose()
+    templated, untouched = (r.json for r in server.requests)
+    assert templated["documents"] == ["<Document>: d<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"]
+    assert untouched["query"] == "q" and untouched["documents"] == ["d"]
+
+
+async def test_a_spec_override_gives_a_model_its_logit_scale():
+    with LoopbackRerankServer(score=lambda q, d: 4.0 * word_overlap(q, d) - 2.0) as raw:
+        backend = make(raw, "vllm-v1", model="my-logit-model", spec={"score_scale": "logit", "logit_scale": 2})
+        try:
+            scores = await backend.rerank(QUERY, DOCS)
+        finally:
+            await backend.aclose()
+    assert backend.score_mapping == ScoreMapping("sigmoid", 2.0)
+    expected = [1 / (1 + math.exp(-(4.0 * word_overlap(QUERY, d) - 2.0) / 2)) for d in DOCS]
+    assert scores.values == pytest.approx(expected)
+
+
+def test_score_mapping_from_the_spec_and_the_config():
+    def mapping(protocol: str, model: str, **fields: Any) -> ScoreMapping:
+        config = HttpConfig(protocol=protocol, base_url="http://127.0.0.1:9", model=model, **fields)  # type: ignore[arg-type]
+        backend = build_backend("b", config)
+        assert isinstance(backend, HttpBackend)
+        return backend.score_mapping
+
+    assert mapping("vllm-v2", "zeroentropy/zerank-2") == ScoreMapping("sigmoid", 5.0)
+    assert mapping("vllm-v2", "zeroentropy/zerank-2", score_scale=2.0) == ScoreMapping("sigmoid", 2.0)
+    assert mapping("vllm-v2", "zeroentropy/zerank-2", score_mapping="identity").kind == "identity"
+    # The ZeroEntropy API returns [0, 1] itself, whatever the model's own scale.
+    assert mapping("zeroentropy", "zerank-2") == ScoreMapping("identity", 1.0)
+    assert mapping("vllm-v2", "BAAI/bge-reranker-v2-m3") == ScoreMapping("identity", 1.0)
+    assert mapping("tei", "BAAI/bge-reranker-v2-m3", score_mapping="sigmoid") == ScoreMapping("sigmoid", 1.0)
+    assert mapping("vllm-v2", "m", spec={"score_scale": "logit"}) == ScoreMapping("sigmoid", 1.0)
 
 
 HTTP_FAULTS = [

@@ -1,8 +1,8 @@
 """Rerank servers and APIs over plain HTTP (httpx): self-hosted vLLM, TEI and Infinity, and the
 Cohere- or Jina-compatible rerank APIs (ZeroEntropy, Jina, Mixedbread, ...).
 
-One backend, one ``protocol`` per wire format (paths are relative to ``base_url``; ``path:``
-overrides them):
+One backend, one ``protocol`` per wire format (:data:`WIRE_FORMATS`, one :class:`WireFormat` each;
+paths are relative to ``base_url``; ``path:`` overrides them):
 
 | protocol            | path                 | body                                                 | scores from               |
 |---------------------|----------------------|------------------------------------------------------|---------------------------|
@@ -23,13 +23,15 @@ self-hosted model's cost is its ``per_gpu_hour`` price x the observed seconds (r
 Prompt template (``template:``): ``qwen3-reranker`` formats query and documents client-side the
 way Qwen3-Reranker was trained (system prompt, ``<Instruct>: {instruction}\\n<Query>: {query}\\n``
 ``<Document>: {doc}`` and the assistant prefix with an empty think block); without it its scores
-are close to random. ``auto`` (the default) picks it for Qwen3-Reranker models, ``none`` otherwise.
+are close to random. ``auto`` (the default) takes the spec's ``template`` (the catalog gives it to
+the Qwen3-Reranker models), ``none`` where it has none.
 
 Score scale (``score_mapping:``): ``identity`` for servers that return [0, 1] (vLLM and Infinity with
 their default activation, TEI without raw scores, the APIs); ``sigmoid`` for raw logits, mapped by
 1 / (1 + exp(-score / score_scale)); with it TEI and Infinity are asked for raw scores. ``auto``:
-sigmoid with scale 5 for self-served zerank models (their output is the raw "yes" logit; facts:
-sigmoid(score / 5) gives 0-1), identity otherwise.
+sigmoid with the spec's ``logit_scale`` where the spec's ``score_scale`` is ``logit`` and the server
+passes the model's output through (the catalog says so of the zerank models, whose output is the raw
+"yes" logit; facts: sigmoid(score / 5) gives 0-1; the ZeroEntropy API maps its own), identity otherwise.
 
 Connections are pooled: one ``httpx.AsyncClient`` per event loop (``max_connections``).
 
@@ -48,49 +50,31 @@ backends:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from router.backends.base import Usage
 from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, ScoreMapping
-from router.catalog import BackendSpec
+from router.catalog import BackendSpec, PromptTemplate
 from router.errors import BackendTimeoutError, BackendUnavailableError, MalformedResponseError, ServerError
 
 __all__ = [
     "PROTOCOL_PATHS",
     "QWEN3_DEFAULT_INSTRUCTION",
+    "WIRE_FORMATS",
     "HttpBackend",
     "HttpConfig",
     "Protocol",
+    "WireFormat",
     "qwen3_reranker_document",
     "qwen3_reranker_query",
 ]
 
 Protocol = Literal["vllm-v1", "vllm-v2", "vllm-score", "tei", "infinity", "cohere-compatible", "jina-compatible", "zeroentropy"]
-
-PROTOCOL_PATHS: Mapping[str, str] = {
-    "vllm-v1": "/v1/rerank",
-    "vllm-v2": "/v2/rerank",
-    "vllm-score": "/score",
-    "tei": "/rerank",
-    "infinity": "/rerank",
-    "cohere-compatible": "/v2/rerank",
-    "jina-compatible": "/v1/rerank",
-    "zeroentropy": "/v1/models/rerank",
-}
-
-_LABELS: Mapping[str, str] = {
-    "vllm-v1": "vLLM",
-    "vllm-v2": "vLLM",
-    "vllm-score": "vLLM",
-    "tei": "TEI",
-    "infinity": "Infinity",
-    "cohere-compatible": "rerank API",
-    "jina-compatible": "rerank API",
-    "zeroentropy": "ZeroEntropy",
-}
 
 # Qwen3-Reranker's prompt (model card; vLLM examples/offline_inference/qwen3_reranker.py).
 _QWEN3_SYSTEM = 'Judge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".'
@@ -112,17 +96,116 @@ class HttpConfig(RemoteConfig):
     protocol: Protocol
     path: str | None = None
     """Overrides the protocol's path (e.g. an Infinity server under a URL prefix)."""
-    template: Literal["auto", "none", "qwen3-reranker"] = "auto"
+    template: Literal["auto", "none"] | PromptTemplate = "auto"
+    """``auto``: the spec's ``template`` (catalog or ``spec:``), ``none`` where it has none."""
     instruction: str | None = None
     """Qwen3-Reranker task instruction (default: the model card's web-search instruction)."""
     score_mapping: Literal["auto", "identity", "sigmoid"] = "auto"
     score_scale: float | None = Field(None, gt=0)
-    """For sigmoid: score / score_scale goes through the sigmoid (default 1; 5 for zerank)."""
+    """For sigmoid: score / score_scale goes through the sigmoid (default: the spec's ``logit_scale``
+    for a logit-scale model, 1 otherwise; 5 for zerank)."""
     truncate_prompt_tokens: int | None = Field(None, ge=1)
     """vLLM: let the server cut each (query, document) prompt to this many tokens."""
     latency: Literal["fast", "slow"] | None = None
     """ZeroEntropy's latency mode."""
     max_connections: int = Field(16, ge=1, le=1024)
+
+
+# -- wire formats -----------------------------------------------------------------------------------
+
+BodyBuilder = Callable[[HttpConfig, str, list[str], bool], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class WireFormat:
+    """One protocol: where to POST, what to send, and where the scores come back."""
+
+    label: str
+    """Names the server in error messages."""
+    path: str
+    build_body: BodyBuilder
+    """(config, query, documents, raw_scores) -> the request body; the template is already applied."""
+    results: Callable[[Any], Any]
+    """The response body -> its list of result items (``{index, <score_key>}`` each)."""
+    score_key: str = "relevance_score"
+    reports_tokens: bool = True
+    """False: the server's usage counts something other than tokens, so none is reported."""
+    passes_model_scores: bool = True
+    """True: scores are the served model's own output, on the spec's ``score_scale``; False: an API
+    that maps them to [0, 1] itself."""
+
+
+def _rerank_body(c: HttpConfig, query: str, documents: list[str], raw: bool) -> dict[str, Any]:
+    return {"model": c.model, "query": query, "documents": documents, "top_n": len(documents)}
+
+
+def _vllm_options(c: HttpConfig) -> dict[str, Any]:
+    return {} if c.truncate_prompt_tokens is None else {"truncate_prompt_tokens": c.truncate_prompt_tokens}
+
+
+def _vllm_rerank_body(c: HttpConfig, query: str, documents: list[str], raw: bool) -> dict[str, Any]:
+    return {**_rerank_body(c, query, documents, raw), **_vllm_options(c)}
+
+
+def _vllm_score_body(c: HttpConfig, query: str, documents: list[str], raw: bool) -> dict[str, Any]:
+    return {"model": c.model, "text_1": query, "text_2": documents, **_vllm_options(c)}
+
+
+def _tei_body(c: HttpConfig, query: str, documents: list[str], raw: bool) -> dict[str, Any]:
+    return {"query": query, "texts": documents, "truncate": True, "raw_scores": raw, "return_text": False}
+
+
+def _infinity_body(c: HttpConfig, query: str, documents: list[str], raw: bool) -> dict[str, Any]:
+    return {
+        "model": c.model,
+        "query": query,
+        "documents": documents,
+        "return_documents": False,
+        "raw_scores": raw,
+        "top_n": len(documents),
+    }
+
+
+def _zeroentropy_body(c: HttpConfig, query: str, documents: list[str], raw: bool) -> dict[str, Any]:
+    body = _rerank_body(c, query, documents, raw)
+    if c.latency is not None:
+        body["latency"] = c.latency
+    return body
+
+
+def _results(payload: Any) -> Any:
+    return _get(payload, "results")
+
+
+def _data(payload: Any) -> Any:
+    return _get(payload, "data")
+
+
+def _bare(payload: Any) -> Any:
+    return payload
+
+
+def _results_or_data(payload: Any) -> Any:
+    items = _get(payload, "results")
+    return _get(payload, "data") if items is None else items  # Infinity before 0.0.7x answered "data"
+
+
+WIRE_FORMATS: Mapping[Protocol, WireFormat] = MappingProxyType(
+    {
+        "vllm-v1": WireFormat("vLLM", "/v1/rerank", _vllm_rerank_body, _results),
+        "vllm-v2": WireFormat("vLLM", "/v2/rerank", _vllm_rerank_body, _results),
+        "vllm-score": WireFormat("vLLM", "/score", _vllm_score_body, _data, score_key="score"),
+        "tei": WireFormat("TEI", "/rerank", _tei_body, _bare, score_key="score"),
+        # Infinity's usage counts characters, not tokens (seen with infinity-emb 0.0.78).
+        "infinity": WireFormat("Infinity", "/rerank", _infinity_body, _results_or_data, reports_tokens=False),
+        "cohere-compatible": WireFormat("rerank API", "/v2/rerank", _rerank_body, _results),
+        "jina-compatible": WireFormat("rerank API", "/v1/rerank", _rerank_body, _results),
+        "zeroentropy": WireFormat("ZeroEntropy", "/v1/models/rerank", _zeroentropy_body, _results, passes_model_scores=False),
+    }
+)
+"""Every protocol's wire format, keyed by the config's ``protocol``."""
+
+PROTOCOL_PATHS: Mapping[str, str] = MappingProxyType({protocol: wire.path for protocol, wire in WIRE_FORMATS.items()})
 
 
 class HttpBackend(RemoteBackend):
@@ -132,20 +215,20 @@ class HttpBackend(RemoteBackend):
 
     def __init__(self, name: str, config: HttpConfig, spec: BackendSpec) -> None:
         super().__init__(name, config, spec)
-        model = f"{config.model} {config.catalog or ''}".lower()
+        self.wire = WIRE_FORMATS[config.protocol]
         template = config.template
         if template == "auto":
-            template = "qwen3-reranker" if "qwen3-reranker" in model else "none"
+            template = spec.template or "none"
         self.template = template
         self.instruction = config.instruction or QWEN3_DEFAULT_INSTRUCTION
         kind = config.score_mapping
-        self_served_zerank = "zerank" in model and config.protocol != "zeroentropy"
+        logits = spec.score_scale == "logit" and self.wire.passes_model_scores
         if kind == "auto":
-            kind = "sigmoid" if self_served_zerank else "identity"
-        scale = config.score_scale or (5.0 if self_served_zerank else 1.0)
+            kind = "sigmoid" if logits else "identity"
+        scale = config.score_scale or (spec.logit_scale if logits else 1.0)
         self.score_mapping = ScoreMapping(kind, scale)
-        self.path = config.path or PROTOCOL_PATHS[config.protocol]
-        self.label = _LABELS[config.protocol]
+        self.path = config.path or self.wire.path
+        self.label = self.wire.label
         overhead = qwen3_reranker_query("", self.instruction) + qwen3_reranker_document("") if template != "none" else ""
         self._template_tokens = self._estimate.count([overhead])[0] if overhead else 0
 
@@ -168,32 +251,10 @@ class HttpBackend(RemoteBackend):
 
     def body(self, query: str, documents: Sequence[str]) -> dict[str, Any]:
         """The request body for one call (the template already applied)."""
-        c, n = self.config, len(documents)
         if self.template == "qwen3-reranker":
             query = qwen3_reranker_query(query, self.instruction)
             documents = [qwen3_reranker_document(d) for d in documents]
-        raw = self.score_mapping.kind == "sigmoid"
-        body: dict[str, Any]
-        if c.protocol == "tei":
-            return {"query": query, "texts": list(documents), "truncate": True, "raw_scores": raw, "return_text": False}
-        if c.protocol == "vllm-score":
-            body = {"model": c.model, "text_1": query, "text_2": list(documents)}
-        elif c.protocol == "infinity":
-            body = {
-                "model": c.model,
-                "query": query,
-                "documents": list(documents),
-                "return_documents": False,
-                "raw_scores": raw,
-                "top_n": n,
-            }
-        else:
-            body = {"model": c.model, "query": query, "documents": list(documents), "top_n": n}
-            if c.protocol == "zeroentropy" and c.latency is not None:
-                body["latency"] = c.latency
-        if c.truncate_prompt_tokens is not None and c.protocol.startswith("vllm"):
-            body["truncate_prompt_tokens"] = c.truncate_prompt_tokens
-        return body
+        return self.wire.build_body(self.config, query, list(documents), self.score_mapping.kind == "sigmoid")
 
     async def _score_batch(self, query: str, documents: Sequence[str]) -> BatchResult:
         import httpx
@@ -223,20 +284,10 @@ class HttpBackend(RemoteBackend):
         return self._parse(payload, len(documents))
 
     def _parse(self, payload: Any, n: int) -> BatchResult:
-        protocol = self.config.protocol
-        if protocol == "tei":
-            items, score_key = payload, "score"
-        elif protocol == "vllm-score":
-            items, score_key = _get(payload, "data"), "score"
-        elif protocol == "infinity":
-            items = _get(payload, "results")
-            items = _get(payload, "data") if items is None else items  # Infinity before 0.0.7x
-            score_key = "relevance_score"
-        else:
-            items, score_key = _get(payload, "results"), "relevance_score"
+        items = self.wire.results(payload)
         if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
             raise MalformedResponseError(f"{self.label} response has no list of results", backend=self.name)
-        pairs = [(item.get("index"), item.get(score_key)) for item in items]
+        pairs = [(item.get("index"), item.get(self.wire.score_key)) for item in items]
         values = self._score_results(pairs, n)
         return BatchResult(values, self._usage(payload))
 
@@ -244,8 +295,8 @@ class HttpBackend(RemoteBackend):
         tokens = _get(_get(payload, "usage"), "total_tokens")
         if tokens is None:
             tokens = _get(payload, "total_tokens")
-        if self.config.protocol == "infinity":
-            tokens = None  # Infinity's usage counts characters, not tokens (seen with infinity-emb 0.0.78)
+        if not self.wire.reports_tokens:
+            tokens = None
         units = _get(_get(_get(payload, "meta"), "billed_units"), "search_units")
         return Usage(
             tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,

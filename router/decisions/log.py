@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from router.decisions.record import DecisionRecord, FeedbackRecord
-from router.errors import InvalidRequestError
+from router.errors import InvalidFeedbackError
 
 __all__ = ["DecisionLog", "DecisionSink", "InvalidFeedbackError", "LogRecord", "feedback_record"]
 
@@ -36,10 +36,6 @@ class DecisionSink(Protocol):
     def write(self, records: Sequence[LogRecord]) -> None: ...
 
     def close(self) -> None: ...
-
-
-class InvalidFeedbackError(InvalidRequestError):
-    """``record_feedback`` got arguments it cannot store; the message says what to fix."""
 
 
 class _Stop:
