@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.base import PlanningContext, assess, by_quality, plan_by, single_stage_options
 from router.errors import ConfigError
 from router.features import Features, TokenStats
-from router.plan import RETRIEVER_ORDER, Assessed, Option, Plan, Stage
+from router.plan import Assessed, Option, Plan, Stage, option_name
 
 __all__ = [
     "FEATURES",
@@ -91,11 +91,7 @@ def request_features(features: Features, family: str = "bert-wordpiece") -> tupl
 
 def option_key(stages: Sequence[StageSpec]) -> str:
     """A stable name for an option of the grid: ``retriever-order``, ``a``, ``a@all -> b@20``."""
-    if not stages:
-        return RETRIEVER_ORDER
-    if len(stages) == 1 and stages[0][1] is None:
-        return stages[0][0]
-    return " -> ".join(f"{b}@{'all' if k is None else k}" for b, k in stages)
+    return option_name(stages)
 
 
 class OptionModel(BaseModel):

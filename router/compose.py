@@ -20,8 +20,8 @@ from policies.base import Policy
 from policies.registry import create_policy
 from router.accounting import Accounting
 from router.accounting.spend import RedisSpendCap, SpendCap, SpendLimiter
-from router.backends import build_backend
 from router.backends.base import Backend
+from router.backends.registry import build_backend
 from router.config import RouterConfig, check_fixed_backends, policies_by_path
 from router.decisions import DecisionLog, build_decision_log
 from router.errors import ConfigError

@@ -25,7 +25,7 @@ from pydantic_core import ErrorDetails
 
 from policies.base import Policy
 from policies.registry import create_policy
-from router.backends import BACKEND_TYPES, BackendConfig
+from router.backends.registry import BACKEND_TYPES, BackendConfig
 from router.catalog import deep_merge
 from router.constraints import Constraints
 from router.decisions.config import DecisionLogConfig

@@ -9,11 +9,28 @@ it assessed with the reasons it rejected it, which is the explanation users read
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["RETRIEVER_ORDER", "Assessed", "Estimate", "Option", "Plan", "Rejection", "Stage"]
+__all__ = ["RETRIEVER_ORDER", "Assessed", "Estimate", "Option", "Plan", "Rejection", "Stage", "option_name"]
 
 RETRIEVER_ORDER = "retriever-order"
+
+
+def option_name(stages: Iterable[tuple[str, int | None]], margins: Sequence[float | None] = ()) -> str:
+    """The one way an option is named: ``retriever-order``; ``a`` (one backend on every candidate);
+    ``a@all -> b@20`` (a stage's candidate count, ``all`` for None), ``?m<0.08`` after a stage that
+    escalates only below that first-stage margin."""
+    stages = list(stages)
+    if not stages:
+        return RETRIEVER_ORDER
+    if len(stages) == 1 and stages[0][1] is None:
+        return stages[0][0]
+    margin = list(margins) + [None] * (len(stages) - len(margins))
+    return " -> ".join(
+        f"{b}@{'all' if k is None else k}" + ("" if m is None else f"?m<{m:.3g}")
+        for (b, k), m in zip(stages, margin, strict=True)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +62,9 @@ class Option:
 
     @property
     def name(self) -> str:
-        if not self.stages:
-            return RETRIEVER_ORDER
         if len(self.stages) == 1:
-            return self.stages[0].backend
-        return " -> ".join(
-            f"{s.backend}@{s.candidates_in}" + ("" if s.escalate_below_margin is None else f"?m<{s.escalate_below_margin:.3g}")
-            for s in self.stages
-        )
+            return option_name(((self.stages[0].backend, None),))
+        return option_name(((s.backend, s.candidates_in) for s in self.stages), [s.escalate_below_margin for s in self.stages])
 
     @property
     def backends(self) -> tuple[str, ...]:

@@ -13,29 +13,11 @@ from typing import Any, TypeVar
 import pytest
 
 from router import Router
-from router.backends import build_backend
 from router.backends.base import Backend
+from router.backends.registry import build_backend
 from router.backends.remote import RemoteBackend
 from router.errors import MalformedResponseError, ServerError
-from router.testing import Fault, LoopbackRerankServer
-
-
-class FakeClock:
-    """A monotonic clock that only moves when a test double sleeps on it: timings without waiting.
-
-    Pass ``clock`` to ``Router(clock=...)`` and ``clock.sleep`` to ``FakeBackend(sleep=...)``: a
-    backend's scripted latency then shows up in the router's measurements, and nothing waits.
-    """
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
+from router.testing import FakeClock, Fault, LoopbackRerankServer
 
 
 async def _no_wait(seconds: float) -> None:

@@ -10,7 +10,7 @@ import yaml
 import router.api as router_api
 from router import ConfigError, Router, RouterConfig, UnknownNameError, load_config
 from router.api import get_default_router, route_rerank, set_default_router
-from router.backends import BACKEND_TYPES
+from router.backends.registry import BACKEND_TYPES
 from router.config import CONFIG_ENV
 
 ROOT = Path(__file__).resolve().parents[1]

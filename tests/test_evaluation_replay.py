@@ -8,7 +8,7 @@ import math
 import pytest
 
 from router import Router
-from router.backends import build_backend
+from router.backends.registry import build_backend
 from router.backends.replay import ReplayBackend, ReplayConfig, ReplayIndex
 from router.catalog import merge_spec
 from router.errors import BadRequestError

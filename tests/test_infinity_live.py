@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from router import Router
-from router.backends import build_backend
 from router.backends.http import HttpBackend, HttpConfig
+from router.backends.registry import build_backend
 from router.errors import BadRequestError
 
 URL = os.environ.get("RERANK_ROUTER_INFINITY_URL", "")

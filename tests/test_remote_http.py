@@ -13,9 +13,9 @@ import pytest
 from conftest import MALFORMED_FAULTS, SERVER_FAULTS, build_remote
 
 from router import Router
-from router.backends import build_backend
 from router.backends import http as http_module
 from router.backends.http import PROTOCOL_PATHS, QWEN3_DEFAULT_INSTRUCTION, WIRE_FORMATS, HttpBackend, HttpConfig, Protocol
+from router.backends.registry import build_backend
 from router.backends.remote import ScoreMapping
 from router.catalog import load_catalog
 from router.errors import (

@@ -11,9 +11,9 @@ from conftest import build_remote
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.backends import build_backend
 from router.backends.cohere import CohereBackend
 from router.backends.http import HttpConfig
+from router.backends.registry import build_backend
 from router.backends.remote import (
     PerLoop,
     ScoreMapping,

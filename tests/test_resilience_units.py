@@ -44,7 +44,7 @@ from router.resilience.breaker import BreakerRecord
 from router.testing import FakeBackend
 
 if TYPE_CHECKING:
-    from conftest import FakeClock
+    from router.testing import FakeClock
 
 # -- circuit breaker --------------------------------------------------------------------------------
 

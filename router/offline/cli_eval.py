@@ -332,7 +332,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _calibrate_latency(args: argparse.Namespace, notes: list[str]) -> dict[str, dict[str, Any]]:
     import platform
 
-    from router.backends import build_backend
+    from router.backends.registry import build_backend
     from router.config import load_config
     from router.offline.calibration import fit_backend_latency, time_latency_grid
 

@@ -2,6 +2,8 @@
 
 - :class:`FakeBackend` (``router.testing.fake``): scores from a function, with scripted latency and
   failures; no model, no network.
+- :func:`planning_context` and :class:`FakeClock` (``router.testing.planning``): a PlanningContext
+  as the Router builds it, to test a policy or a rule directly; a clock that moves only when told.
 - :class:`LoopbackRerankServer` (``router.testing.server``): a real HTTP server on 127.0.0.1 that
   speaks the wire formats of Cohere, Voyage, vLLM, TEI, Infinity, ZeroEntropy and Jina, bills like
   them, and fails on cue (:class:`Fault`), so remote backend configs can be tested with the real
@@ -17,6 +19,16 @@
 """
 
 from router.testing.fake import FakeBackend, word_overlap
+from router.testing.planning import FakeClock, planning_context
 from router.testing.server import PROVIDERS, Fault, LoopbackRerankServer, RecordedRequest
 
-__all__ = ["PROVIDERS", "FakeBackend", "Fault", "LoopbackRerankServer", "RecordedRequest", "word_overlap"]
+__all__ = [
+    "PROVIDERS",
+    "FakeBackend",
+    "FakeClock",
+    "Fault",
+    "LoopbackRerankServer",
+    "RecordedRequest",
+    "planning_context",
+    "word_overlap",
+]

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from policies.base import PlanningContext, Policy, assess
-from router.backends import build_backend
 from router.backends.base import Availability, Backend, Scores
+from router.backends.registry import build_backend
 from router.backends.replay import ReplayBackend, ReplayIndex
 from router.catalog import BackendSpec, merge_spec
 from router.config import RouterConfig, load_config
@@ -50,7 +50,7 @@ from router.decisions import DecisionLog, decision_from_result
 from router.engine import Router
 from router.features import Features
 from router.offline.evaluation.metrics import MeasureSet, aggregate, per_query
-from router.plan import RETRIEVER_ORDER, Plan, Stage
+from router.plan import RETRIEVER_ORDER, Plan, Stage, option_name
 from router.result import RerankResult
 from router.tokens import TokenCounter
 
@@ -185,11 +185,9 @@ class SpecOverride:
 def served_name(result: RerankResult, n: int) -> str:
     """What actually ranked the request: ``bm25``-style backend name, ``a@100 -> b@20``, or retriever-order."""
     done = [s for s in result.stages if s.ok]
-    if not done:
-        return RETRIEVER_ORDER
     if len(done) == 1 and done[0].candidates_in == n:
-        return done[0].backend
-    return " -> ".join(f"{s.backend}@{s.candidates_in}" for s in done)
+        return option_name(((done[0].backend, None),))
+    return option_name((s.backend, s.candidates_in) for s in done)
 
 
 @dataclass
@@ -581,7 +579,7 @@ class EvalHarness:
     ) -> RunResult:
         """A fixed option: ``[]`` is the retriever's order, ``[("a", None)]`` one tier, ``[("a", None), ("b", 20)]`` a cascade."""
         policy = OptionPolicy(tuple(stages))
-        name = label or _option_label(stages)
+        name = label or option_name(stages)
         kind = "tier" if len(stages) <= 1 else "cascade"
         return self.run(name, policy, qids=qids, kind=kind)
 
@@ -618,11 +616,3 @@ class EvalHarness:
         return [
             self.run(f"{label} @ ${c:g}", policy, budget=QueryBudget(max_cost_usd=c), qids=wanted, kind="sweep") for c in ceilings
         ]
-
-
-def _option_label(stages: Sequence[tuple[str, int | None]]) -> str:
-    if not stages:
-        return RETRIEVER_ORDER
-    if len(stages) == 1 and stages[0][1] is None:
-        return stages[0][0]
-    return " -> ".join(f"{b}@{'all' if k is None else k}" for b, k in stages)
