@@ -12,6 +12,7 @@ from policies.context import PlanningContext, Rule
 from router.plan import Option, Rejection
 
 __all__ = [
+    "CONSTRAINT_RULES",
     "DEFAULT_RULES",
     "Rule",
     "allowed_backend",
@@ -125,6 +126,10 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     within_cost_ceiling,
     within_latency_budget,
 )
+
+
+CONSTRAINT_RULES: tuple[Rule, ...] = (allowed_backend, license_ok, residency_ok)
+"""The rules no plan may break whatever budgets allow: the executor re-checks them before every call."""
 
 
 def check_all(option: Option, ctx: PlanningContext, rules: Sequence[Rule]) -> tuple[Rejection, ...]:

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from policies.base import BackendView, PlanningContext, Policy
+from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
 from router.backends.base import Availability, Backend
 from router.compose import Clock, compose, default_wall_clock
@@ -163,7 +164,30 @@ class Router:
         constraints: Constraints | Mapping[str, Any] | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> RerankResult:
-        started = self._clock()
+        return await self._arerank(
+            self._clock(),
+            query,
+            documents,
+            top_n=top_n,
+            latency_budget_ms=latency_budget_ms,
+            max_cost_usd=max_cost_usd,
+            constraints=constraints,
+            context=context,
+        )
+
+    async def _arerank(
+        self,
+        started: float,
+        query: str,
+        documents: Documents,
+        *,
+        top_n: int | None,
+        latency_budget_ms: float | None,
+        max_cost_usd: float | None,
+        constraints: Constraints | Mapping[str, Any] | None,
+        context: Mapping[str, Any] | None,
+    ) -> RerankResult:
+        """Steps 1-7 for a call made at ``started`` (the caller's moment, also for sync calls)."""
         request = self._request(  # 1
             query,
             documents,
@@ -180,8 +204,9 @@ class Router:
             arm = self.config.experiment.arms[assignment.arm]
             request = _with_arm_budgets(request, arm.budgets, latency_budget_ms is None, max_cost_usd is None)
             policy = self._arm_policies[assignment.arm]
-        plan = self.plan_request(request, features, policy)  # 4
-        result = await self.execute(request, features, plan, started, assignment)  # 5, 6
+        ctx = self._context(request, features)
+        plan = policy.plan(ctx)  # 4
+        result = await self.execute(request, features, plan, started, assignment, ctx=ctx, policy=policy)  # 5, 6
         self.record(result, request, features, assignment, shadow=False)  # 7
         if assignment is not None and self._shadow is not None:
             self._shadow.maybe_start(request, features, assignment)
@@ -198,9 +223,11 @@ class Router:
         constraints: Constraints | Mapping[str, Any] | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> RerankResult:
-        """Blocking twin of :meth:`arerank`; runs on the router's own event loop thread."""
+        """Blocking twin of :meth:`arerank`; runs on the router's own event loop thread. The deadline
+        runs from this call, not from when the loop thread picks the request up."""
         return self._run_sync(
-            self.arerank(
+            self._arerank(
+                self._clock(),
                 query,
                 documents,
                 top_n=top_n,
@@ -280,14 +307,20 @@ class Router:
     # -- step 4: plan -------------------------------------------------------------------------------
     def plan_request(self, request: RerankRequest, features: Features, policy: Policy | None = None) -> Plan:
         """Step 4 for a built request: the policy's plan over every backend as it stands now."""
+        return (policy or self.policy).plan(self._context(request, features))
+
+    _plan = plan_request
+
+    def _context(self, request: RerankRequest, features: Features, *, ignore_breakers: bool = False) -> PlanningContext:
         views = {
-            name: BackendView(name=name, spec=b.spec, availability=self._availability(name)) for name, b in self.backends.items()
+            name: BackendView(name=name, spec=b.spec, availability=self._availability(name, ignore_breakers))
+            for name, b in self.backends.items()
         }
         cold = frozenset(name for name, view in views.items() if view.availability.ok and not view.availability.warm)
         for name in cold:
             self._loader.start(name)
         estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features, cold, self.usage)
-        ctx = PlanningContext(
+        return PlanningContext(
             features=features,
             constraints=request.constraints,
             latency_budget_ms=request.latency_budget_ms,
@@ -295,17 +328,36 @@ class Router:
             backends=MappingProxyType(views),
             estimate=estimator.estimate,
         )
-        return (policy or self.policy).plan(ctx)
 
-    _plan = plan_request
-
-    def _availability(self, name: str) -> Availability:
+    def _availability(self, name: str, ignore_breakers: bool = False) -> Availability:
         """The backend's own availability, closed off while its circuit breaker is open."""
         availability = self.backends[name].availability()
-        why = self._executor.open_breaker(name)
+        why = None if ignore_breakers else self._executor.open_breaker(name)
         if availability.ok and why is not None:
             return Availability(False, why, warm=availability.warm)
         return availability
+
+    def _breaker_degradation(self, ctx: PlanningContext, plan: Plan, policy: Policy) -> str | None:
+        """Why the plan is not what the policy would choose with every backend healthy (an open
+        circuit breaker took a backend out), or None when it is."""
+        open_ = {n: why for n in self.backends if (why := self._executor.open_breaker(n)) is not None}
+        if not open_ or not any(ctx.backends[n].availability.reason == why for n, why in open_.items()):
+            return None
+        healthy = policy.plan(
+            dataclasses.replace(
+                ctx,
+                backends=MappingProxyType(
+                    {
+                        name: dataclasses.replace(view, availability=self._availability(name, ignore_breakers=True))
+                        for name, view in ctx.backends.items()
+                    }
+                ),
+            )
+        )
+        if healthy.primary.name == plan.primary.name:
+            return None
+        names = ", ".join(f"{n} ({why})" for n, why in sorted(open_.items()))
+        return f"planned {plan.primary.name} instead of {healthy.primary.name}: circuit open for {names}"
 
     # -- steps 5 and 6: execute, account --------------------------------------------------------------
     async def execute(
@@ -316,15 +368,32 @@ class Router:
         started: float,
         assignment: Assignment | None,
         arm: str | None = None,
+        *,
+        ctx: PlanningContext | None = None,
+        policy: Policy | None = None,
     ) -> RerankResult:
-        """Run ``plan`` against the request's deadline and build the accounted result."""
+        """Run ``plan`` against the request's deadline and build the accounted result. The hard
+        rules are re-checked on every option before it is called (``ctx``: the plan's context)."""
+        ctx = ctx or self._context(request, features)
+        breaker_note = self._breaker_degradation(ctx, plan, policy or self.policy)
         deadline = None
         if request.latency_budget_ms is not None:
             # Stop backend work a little early: the event loop wakes timers late under load, and
             # the result still has to be assembled (router.deadline learns by how much).
             deadline = started + (request.latency_budget_ms - self.deadline_guard.guard_ms(request.latency_budget_ms)) / 1000
         texts = request.texts_for_scoring(self.config.limits.max_document_chars)
-        execution = await self._executor.run(plan, request.query, texts, features, deadline, request.max_cost_usd)
+        execution = await self._executor.run(
+            plan,
+            request.query,
+            texts,
+            features,
+            deadline,
+            request.max_cost_usd,
+            admissible=lambda option: check_all(option, ctx, CONSTRAINT_RULES),
+        )
+        degraded, degraded_reason = execution.degraded, execution.degraded_reason
+        if breaker_note is not None:
+            degraded, degraded_reason = True, "; ".join(r for r in (breaker_note, degraded_reason) if r)
         if deadline is not None and (late_s := self._clock() - deadline) >= 0:
             self.deadline_guard.observe(late_s * 1000)
         items = tuple(
@@ -343,8 +412,8 @@ class Router:
             predicted_latency_ms=plan.primary.estimate.latency_ms,
             predicted_cost_usd=plan.primary.estimate.cost_usd,
             actual_cost_usd=Accounting.billed_usd(execution.stages),
-            degraded=execution.degraded,
-            degraded_reason=execution.degraded_reason,
+            degraded=degraded,
+            degraded_reason=degraded_reason,
             explanation=Explanation.from_plan(plan, notes),
             experiment=None if assignment is None else assignment.experiment,
             arm=arm or (None if assignment is None else assignment.arm),

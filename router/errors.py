@@ -25,7 +25,8 @@ errors are translated at the boundary to the most specific class here with ``rai
         ├── AuthenticationError               401 / 403
         ├── BadRequestError                   400 / 422: the provider rejected the input
         ├── ServerError                       5xx
-        └── MalformedResponseError            wrong length, NaN scores, bad JSON, bad indices
+        ├── MalformedResponseError            wrong length, NaN scores, bad JSON, bad indices
+        └── ConstraintViolationError          the executor refused a stage that breaks a hard rule
 
 ``tests/test_error_tree.py`` builds this drawing from the classes and checks that it matches.
 """
@@ -41,6 +42,7 @@ __all__ = [
     "BackendUnavailableError",
     "BadRequestError",
     "ConfigError",
+    "ConstraintViolationError",
     "DeadlineExceededError",
     "DuplicateIdError",
     "EmptyQueryError",
@@ -163,3 +165,8 @@ class ServerError(BackendError):
 
 class MalformedResponseError(BackendError):
     pass
+
+
+class ConstraintViolationError(BackendError):
+    """A plan's stage breaks a hard rule (license, data residency, allowed backends): the executor
+    re-checks every stage before calling it and refuses, whatever policy made the plan."""

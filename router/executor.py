@@ -22,20 +22,21 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from router.accounting import Accounting
-from router.backends.base import Backend, Scores
+from router.backends.base import Backend, Scores, Usage, attach_billed, billed_of
 from router.cost import billed_cost_usd
 from router.errors import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     BadRequestError,
+    ConstraintViolationError,
     DeadlineExceededError,
     MalformedResponseError,
     RateLimitedError,
 )
 from router.features import Features
 from router.latency import item_tokens
-from router.plan import Estimate, Option, Plan, Stage
+from router.plan import Estimate, Option, Plan, Rejection, Stage
 from router.resilience import BackendLimits, CircuitBreaker, LatencyWindow, LimitPolicy, ResiliencePolicy, hedged, retrying
 from router.resilience.breaker import BreakerState, BreakerStore
 from router.resilience.retry import release
@@ -47,6 +48,9 @@ Clock = Callable[[], float]
 
 # Slack kept beyond a fallback's predicted latency when reserving time for it.
 FALLBACK_MARGIN_MS = 10.0
+
+# Costs within this of the ceiling fit it: float noise in summed prices must not flip a decision.
+CEILING_TOLERANCE_USD = 1e-9
 
 
 @dataclass
@@ -70,6 +74,36 @@ class _Call:
 @dataclass
 class _Tally:
     attempts: int = 0
+    last_error: str = ""
+    rejected: Usage | None = None
+    """Units billed for responses that were then rejected (malformed), retries included."""
+
+    def bill(self, usage: Usage | None) -> None:
+        if usage is not None:
+            self.rejected = usage if self.rejected is None else self.rejected + usage
+
+
+@dataclass
+class _Spend:
+    """The request's ceiling and what its calls have been billed so far, rejected responses too."""
+
+    ceiling: float | None
+    spent: float = 0.0
+
+    def left(self) -> float | None:
+        return None if self.ceiling is None else self.ceiling - self.spent
+
+    def fits(self, usd: float | None) -> bool:
+        left = self.left()
+        return left is None or usd is None or usd <= left + CEILING_TOLERANCE_USD
+
+    def add(self, usd: float | None) -> None:
+        if usd is not None:
+            self.spent += usd
+
+
+Admissible = Callable[[Option], Sequence[Rejection]]
+"""The hard rules an option must pass before any of its stages is called (policies.rules.CONSTRAINT_RULES)."""
 
 
 def _validate(scores: Scores, expected: int, backend: str) -> tuple[float, ...]:
@@ -135,16 +169,34 @@ class Executor:
         features: Features,
         deadline: float | None,
         max_cost_usd: float | None = None,
+        admissible: Admissible | None = None,
     ) -> Execution:
+        """Run the plan's options in order until one serves. ``max_cost_usd`` caps everything the
+        request is billed, over every option and retry, rejected responses included;
+        ``admissible`` re-checks the hard rules before an option's first call."""
         failed: list[StageReport] = []
         failed_backends: set[str] = set()
         skipped: list[str] = []
+        spend = _Spend(max_cost_usd)
         options = plan.options_in_order
         for position, option in enumerate(options):
             if not option.stages:
                 break
             if failed_backends.intersection(option.backends):
                 skipped.append(f"{option.name} skipped: a backend in it already failed")
+                continue
+            rejections = admissible(option) if admissible is not None else ()
+            if rejections:
+                why = "; ".join(f"{r.rule}: {r.reason}" for r in rejections)
+                error = ConstraintViolationError(f"refused {option.name}: {why}", backend=option.stages[0].backend)
+                failed.append(self._refusal(option, error))
+                failed_backends.add(option.stages[0].backend)
+                continue
+            if not spend.fits(option.estimate.cost_usd):
+                skipped.append(
+                    f"{option.name} skipped: predicted ${option.estimate.cost_usd:.6f}, "
+                    f"${spend.left():.6f} left under the ceiling after ${spend.spent:.6f} billed"
+                )
                 continue
             if deadline is not None:
                 left_ms = (deadline - self._clock()) * 1000
@@ -160,11 +212,12 @@ class Executor:
                 texts,
                 features,
                 deadline,
-                max_cost_usd,
+                spend,
                 self._option_deadline(deadline, option, options[position + 1 :]),
             )
             if execution is None:
                 assert failure is not None
+                spend.add(failure.cost_usd)
                 failed.append(failure)
                 failed_backends.add(failure.backend)
                 continue
@@ -201,12 +254,13 @@ class Executor:
         texts: Sequence[str],
         features: Features,
         deadline: float | None,
-        max_cost_usd: float | None,
+        spend: _Spend,
         first_deadline: float | None,
     ) -> tuple[Execution | None, StageReport | None]:
         """The option's execution, or (None, the failed first stage's report)."""
         execution = Execution(order=list(range(len(texts))), served_by=option)
-        spare_usd = None if max_cost_usd is None else max_cost_usd - (option.estimate.cost_usd or 0.0)  # room for a hedge
+        left = spend.left()
+        spare_usd = None if left is None else left - (option.estimate.cost_usd or 0.0)  # room for a hedge
         previous: Sequence[float] = ()
         for position, stage in enumerate(option.stages):
             if position > 0 and stage.escalate_below_margin is not None:
@@ -234,14 +288,23 @@ class Executor:
                     predicted,
                     spare_usd,
                     tally,
+                    spend,
                 )
             except Exception as exc:
                 report = self._report(
-                    stage, backend, len(subset), started, predicted, error=_describe(exc, stage.backend), attempts=tally.attempts
+                    stage,
+                    backend,
+                    len(subset),
+                    started,
+                    predicted,
+                    error=_describe(exc, stage.backend),
+                    attempts=tally.attempts,
+                    rejected=tally.rejected,
                 )
                 _drop_tracebacks(exc)
                 if position == 0:
                     return None, report
+                spend.add(report.cost_usd)
                 execution.stages.append(report)
                 execution.degraded = True
                 execution.degraded_reason = f"{report.error}; kept the order of the stages before it"
@@ -252,7 +315,9 @@ class Executor:
             ranked = sorted(range(len(subset)), key=lambda k: -values[k])  # stable: ties keep the prior order
             execution.order = [subset[k] for k in ranked] + execution.order[len(subset) :]
             execution.scores.update({subset[k]: values[k] for k in range(len(subset))})
-            execution.stages.append(self._report(stage, backend, len(subset), started, predicted, call=call))
+            report = self._report(stage, backend, len(subset), started, predicted, call=call, rejected=tally.rejected)
+            spend.add(report.cost_usd)
+            execution.stages.append(report)
             previous = values
         return execution, None
 
@@ -275,8 +340,10 @@ class Executor:
         call: _Call | None = None,
         error: str | None = None,
         attempts: int = 1,
+        rejected: Usage | None = None,
     ) -> StageReport:
         elapsed = (self._clock() - started) * 1000
+        billed = rejected if call is None else (call.scores.usage if rejected is None else call.scores.usage + rejected)
         return StageReport(
             backend=stage.backend,
             model=backend.spec.model,
@@ -284,12 +351,26 @@ class Executor:
             ok=call is not None,
             latency_ms=elapsed,
             predicted_latency_ms=predicted.latency_ms if predicted else 0.0,
-            cost_usd=None if call is None else billed_cost_usd(backend.spec, call.scores.usage, elapsed),
+            cost_usd=None if billed is None else billed_cost_usd(backend.spec, billed, elapsed),
             predicted_cost_usd=predicted.cost_usd if predicted else None,
             error=error,
             attempts=call.attempts if call else attempts,
             hedged=call.hedged if call else False,
         )
+
+    def _refusal(self, option: Option, error: ConstraintViolationError) -> StageReport:
+        stage = option.stages[0]
+        predicted = option.stage_estimates[0] if option.stage_estimates else None
+        report = self._report(
+            stage,
+            self._backends[stage.backend],
+            stage.candidates_in,
+            self._clock(),
+            predicted,
+            error=_describe(error, ""),
+            attempts=0,
+        )
+        return report
 
     # -- one backend call: breaker, limits, retries, hedging, deadline ----------------------------
     async def _call(
@@ -302,6 +383,7 @@ class Executor:
         predicted: Estimate | None,
         spare_usd: float | None,
         tally: _Tally,
+        spend: _Spend,
     ) -> _Call:
         name = stage.backend
         breaker = self.breakers[name]
@@ -313,8 +395,17 @@ class Executor:
         try:
             async for attempt in retry:
                 with attempt:
+                    if tally.attempts and not self._retry_fits(predicted, tally, spend, name):
+                        raise BackendError(
+                            f"{tally.last_error}; not retried: the cost ceiling leaves too little for another call"
+                        )
                     tally.attempts += 1
-                    scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
+                    try:
+                        scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
+                    except Exception as exc:
+                        tally.bill(billed_of(exc))
+                        tally.last_error = str(exc)
+                        raise
         except asyncio.CancelledError:
             breaker.release_probe()
             raise
@@ -329,6 +420,14 @@ class Executor:
             release(retry)
         breaker.on_success()
         return _Call(scores=scores, attempts=tally.attempts, hedged=was_hedged)
+
+    def _retry_fits(self, predicted: Estimate | None, tally: _Tally, spend: _Spend, name: str) -> bool:
+        """Another attempt may bill the stage's predicted cost again: only within what is left."""
+        if predicted is None or predicted.cost_usd is None or spend.ceiling is None:
+            return True
+        already = 0.0 if tally.rejected is None else (billed_cost_usd(self._backends[name].spec, tally.rejected, 0.0) or 0.0)
+        left = spend.left()
+        return left is None or already + predicted.cost_usd <= left + CEILING_TOLERANCE_USD
 
     async def _attempt(
         self,
@@ -363,7 +462,17 @@ class Executor:
                 raise BackendTimeoutError(f"timed out ({str(exc) or 'TimeoutError'})", backend=name) from exc
             error = DeadlineExceededError if cut == "at the deadline" else BackendTimeoutError
             raise error(f"timed out {cut}", backend=name) from exc
-        _validate(scores, len(texts), name)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the caller's own cancellation: the request stops
+            # A backend that raises CancelledError itself must not cancel the request.
+            raise BackendError("raised CancelledError", backend=name) from None
+        try:
+            _validate(scores, len(texts), name)
+        except MalformedResponseError as exc:
+            attach_billed(exc, scores.usage)  # charged for, then rejected: it still counts
+            raise
         return scores, was_hedged
 
 

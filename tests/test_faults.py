@@ -213,7 +213,8 @@ async def test_breaker_opens_the_planner_rejects_and_a_probe_closes_it(make_rout
     result = await router.arerank("doc 1", docs(4))
     assert len(api.calls) == 3  # not called while open
     assert result.backends == ("fallback",)
-    assert not result.degraded  # the plan itself chose the fallback, with the reason
+    # Issue 12, finding 10: not the reranking the policy would choose with every backend healthy.
+    assert result.degraded and "circuit open for api" in (result.degraded_reason or "")
     assert "circuit open" in str(result.explanation)
     assert "available: api: circuit open after 3 consecutive failures; probing again in 20.0 s" in str(result.explanation)
 

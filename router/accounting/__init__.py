@@ -46,6 +46,9 @@ class Accounting:
 
     @staticmethod
     def billed_usd(stages: Sequence[StageReport]) -> float | None:
-        """The request's actual cost: the sum over the stages that ran; None if one's price is unknown."""
-        billed = [s.cost_usd for s in stages if s.ok]
-        return None if None in billed else sum(c for c in billed if c is not None)
+        """The request's actual cost: every billed call, failed stages' rejected responses included;
+        None if the price of a stage that ran is unknown."""
+        served = [s.cost_usd for s in stages if s.ok]
+        if None in served:
+            return None
+        return sum(c for s in stages if (c := s.cost_usd) is not None)

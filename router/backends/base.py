@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 from router.catalog import BackendSpec
 from router.tokens import TokenCounter
 
-__all__ = ["Availability", "Backend", "Scores", "Usage"]
+__all__ = ["Availability", "Backend", "Scores", "Usage", "attach_billed", "billed_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +81,20 @@ class Backend(Protocol):
         return None
 
     async def aclose(self) -> None: ...
+
+
+_BILLED = "_rerank_router_billed"
+
+
+def attach_billed(exc: BaseException, usage: Usage) -> None:
+    """Mark a failed call's error with units the provider billed anyway (a response it charged for
+    that was then rejected, or the batches of a split request that succeeded before one failed):
+    the executor counts them against the request's ceiling and in its actual cost."""
+    prior = billed_of(exc)
+    setattr(exc, _BILLED, usage if prior is None else prior + usage)
+
+
+def billed_of(exc: BaseException) -> Usage | None:
+    """Units billed for a failed call, as marked by :func:`attach_billed`; None if none were."""
+    usage = getattr(exc, _BILLED, None)
+    return usage if isinstance(usage, Usage) else None

@@ -1,0 +1,133 @@
+"""Issue 12's findings on deadlines, cost ceilings, hard rules, degradation and cancellation.
+
+Each test is the regression test of one finding (numbered as in the issue)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from policies.base import PlanningContext
+from router import Router
+from router.backends.base import Usage
+from router.plan import Plan, Stage
+from router.testing import FakeBackend
+
+PRICED = {
+    "quality": {"web": 0.9},
+    "license": "proprietary",
+    "data_leaves_premises": True,
+    "pricing": {"scheme": "per_search_unit", "usd": 0.002},
+}
+LOCAL = {"quality": {"web": 0.5}}
+
+
+def docs(n: int) -> list[str]:
+    return [f"doc {i}" for i in range(n)]
+
+
+def _retries(attempts: int) -> dict[str, object]:
+    return {"default": {"retries": {"attempts": attempts, "initial_s": 0.0, "max_s": 0.0, "jitter_s": 0.0}}}
+
+
+async def test_5_rejected_billed_responses_count_against_the_ceiling(make_router) -> None:
+    # Every call is billed one search unit ($0.002) and then rejected (one score short).
+    bad = FakeBackend("api", spec=PRICED, usage=Usage(search_units=1), scores_override=lambda call, n: [0.5] * (n - 1))
+    also_bad = FakeBackend("api2", spec=PRICED, usage=Usage(search_units=1), scores_override=lambda call, n: [0.5] * (n - 1))
+    router = make_router({"api": bad, "api2": also_bad, "local": FakeBackend("local", spec=LOCAL)}, resilience=_retries(3))
+    result = await router.arerank("doc 1", docs(5), max_cost_usd=0.003)
+    calls = bad.call_count + also_bad.call_count
+    assert calls * 0.002 <= 0.003 + 1e-12  # billed in all: within the request's ceiling
+    assert calls == 1
+    assert result.actual_cost_usd == pytest.approx(0.002)  # the rejected response is reported
+    assert result.backends == ("local",) and result.degraded
+    assert sorted(result.indices) == list(range(5))
+
+
+async def test_5_without_a_ceiling_every_billed_call_is_reported(make_router) -> None:
+    bad = FakeBackend("api", spec=PRICED, usage=Usage(search_units=1), scores_override=lambda call, n: [0.5] * (n - 1))
+    also_bad = FakeBackend("api2", spec=PRICED, usage=Usage(search_units=1), scores_override=lambda call, n: [0.5] * (n - 1))
+    router = make_router({"api": bad, "api2": also_bad, "local": FakeBackend("local", spec=LOCAL)}, resilience=_retries(3))
+    result = await router.arerank("doc 1", docs(5))
+    assert bad.call_count == also_bad.call_count == 1  # malformed answers are not retried
+    assert result.actual_cost_usd == pytest.approx(0.004)  # both rejected responses were billed
+    assert [s.cost_usd for s in result.stages[:2]] == [pytest.approx(0.002)] * 2
+
+
+class _RogueOnPremisePolicy:
+    """A custom policy that ignores the hard rules and plans the API first."""
+
+    name = "rogue"
+
+    def plan(self, ctx: PlanningContext) -> Plan:
+        n = ctx.features.n_candidates
+        api, local = ctx.estimate((Stage("api", n),)), ctx.estimate((Stage("local", n),))
+        return Plan(policy=self.name, primary=api, fallbacks=(local, ctx.estimate(())), assessed=(), reason="rogue")
+
+
+async def test_8_the_executor_refuses_stages_that_break_hard_rules(make_router) -> None:
+    api = FakeBackend("api", spec=PRICED)
+    router = make_router({"api": api, "local": FakeBackend("local", spec=LOCAL)}, policy=_RogueOnPremisePolicy())
+    result = await router.arerank("doc 1", docs(4), constraints={"on_premise": True})
+    assert api.call_count == 0
+    assert result.backends == ("local",)
+    refused = result.stages[0]
+    assert refused.backend == "api" and not refused.ok and refused.attempts == 0
+    assert refused.error is not None and "refused api" in refused.error and "on_premise" in refused.error
+    # Without the constraint the same plan runs as planned.
+    assert (await router.arerank("doc 1", docs(4))).backends == ("api",)
+
+
+async def test_10_an_open_breaker_makes_the_result_degraded(make_router, fake_clock) -> None:
+    from router.errors import ServerError
+
+    api = FakeBackend("api", spec={"quality": {"web": 0.9}}, fail=lambda call: ServerError("HTTP 500"))
+    resilience = {"default": {"retries": {"attempts": 1}, "breaker": {"failure_threshold": 1, "recovery_s": 60}}}
+    router = make_router({"api": api, "local": FakeBackend("local", spec=LOCAL)}, clock=fake_clock, resilience=resilience)
+    await router.arerank("doc 1", docs(4))
+    result = await router.arerank("doc 1", docs(4))
+    assert api.call_count == 1 and result.backends == ("local",)
+    assert result.degraded
+    assert result.degraded_reason is not None and "instead of api: circuit open for api" in result.degraded_reason
+
+
+async def test_11_a_backend_raising_cancelled_error_does_not_cancel_the_request(make_router) -> None:
+    rogue = FakeBackend("api", spec={"quality": {"web": 0.9}}, fail=lambda call: asyncio.CancelledError())
+    router = make_router({"api": rogue, "local": FakeBackend("local", spec=LOCAL)})
+    result = await router.arerank("doc 1", docs(4))
+    assert result.backends == ("local",) and result.degraded
+    assert result.stages[0].error == "api: raised CancelledError"
+
+
+async def test_11_the_callers_cancellation_still_cancels(make_router) -> None:
+    slow = FakeBackend("api", spec={"quality": {"web": 0.9}}, latency_ms=5_000)
+    router = make_router({"api": slow, "local": FakeBackend("local", spec=LOCAL)})
+    task = asyncio.ensure_future(router.arerank("doc 1", docs(4)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_4_sync_latency_runs_from_the_call_not_from_the_loop_thread() -> None:
+    router = Router({"backends": {}}, backends={"local": FakeBackend("local", spec=LOCAL)})
+    try:
+        router.rerank("warm", docs(2))
+
+        async def hog() -> None:
+            time.sleep(0.3)  # blocks the router's loop thread, as a long stall would
+
+        blocker = threading.Thread(target=router._run_sync, args=(hog(),))
+        blocker.start()
+        time.sleep(0.05)
+        started = time.perf_counter()
+        result = router.rerank("doc 1", docs(3))
+        waited_ms = (time.perf_counter() - started) * 1000
+        blocker.join()
+        assert waited_ms >= 200
+        assert result.latency_ms >= waited_ms - 20  # the wait for the loop thread is in it
+    finally:
+        router.close()
