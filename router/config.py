@@ -25,6 +25,7 @@ from pydantic_core import ErrorDetails
 
 from policies.base import Policy
 from policies.registry import create_policy
+from router.admission import AdmissionConfig
 from router.backends.registry import BACKEND_TYPES, BackendConfig
 from router.catalog import deep_merge
 from router.constraints import Constraints
@@ -108,6 +109,8 @@ class RouterConfig(BaseModel):
     budgets: Budgets = Budgets()
     constraints: Constraints = Constraints()
     limits: RequestLimits = RequestLimits()
+    admission: AdmissionConfig = AdmissionConfig()
+    """Load shedding when the work in flight cannot meet a request's deadline (router.admission)."""
     token_estimates: dict[str, float] = Field(default_factory=dict)
     """Characters per token for tokenizer families with no local tokenizer (see router.tokens)."""
     backends: dict[str, BackendConfig] = Field(default_factory=dict)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from policies.base import BackendView, PlanningContext, Policy
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
+from router.admission import Admission
 from router.backends.base import Availability, Backend
 from router.compose import Clock, compose, default_wall_clock
 from router.config import RouterConfig, load_config
@@ -35,7 +36,7 @@ from router.experiments.assignment import Assignment, assign
 from router.experiments.shadow import ShadowArm
 from router.features import Features, extract_features
 from router.latency import LatencyEstimator
-from router.plan import Plan
+from router.plan import Estimate, Option, Plan
 from router.request import RerankRequest, build_request
 from router.resilience.breaker import BreakerStore
 from router.result import Explanation, RankedItem, RerankResult
@@ -121,6 +122,8 @@ class Router:
             shadow_config, shadow_policy, cap = parts.shadow
             self._shadow = ShadowArm(shadow_config, shadow_policy, cap, self.config.budgets.latency_ms, self)
         self._loader = BackgroundLoader(self.backends)
+        self._admission = Admission(self.config.admission)
+        self._read_tokens = _read_tokens(self.backends)
         self._sync = LoopThread()
         self.deadline_guard = DeadlineGuard(DEADLINE_GUARD_MS)
         """How early backend work stops before a deadline: 5 ms, raised to the p99 of how late
@@ -197,12 +200,22 @@ class Router:
             constraints=constraints,
             context=context,
         )
-        features = await self._afeatures(request)  # 2
+        time_left_ms = None if request.latency_budget_ms is None else request.latency_budget_ms - (self._clock() - started) * 1000
+        shed = self._admission.admit(time_left_ms)
+        if shed is not None:
+            return self._shed(request, started, shed.reason)
+        try:
+            return await self._admitted(request, started, latency_budget_ms is None, max_cost_usd is None)
+        finally:
+            self._admission.done()
+
+    async def _admitted(self, request: RerankRequest, started: float, latency_default: bool, cost_default: bool) -> RerankResult:
+        features = await self._afeatures(request, started)  # 2
         assignment = self._assign(request)  # 3
         policy = self.policy
         if assignment is not None and self.config.experiment is not None:
             arm = self.config.experiment.arms[assignment.arm]
-            request = _with_arm_budgets(request, arm.budgets, latency_budget_ms is None, max_cost_usd is None)
+            request = _with_arm_budgets(request, arm.budgets, latency_default, cost_default)
             policy = self._arm_policies[assignment.arm]
         ctx = self._context(request, features)
         plan = policy.plan(ctx)  # 4
@@ -274,28 +287,60 @@ class Router:
             **kwargs,
         )
 
-    def _features(self, request: RerankRequest) -> Features:
+    def _features(self, request: RerankRequest, started: float | None = None) -> Features:
+        """Step 2. With ``started`` (the call's moment) and a latency budget, exact token counts
+        are used only where they fit the time left (router.features)."""
         for backend in self.backends.values():
             counter = backend.token_counter()
             if counter is not None:
                 self._counters.register(counter)
-        families = {b.spec.tokenizer_family for b in self.backends.values()}
+        time_left_ms = None
+        if started is not None and request.latency_budget_ms is not None:
+            time_left_ms = request.latency_budget_ms - (self._clock() - started) * 1000
         return extract_features(
             request,
-            families,
+            self._read_tokens,
             self._counters,
             default_domain=self.config.domain,
             max_document_chars=self.config.limits.max_document_chars,
+            read_tokens=self._read_tokens,
+            time_left_ms=time_left_ms,
         )
 
-    async def _afeatures(self, request: RerankRequest) -> Features:
+    async def _afeatures(self, request: RerankRequest, started: float | None = None) -> Features:
         """Step 2 off the event loop when it is long: exact token counts for many long candidates
         take tens of milliseconds (tokenizers releases the GIL), time in which every other request
         on this loop would otherwise wait, deadline timers included."""
         chars = sum(len(d.text) for d in request.documents)
         if chars < OFFLOAD_FEATURES_CHARS or not self._counters.any_exact():
-            return self._features(request)
-        return await asyncio.to_thread(self._features, request)
+            return self._features(request, started)
+        return await asyncio.to_thread(self._features, request, started)
+
+    def _shed(self, request: RerankRequest, started: float, reason: str) -> RerankResult:
+        """The retriever's order at once: admission control said the deadline cannot be met."""
+        keep = Option(stages=(), estimate=Estimate(0.0, 0.0, None))
+        plan = Plan(policy="admission", primary=keep, fallbacks=(), assessed=(), reason=reason)
+        result = RerankResult(
+            request_id=request.request_id,
+            items=tuple(
+                RankedItem(index=i, id=d.id, score=None, text=d.text, metadata=d.metadata)
+                for i, d in enumerate(request.documents)
+            ),
+            top_n=request.top_n,
+            stages=(),
+            latency_ms=(self._clock() - started) * 1000,
+            predicted_latency_ms=0.0,
+            predicted_cost_usd=0.0,
+            actual_cost_usd=0.0,
+            degraded=True,
+            degraded_reason=f"{reason}; kept the retriever's order",
+            explanation=Explanation.from_plan(plan, request.notes),
+        )
+        domain = str(request.context.get("domain") or self.config.domain)
+        self.record(
+            result, request, Features(len(request.documents), request.top_n, domain, MappingProxyType({})), None, shadow=False
+        )
+        return result
 
     # -- step 3: arm --------------------------------------------------------------------------------
     def _assign(self, request: RerankRequest) -> Assignment | None:
@@ -400,7 +445,7 @@ class Router:
             RankedItem(index=i, id=d.id, score=execution.scores.get(i), text=d.text, metadata=d.metadata)
             for i, d in ((i, request.documents[i]) for i in execution.order)
         )
-        notes = (*request.notes, *execution.notes)
+        notes = (*request.notes, *features.notes, *execution.notes)
         if assignment is not None and arm is None:
             notes = (*notes, f"experiment {assignment.experiment}: arm {assignment.arm} ({assignment.reason})")
         return RerankResult(
@@ -499,6 +544,19 @@ class Router:
         if self._redis is not None:
             self._redis.close()
         self._sync.stop()
+
+
+def _read_tokens(backends: Mapping[str, Backend]) -> dict[str, int | None]:
+    """Per tokenizer family, the most tokens of a document any backend of it reads (None: no limit)."""
+    out: dict[str, int | None] = {}
+    for backend in backends.values():
+        family, cap = backend.spec.tokenizer_family, backend.spec.max_tokens_per_doc
+        if family not in out:
+            out[family] = cap
+        else:
+            known = out[family]
+            out[family] = None if known is None or cap is None else max(known, cap)
+    return out
 
 
 def _with_arm_budgets(request: RerankRequest, budgets: Budgets, latency_default: bool, cost_default: bool) -> RerankRequest:

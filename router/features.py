@@ -7,9 +7,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from router.request import RerankRequest
-from router.tokens import TokenCounters
+from router.tokens import TokenCounter, TokenCounters, TokenizersCounter
 
-__all__ = ["Features", "TokenStats", "extract_features"]
+__all__ = ["CHARS_PER_TOKEN_BOUND", "EXACT_COUNT_SHARE", "Features", "TokenStats", "extract_features"]
+
+CHARS_PER_TOKEN_BOUND = 10
+"""Characters counted per token a tier can read: English WordPiece/BPE averages 4-5, so a prefix
+this long holds at least the tokens a tier reads except in text of unusually long words."""
+
+EXACT_COUNT_SHARE = 0.2
+"""Exact token counts may take at most this share of the time a request has left."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,8 @@ class Features:
     top_n: int
     domain: str
     tokens: Mapping[str, TokenStats]
+    notes: tuple[str, ...] = ()
+    """What the planner should know about how these were computed (e.g. estimated counts)."""
 
     def token_stats(self, family: str) -> TokenStats:
         return self.tokens[family]
@@ -48,12 +57,35 @@ def extract_features(
     *,
     default_domain: str,
     max_document_chars: int,
+    read_tokens: Mapping[str, int | None] | None = None,
+    time_left_ms: float | None = None,
 ) -> Features:
+    """Token lengths per tokenizer family, within the time the request has.
+
+    ``read_tokens``: per family, the most tokens of a document any configured tier of that family
+    reads (None: no limit). Only a prefix of each document long enough for that many tokens
+    (:data:`CHARS_PER_TOKEN_BOUND` characters per token) is counted: a tier never sees the rest.
+    ``time_left_ms``: where exact counting is predicted to take more than
+    :data:`EXACT_COUNT_SHARE` of it, the family's counts are estimated from characters instead
+    (and a note says so)."""
     texts = request.texts_for_scoring(max_document_chars)
     stats: dict[str, TokenStats] = {}
+    notes: list[str] = []
+    reads = read_tokens or {}
     for family in sorted(set(families)):
-        counter = counters.get(family)
-        counts = counter.count([request.query, *texts])
+        limit = reads.get(family)
+        cap = max_document_chars if limit is None else min(max_document_chars, limit * CHARS_PER_TOKEN_BOUND)
+        clipped = [t if len(t) <= cap else t[:cap] for t in texts]
+        counter: TokenCounter = counters.get(family)
+        if counter.exact and time_left_ms is not None and isinstance(counter, TokenizersCounter):
+            predicted = counter.predict_ms(len(request.query) + sum(len(t) for t in clipped))
+            if predicted > EXACT_COUNT_SHARE * max(time_left_ms, 0.0):
+                counter = counters.estimate(family)
+                notes.append(
+                    f"{family} token counts estimated: counting exactly would take ~{predicted:.0f} ms "
+                    f"of the {max(time_left_ms, 0.0):.0f} ms left"
+                )
+        counts = counter.count([request.query, *clipped])
         stats[family] = TokenStats(family=family, exact=counter.exact, query=counts[0], docs=tuple(counts[1:]))
     domain = str(request.context.get("domain") or default_domain)
     return Features(
@@ -61,4 +93,5 @@ def extract_features(
         top_n=request.top_n,
         domain=domain,
         tokens=MappingProxyType(stats),
+        notes=tuple(notes),
     )

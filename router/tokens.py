@@ -19,6 +19,7 @@ Estimates, characters per token on English passages (DL19 BM25 top-100 passages,
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -34,6 +35,12 @@ DEFAULT_CHARS_PER_TOKEN: Mapping[str, float] = {
     "qwen3": 4.52,
 }
 _FALLBACK_CHARS_PER_TOKEN = 4.0
+
+COUNT_CHUNK_CHARS = 1_000_000
+"""Exact counting encodes at most about this many characters at a time (bounded memory)."""
+DEFAULT_COUNT_CHARS_PER_MS = 1_000.0
+"""Assumed exact-counting speed before a counter has measured its own (a conservative figure:
+WordPiece through ``tokenizers`` counts a few thousand characters per millisecond on one core)."""
 
 
 @runtime_checkable
@@ -61,7 +68,12 @@ class EstimatedTokenCounter:
 
 
 class TokenizersCounter:
-    """Exact counts from a Hugging Face ``tokenizers.Tokenizer`` (special tokens excluded)."""
+    """Exact counts from a Hugging Face ``tokenizers.Tokenizer`` (special tokens excluded).
+
+    Texts are encoded in chunks of at most :data:`COUNT_CHUNK_CHARS` characters, so the encodings
+    held at once stay bounded however long the list; the counter learns its own speed
+    (characters per millisecond) so the router can tell when exact counts would not fit a deadline.
+    """
 
     exact = True
 
@@ -73,10 +85,30 @@ class TokenizersCounter:
         self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
+        self._chars_per_ms = DEFAULT_COUNT_CHARS_PER_MS
 
     def count(self, texts: Sequence[str]) -> list[int]:
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [len(e.ids) for e in encodings]
+        started = time.perf_counter()
+        counts: list[int] = []
+        chunk: list[str] = []
+        size = 0
+        for text in texts:
+            chunk.append(text)
+            size += len(text)
+            if size >= COUNT_CHUNK_CHARS:
+                counts.extend(len(e.ids) for e in self._tokenizer.encode_batch(chunk, add_special_tokens=False))
+                chunk, size = [], 0
+        if chunk:
+            counts.extend(len(e.ids) for e in self._tokenizer.encode_batch(chunk, add_special_tokens=False))
+        chars = sum(len(t) for t in texts)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if chars >= 10_000 and elapsed_ms > 0:  # small calls are dominated by fixed costs
+            self._chars_per_ms = 0.7 * self._chars_per_ms + 0.3 * (chars / elapsed_ms)
+        return counts
+
+    def predict_ms(self, chars: int) -> float:
+        """How long counting ``chars`` characters should take, from this counter's recent speed."""
+        return chars / self._chars_per_ms
 
 
 class TokenCounters:
@@ -99,4 +131,8 @@ class TokenCounters:
         exact = self._exact.get(family)
         if exact is not None:
             return exact
+        return self.estimate(family)
+
+    def estimate(self, family: str) -> EstimatedTokenCounter:
+        """The character-based estimate for ``family``, even where a real tokenizer is registered."""
         return EstimatedTokenCounter(family, self._estimates.get(family, _FALLBACK_CHARS_PER_TOKEN))

