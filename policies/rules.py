@@ -63,7 +63,8 @@ def residency_ok(option: Option, ctx: PlanningContext) -> Rejection | None:
     for name in option.backends:
         spec = ctx.backends[name].spec
         if spec.data_leaves_premises:
-            return Rejection("on_premise", f"{name}: sends documents to {spec.provider}; the request is on-premise only")
+            where = spec.residency or f"sends documents to {spec.provider}"
+            return Rejection("on_premise", f"{name}: {where}; the request is on-premise only")
     return None
 
 

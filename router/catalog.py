@@ -73,6 +73,10 @@ class BackendSpec(BaseModel):
     license: str = "unknown"
     """SPDX id, or 'proprietary' for a closed API used under its commercial terms."""
     data_leaves_premises: bool = False
+    residency: str = ""
+    """Why ``data_leaves_premises`` is what it is, where a backend works it out from where it sends
+    bytes (an HTTP backend's ``base_url`` host, router.residency); shown when an on-premise
+    request turns the backend down."""
     max_documents: int | None = Field(None, ge=1)
     """Most documents per provider call."""
     split_requests: bool = False

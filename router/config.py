@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from policies.base import Policy
@@ -35,6 +35,7 @@ from router.experiments.config import ExperimentConfig
 from router.profile import load_profile, policy_params
 from router.request import RequestLimits
 from router.resilience import ResiliencePolicy
+from router.secrets import env_var_name
 from router.settings import Budgets, PolicyConfig
 from router.validation import config_error, validation_lines
 
@@ -78,7 +79,7 @@ class SharedStateConfig(BaseModel):
     """Config ``shared_state:``: replicas share circuit breakers and the shadow arm's spend cap in
     Redis (router.resilience.redis_store, router.accounting.spend). Needs the ``redis`` extra."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     redis_url_env: str | None = "REDIS_URL"
     """The environment variable holding ``redis://[:password@]host:port/db`` (the usual way: the
@@ -87,6 +88,18 @@ class SharedStateConfig(BaseModel):
     """The URL itself, if you must; wins over ``redis_url_env``. Never shown in reprs or logs."""
     key_prefix: str = Field("rerank-router", min_length=1)
     """Every key the router writes starts with ``<key_prefix>:``."""
+
+    _env_name = field_validator("redis_url_env")(env_var_name)  # a name, never a pasted URL
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, value: Any) -> Any:
+        if isinstance(value, Mapping | SharedStateConfig):
+            return value
+        raise ValueError(
+            "must be a mapping such as {redis_url_env: REDIS_URL}, with the URL in that environment "
+            f"variable (a {type(value).__name__} was given, not shown: a Redis URL may carry a password)"
+        )
 
     def url(self) -> SecretStr:
         """The Redis URL: ``redis_url``, else the variable ``redis_url_env`` names."""
@@ -102,7 +115,7 @@ class SharedStateConfig(BaseModel):
 
 
 class RouterConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     domain: str = "web"
     policy: PolicyConfig = PolicyConfig()

@@ -29,11 +29,20 @@ errors are translated at the boundary to the most specific class here with ``rai
         └── ConstraintViolationError          the executor refused a stage that breaks a hard rule
 
 ``tests/test_error_tree.py`` builds this drawing from the classes and checks that it matches.
+
+No router error carries a credential (invariant 5): every message passes through
+:func:`router.secrets.redact` when the error is built, and :func:`scrub_exception` scrubs an
+error's ``__cause__`` / ``__context__`` chain, where an SDK's exception may quote the provider's
+body with the key in it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from pydantic import SecretStr
+
+from router.secrets import RedactedError, redact
 
 __all__ = [
     "AuthenticationError",
@@ -60,11 +69,18 @@ __all__ = [
     "ServerError",
     "TooManyDocumentsError",
     "UnknownNameError",
-]
+]  # the tree only (tests/test_error_tree.py); scrub_exception is imported by name
+
+_FOREIGN_CHARS = 500
+"""At most this much of a foreign exception's message is kept in a scrubbed chain."""
 
 
 class RerankRouterError(Exception):
-    """Base class of every error raised by rerank-router."""
+    """Base class of every error raised by rerank-router. Its message never carries a credential:
+    text arguments are redacted (:func:`router.secrets.redact`) on construction."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class InvalidRequestError(RerankRouterError, ValueError):
@@ -170,3 +186,38 @@ class MalformedResponseError(BackendError):
 class ConstraintViolationError(BackendError):
     """A plan's stage breaks a hard rule (license, data residency, allowed backends): the executor
     re-checks every stage before calling it and refuses, whatever policy made the plan."""
+
+
+def scrub_exception(exc: BaseException, secrets: Iterable[SecretStr | str | None] = ()) -> BaseException:
+    """``exc`` with its cause/context chain scrubbed in place, and returned.
+
+    Router errors keep their class, their messages redacted again against ``secrets`` (the key
+    values the caller knows); every other link becomes a :class:`~router.secrets.RedactedError`
+    with the same traceback and the original's class name and redacted, shortened message."""
+    seen: dict[int, BaseException] = {}
+    values = list(secrets)
+
+    def clean(link: BaseException) -> BaseException:
+        done = seen.get(id(link))
+        if done is not None:
+            return done
+        out: BaseException
+        if isinstance(link, RerankRouterError | RedactedError):
+            link.args = tuple(redact(a, values) if isinstance(a, str) else a for a in link.args)
+            out = link
+        else:
+            try:
+                text = str(link)
+            except Exception:  # a broken __str__ must not hide the error being scrubbed
+                text = ""
+            name = f"{type(link).__module__}.{type(link).__qualname__}"
+            out = RedactedError(name, redact(text, values)[:_FOREIGN_CHARS]).with_traceback(link.__traceback__)
+            out.__suppress_context__ = link.__suppress_context__
+        seen[id(link)] = out
+        if link.__cause__ is not None:
+            out.__cause__ = clean(link.__cause__)
+        if link.__context__ is not None:
+            out.__context__ = clean(link.__context__)
+        return out
+
+    return clean(exc)

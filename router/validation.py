@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from router.errors import ConfigError
+from router.secrets import is_secret_field, redact
 
 __all__ = ["config_error", "validation_lines"]
 
@@ -22,7 +23,8 @@ ECHO_CHARS = 200
 
 def _echo(value: object) -> str:
     text = repr(value)
-    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + f"... ({len(text):,} characters)"
+    head = redact(text[: ECHO_CHARS * 4])  # redacted before it is cut, so no credential is left half-shown
+    return head if len(text) <= ECHO_CHARS else head[:ECHO_CHARS] + f"... ({len(text):,} characters)"
 
 
 def validation_lines(
@@ -43,6 +45,9 @@ def validation_lines(
         extra = hint(error) if hint is not None else ""
         if extra:
             line += f" ({extra})"
+        elif is_secret_field(error["loc"]):  # never echo what was given in a secret-bearing field
+            if error["loc"] and error["loc"][-1] == "api_key":
+                line += " (the value is not shown; keys go in the environment: name the variable in api_key_env)"
         elif show_input and error["type"] != "missing" and not isinstance(error["input"], dict):
             line += f" (got {_echo(error['input'])})"
         lines.append(line)

@@ -25,6 +25,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "leaf types",
         (
+            "router.secrets",
+            "router.residency",
             "router.errors",
             "router.validation",
             "router.plan",

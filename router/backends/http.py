@@ -25,6 +25,16 @@ way Qwen3-Reranker was trained (system prompt, ``<Instruct>: {instruction}\\n<Qu
 ``<Document>: {doc}`` and the assistant prefix with an empty think block); without it its scores
 are close to random. ``auto`` (the default) takes the spec's ``template`` (the catalog gives it to
 the Qwen3-Reranker models), ``none`` where it has none.
+Query, instruction and documents are put into the prompt with the chat's special tokens
+neutralised (:func:`neutralise_special_tokens`: ``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``,
+``<think>``, ``<tool_call>``, the template's own ``<Query>``/``<Document>`` markers, ...), so a
+hostile document cannot close its turn and write the assistant's answer.
+
+Where bytes go (invariant 4): a backend whose ``base_url`` host is not loopback, link-local or
+private (RFC 1918 / 4193, ``localhost``) sends documents off the premises (``data_leaves_premises``)
+whatever its catalog entry says, unless the host is listed in ``internal_hosts`` (router.residency);
+an on-premise request turns it down and its explanation says why. ``path`` is a path below
+``base_url``, never a URL of its own.
 
 Score scale (``score_mapping:``): ``identity`` for servers that return [0, 1] (vLLM and Infinity with
 their default activation, TEI without raw scores, the APIs); ``sigmoid`` for raw logits, mapped by
@@ -41,6 +51,7 @@ backends:
     type: http
     protocol: vllm-v2
     base_url: http://gpu-box:8000
+    internal_hosts: [gpu-box]            # a name of your own network: documents stay on premises
     model: Qwen/Qwen3-Reranker-4B        # catalog entry: Apache-2.0, 32K context
     template: qwen3-reranker
     spec: {pricing: {scheme: per_gpu_hour, usd: 2.0}}   # example $/GPU-hour: use your own
@@ -50,17 +61,20 @@ backends:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from router.backends.base import Usage
 from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, ScoreMapping
 from router.catalog import BackendSpec, PromptTemplate
 from router.errors import BackendTimeoutError, BackendUnavailableError, MalformedResponseError, ServerError
+from router.residency import HostResidency, host_residency
+from router.secrets import safe_url
 
 __all__ = [
     "PROTOCOL_PATHS",
@@ -70,6 +84,7 @@ __all__ = [
     "HttpConfig",
     "Protocol",
     "WireFormat",
+    "neutralise_special_tokens",
     "qwen3_reranker_document",
     "qwen3_reranker_query",
 ]
@@ -83,12 +98,30 @@ _QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 QWEN3_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
 
+# Qwen's chat control tokens (<|im_start|>, <|im_end|>, <|endoftext|>, <|fim_*|>, <|vision_*|>, ...
+# all have the <|name|> shape), its added tags (<think>, <tool_call>, <tool_response>) and the
+# template's own field markers. A tokenizer matches them in raw text, so user text must not hold them.
+_SPECIAL_TOKENS = re.compile(
+    r"<(?=\|[^<>|\s]{1,64}\|>|/?(?:think|tool_call|tool_response|instruct|query|document)\s*>)", re.IGNORECASE
+)
+
+
+def neutralise_special_tokens(text: str) -> str:
+    """``text`` with every chat special token broken by a space after its ``<`` (``<|im_end|>``
+    becomes ``< |im_end|>``): the words stay readable, the tokenizer no longer sees a control token.
+    Idempotent: a neutralised token is not matched again."""
+    return _SPECIAL_TOKENS.sub("< ", text)
+
+
 def qwen3_reranker_query(query: str, instruction: str = QWEN3_DEFAULT_INSTRUCTION) -> str:
+    """The prompt up to the document, special tokens in ``query`` and ``instruction`` neutralised."""
+    instruction, query = neutralise_special_tokens(instruction), neutralise_special_tokens(query)
     return f"{_QWEN3_PREFIX}<Instruct>: {instruction}\n<Query>: {query}\n"
 
 
 def qwen3_reranker_document(document: str) -> str:
-    return f"<Document>: {document}{_QWEN3_SUFFIX}"
+    """The prompt's document part and the assistant prefix, special tokens in ``document`` neutralised."""
+    return f"<Document>: {neutralise_special_tokens(document)}{_QWEN3_SUFFIX}"
 
 
 class HttpConfig(RemoteConfig):
@@ -109,6 +142,17 @@ class HttpConfig(RemoteConfig):
     latency: Literal["fast", "slow"] | None = None
     """ZeroEntropy's latency mode."""
     max_connections: int = Field(16, ge=1, le=1024)
+    internal_hosts: tuple[str, ...] = ()
+    """Host names inside your network (exact names, or ``.domain`` for every name under it): with
+    ``base_url``'s host among them, documents count as staying on the premises. Loopback, link-local
+    and private addresses and ``localhost`` need no listing; every other host is off the premises."""
+
+    @field_validator("path")
+    @classmethod
+    def _a_path_below_base_url(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or value.startswith("//") or "://" in value):
+            raise ValueError("must be a path below base_url starting with '/', not a URL of its own")
+        return value
 
 
 # -- wire formats -----------------------------------------------------------------------------------
@@ -214,6 +258,9 @@ class HttpBackend(RemoteBackend):
     config: HttpConfig
 
     def __init__(self, name: str, config: HttpConfig, spec: BackendSpec) -> None:
+        self.residency: HostResidency = host_residency(config.base_url, config.internal_hosts)
+        if not self.residency.on_premise:  # where bytes go wins over what the catalog says
+            spec = spec.model_copy(update={"data_leaves_premises": True, "residency": self.residency.reason})
         super().__init__(name, config, spec)
         self.wire = WIRE_FORMATS[config.protocol]
         template = config.template
@@ -234,7 +281,8 @@ class HttpBackend(RemoteBackend):
 
     def __repr__(self) -> str:
         c = self.config
-        return f"HttpBackend(name={self.name!r}, protocol={c.protocol!r}, model={c.model!r}, base_url={c.base_url!r})"
+        url = safe_url(c.base_url)
+        return f"HttpBackend(name={self.name!r}, protocol={c.protocol!r}, model={c.model!r}, base_url={url!r})"
 
     def _overhead_tokens(self) -> int:
         return self._template_tokens

@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from router.backends.base import Availability, Backend, Scores, Usage
 from router.catalog import BackendSpec
@@ -54,7 +54,9 @@ from router.errors import (
     MissingDependencyError,
     RateLimitedError,
     ServerError,
+    scrub_exception,
 )
+from router.secrets import env_var_name, url_without_credentials
 from router.tokens import TokenCounter, TokenCounters
 
 __all__ = [
@@ -88,7 +90,7 @@ _MIN_DOC_TOKENS = 16
 class RemoteConfig(BaseModel):
     """Fields every remote backend accepts (each type adds its own and sets its defaults)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     model: str
     """The provider's model id (also the catalog key unless ``catalog`` is given)."""
@@ -104,6 +106,9 @@ class RemoteConfig(BaseModel):
     """Split a request whose query + document tokens (estimated) exceed this."""
     spec: dict[str, Any] = Field(default_factory=dict)
     """Overrides of the catalog spec (max_documents, pricing, quality, license, ...)."""
+
+    _env_name = field_validator("api_key_env")(env_var_name)  # a name, never a pasted key
+    _url = field_validator("base_url")(url_without_credentials)
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,13 +456,16 @@ class RemoteBackend(Backend):
     async def rerank(self, query: str, documents: Sequence[str]) -> Scores:
         if not documents:
             return Scores((), Usage(requests=0))
+        error: BackendError
         try:
             return await self._rerank(query, documents)
-        except BackendError:
-            raise
+        except BackendError as exc:
+            error = exc
         except Exception as exc:  # the contract: only BackendError leaves a backend
-            message = self._redact(f"unexpected {type(exc).__name__}: {exc}")
-            raise BackendError(message, backend=self.name) from exc
+            error = BackendError(self._redact(f"unexpected {type(exc).__name__}: {exc}"), backend=self.name)
+            error.__cause__ = exc
+        # Raised outside the handlers, with the chain scrubbed: an SDK's exception may quote the key.
+        raise scrub_exception(error, [read_api_key(self.config.api_key_env)])
 
     # -- the shared flow --------------------------------------------------------------------------
     async def _rerank(self, query: str, documents: Sequence[str]) -> Scores:

@@ -36,6 +36,7 @@ from pydantic import SecretStr
 
 from router.errors import MissingDependencyError
 from router.resilience.breaker import BreakerRecord, BreakerState, InMemoryBreakerStore
+from router.secrets import redact
 
 if TYPE_CHECKING:
     import redis
@@ -52,9 +53,7 @@ def scrub(text: str, url: SecretStr | str) -> str:
     hidden = [secret]
     if parts.password:
         hidden += [parts.password, unquote(parts.password)]
-    for value in sorted((v for v in hidden if v), key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
+    return redact(text, hidden)  # and anything else that looks like a credential
 
 
 def redis_client(url: SecretStr | str, *, timeout_s: float = 0.5) -> redis.Redis:
