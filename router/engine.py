@@ -438,7 +438,8 @@ class Router:
         )
         degraded, degraded_reason = execution.degraded, execution.degraded_reason
         if breaker_note is not None:
-            degraded, degraded_reason = True, "; ".join(r for r in (breaker_note, degraded_reason) if r)
+            served = f"served by {plan.primary.name}" if plan.primary.stages else "kept the retriever's order"
+            degraded, degraded_reason = True, f"{breaker_note}; {degraded_reason or served}"
         if deadline is not None and (late_s := self._clock() - deadline) >= 0:
             self.deadline_guard.observe(late_s * 1000)
         items = tuple(

@@ -41,6 +41,7 @@ from router.resilience import BackendLimits, CircuitBreaker, LatencyWindow, Limi
 from router.resilience.breaker import BreakerState, BreakerStore
 from router.resilience.retry import release
 from router.result import StageReport
+from router.secrets import redact
 
 __all__ = ["FALLBACK_MARGIN_MS", "Execution", "Executor"]
 
@@ -503,4 +504,4 @@ def _describe(exc: BaseException, backend: str) -> str:
         return str(exc)
     if isinstance(exc, TimeoutError):
         return f"{backend}: timed out"
-    return f"{backend}: {type(exc).__name__}: {exc}"
+    return redact(f"{backend}: {type(exc).__name__}: {exc}")  # a foreign error's text may echo a credential
