@@ -111,6 +111,9 @@ class RouterConfig(BaseModel):
     """Where each decision and feedback record goes (router.decisions); none by default."""
     shared_state: SharedStateConfig | None = None
     """Redis shared by app replicas for breaker state and the shadow spend cap; none by default."""
+    service: dict[str, Any] | None = None
+    """The gateway's ``service:`` block (tenants, limits, admission, drain), validated by
+    ``rerank-router serve`` (router.service.config.ServiceConfig); the library ignores it."""
     profile: str | None = None
     """Calibration profile (YAML, `rerank-router calibrate`): measured per-backend spec overrides (router.calibration)."""
 
