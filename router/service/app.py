@@ -191,10 +191,10 @@ class Gateway:
         cost = b.max_cost_usd if cost is None else cost
         if budget is None:
             budget = self.config.budgets.latency_ms
-        if b.max_latency_ms is not None:
-            budget = b.max_latency_ms if budget is None else min(float(budget), b.max_latency_ms)
-        if b.max_max_cost_usd is not None:
-            cost = b.max_max_cost_usd if cost is None else min(float(cost), b.max_max_cost_usd)
+        if b.latency_ms_limit is not None:
+            budget = b.latency_ms_limit if budget is None else min(float(budget), b.latency_ms_limit)
+        if b.max_cost_usd_limit is not None:
+            cost = b.max_cost_usd_limit if cost is None else min(float(cost), b.max_cost_usd_limit)
         return (None if budget is None else float(budget)), (None if cost is None else float(cost))
 
     def _check_limits(self, fmt: WireFormat, wire: WireRequest) -> None:
@@ -255,8 +255,6 @@ class Gateway:
                 if tenant is None:
                     raise WireError(401, "missing or invalid API key (send Authorization: Bearer <key>)")
                 tenant_name = tenant.name
-                if tenant.rpm is not None and (wait := tenant.rpm.hit()) is not None:
-                    raise WireError(429, f"tenant {tenant.name}: over {tenant.rpm.rpm} requests per minute", retry_after=wait)
                 body = await read_body(request, self.service.limits.max_body_bytes)
                 try:
                     payload = orjson.loads(body) if body else None
@@ -265,6 +263,8 @@ class Gateway:
                 if route == "/rerank" and isinstance(payload, Mapping) and "texts" in payload:
                     fmt = "tei"
                 wire = parse(fmt, payload)
+                if tenant.rpm is not None and (wait := tenant.rpm.hit()) is not None:
+                    raise WireError(429, f"tenant {tenant.name}: over {tenant.rpm.rpm} requests per minute", retry_after=wait)
                 self._check_limits(fmt, wire)
                 pin = self._pin(wire.model, tenant)
                 constraints = tenant.constraints

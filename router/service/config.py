@@ -8,7 +8,7 @@ service:
   tenants:
     search-team:
       keys: [{env: SEARCH_TEAM_KEY}]             # or {sha256: <hex of the key>}, or {file: /run/secrets/k}
-      budgets: {latency_ms: 800, max_latency_ms: 2000, max_cost_usd: 0.002, max_max_cost_usd: 0.01}
+      budgets: {latency_ms: 800, latency_ms_limit: 2000, max_cost_usd: 0.002, max_cost_usd_limit: 0.01}
       spend_caps: {day_usd: 20, month_usd: 400}
       rpm: 600
     records:
@@ -87,14 +87,14 @@ class KeySource(BaseModel):
 
 class TenantBudgets(BaseModel):
     """Defaults where a request gives none (``latency_ms``, ``max_cost_usd``) and the most a
-    request may ask for (``max_latency_ms``, ``max_max_cost_usd``: larger values are clamped)."""
+    request may ask for (``latency_ms_limit``, ``max_cost_usd_limit``: larger values are clamped)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     latency_ms: float | None = Field(None, gt=0)
-    max_latency_ms: float | None = Field(None, gt=0)
+    latency_ms_limit: float | None = Field(None, gt=0)
     max_cost_usd: float | None = Field(None, ge=0)
-    max_max_cost_usd: float | None = Field(None, ge=0)
+    max_cost_usd_limit: float | None = Field(None, ge=0)
 
 
 class SpendCaps(BaseModel):
