@@ -229,3 +229,31 @@ def test_health_endpoints(gw):
         assert httpx.get(f"{gw.url}/health/readiness").status_code == 503
     finally:
         gw.gateway.draining = False
+
+
+def test_import_router_stays_light_and_the_service_package_loads_no_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, router; assert not [m for m in sys.modules if m.startswith('router.service')], 'router.service'; "
+        "import router.service; heavy = {'starlette', 'uvicorn', 'prometheus_client'} & set(sys.modules); assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_hash_key_prints_a_config_entry():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "router", "serve", "--hash-key"],
+        input="s3cret\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    from router.service.config import key_digest
+
+    assert out.stdout.strip() == f"{{sha256: {key_digest('s3cret')}}}"
