@@ -236,9 +236,12 @@ def backend_config(upstream_port: int, kind: str) -> dict[str, Any]:
     backend speaking the same Cohere v2 wire format (as for a self-hosted Cohere-compatible
     server). Both bill rerank-v3.5's catalog price per search."""
     base_url = f"http://127.0.0.1:{upstream_port}"
+    # The catalog paces rerank-v3.5 to Cohere's production rate limit (1,000 requests a minute);
+    # this upstream has none, so the pacing is lifted (as LiteLLM, which does not pace, runs).
+    spec = {"rpm": 1e9}
     if kind == "cohere":
-        return {"type": "cohere", "model": "rerank-v3.5", "base_url": base_url}
-    return {"type": "http", "protocol": "cohere-compatible", "model": "rerank-v3.5", "base_url": base_url}
+        return {"type": "cohere", "model": "rerank-v3.5", "base_url": base_url, "spec": spec}
+    return {"type": "http", "protocol": "cohere-compatible", "model": "rerank-v3.5", "base_url": base_url, "spec": spec}
 
 
 def gateway_config(

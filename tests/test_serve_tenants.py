@@ -254,3 +254,15 @@ def test_overload_is_503_with_retry_after_or_a_degraded_answer(tmp_path):
                 assert second.status_code == 200 and second.headers["x-rerank-router-degraded"] == "true"
                 assert [r["index"] for r in second.json()["results"]] == [0, 1, 2, 3]
         router.close()
+
+
+def test_a_bad_service_block_or_unreadable_key_fails_at_start(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backends: {}\nservice: {tenants: {t: {keys: [{sha256: nothex}]}}}\n")
+    assert serve(ServeOptions(config=str(bad), port=0)) == 2
+    assert "service.tenants.t.keys.0.sha256" in capsys.readouterr().err
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("backends: {}\nservice: {tenants: {t: {keys: [{env: NO_SUCH_KEY_VAR}]}}}\n")
+    assert serve(ServeOptions(config=str(missing), port=0)) == 2
+    assert "NO_SUCH_KEY_VAR is not set" in capsys.readouterr().err

@@ -149,6 +149,17 @@ def serve(options: ServeOptions) -> int:
             )
             return 2
         _log.warning("no tenants configured: every request is served without auth (tenant 'anonymous')")
+    limited = [
+        n
+        for n, t in service.tenants.items()
+        if t.rpm is not None or t.spend_caps.day_usd is not None or t.spend_caps.month_usd is not None
+    ]
+    if options.workers > 1 and limited and config.shared_state is None:
+        _log.warning(
+            "no shared_state: the rpm limits and spend caps of %s are counted per worker (x%d); configure Redis to share them",
+            ", ".join(limited),
+            options.workers,
+        )
     try:
         sock = _bind(options.host, options.port)
     except OSError as exc:
