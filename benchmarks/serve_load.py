@@ -252,6 +252,9 @@ def gateway_config(
         "budgets": {"latency_ms": 10_000, "max_cost_usd": 0.01},
         "constraints": {"on_premise": False},
         "backends": {"cohere": backend_config(upstream_port, kind)},
+        # Calls past the backend's connection pool (16) wait on the router's semaphore, not inside
+        # httpcore's pool, whose wait queue costs O(connections x waiting) per event.
+        "resilience": {"default": {"limits": {"max_concurrency": 16}}},
         "service": {"access_log": False, "admission": {"max_in_flight": 256, "max_queue": 1024}},
     }
     if redis:
@@ -326,6 +329,7 @@ def main() -> int:
         help="the litellm executable of a separate venv (default: /tmp/litellm-venv/bin/litellm, then PATH)",
     )
     parser.add_argument("--no-redis", action="store_true", help="skip the four-worker Redis run")
+    parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM even if installed")
     parser.add_argument("--backend", choices=["http", "cohere"], default="http", help="the gateway's backend type (default http)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -334,8 +338,11 @@ def main() -> int:
     levels = [(1, few), (16, many), (64, many)]
     python = sys.executable
     results: dict[str, Any] = {"documents": len(DOCS), "levels": levels, "backend": args.backend, "runs": {}, "notes": []}
-    litellm = args.litellm or (
-        "/tmp/litellm-venv/bin/litellm" if Path("/tmp/litellm-venv/bin/litellm").exists() else shutil.which("litellm")
+    litellm = (
+        None
+        if args.no_litellm
+        else args.litellm
+        or ("/tmp/litellm-venv/bin/litellm" if Path("/tmp/litellm-venv/bin/litellm").exists() else shutil.which("litellm"))
     )
     folder = Path(tempfile.mkdtemp(prefix="serve-load-"))
     up_port = free_port()

@@ -20,9 +20,11 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +32,7 @@ from starlette.routing import Route
 
 from policies.registry import create_policy
 from router import Router, RouterConfig, load_config
+from router.constraints import Constraints, coerce_constraints
 from router.documents import normalize_documents
 from router.errors import ConfigError, InvalidRequestError, RerankRouterError, TooManyDocumentsError
 from router.result import Explanation, RankedItem, RerankResult
@@ -52,8 +55,6 @@ HEADER_REQUEST_ID = "x-request-id"
 
 def service_config(config: RouterConfig) -> ServiceConfig:
     """The config's ``service:`` block, validated (an empty one when absent)."""
-    from pydantic import ValidationError
-
     try:
         return ServiceConfig.model_validate(config.service or {})
     except ValidationError as exc:
@@ -76,6 +77,18 @@ def _header_number(request: Request, name: str) -> float | None:
 
 def _ascii(text: str, limit: int = 200) -> str:
     return text.encode("ascii", "replace").decode()[:limit].replace("\r", " ").replace("\n", " ")
+
+
+@dataclass
+class _Exchange:
+    """What one request's answer, metrics and access-log line need to know."""
+
+    request_id: str
+    fmt: WireFormat
+    tenant: str = "-"
+    status: int = 200
+    budget: float | None = None
+    result: RerankResult | None = None
 
 
 class Gateway:
@@ -197,7 +210,7 @@ class Gateway:
             cost = b.max_cost_usd_limit if cost is None else min(float(cost), b.max_cost_usd_limit)
         return (None if budget is None else float(budget)), (None if cost is None else float(cost))
 
-    def _check_limits(self, fmt: WireFormat, wire: WireRequest) -> None:
+    def _check_limits(self, wire: WireRequest) -> None:
         assert self.router is not None
         limits = self.service.limits
         max_docs = limits.max_documents or self.config.limits.max_documents
@@ -238,116 +251,113 @@ class Gateway:
         return held, (predicted if predicted > 0 else ceiling)
 
     async def handle(self, request: Request, fmt: WireFormat, route: str) -> Response:
+        """One rerank request on a compatible or native endpoint: errors in ``fmt``'s shape, then
+        metrics and one access-log line whatever happened."""
         started = time.perf_counter()
-        request_id = _ascii(request.headers.get(HEADER_REQUEST_ID) or uuid.uuid4().hex, 128)
-        tenant_name = "-"
-        result: RerankResult | None = None
-        budget: float | None = None
-        status = 200
-        headers: dict[str, str] = {"x-request-id": request_id}
-        admitted = False
-        reservation: Reservation | None = None
+        x = _Exchange(request_id=_ascii(request.headers.get(HEADER_REQUEST_ID) or uuid.uuid4().hex, 128), fmt=fmt)
+        headers: dict[str, str] = {"x-request-id": x.request_id}
         try:
             try:
-                if self.router is None or self.tenants is None or not self.ready:
-                    raise WireError(503, "the gateway is starting (models warming up)", retry_after=1)
-                tenant = self.tenants.authenticate(request.headers.get("authorization"))
-                if tenant is None:
-                    raise WireError(401, "missing or invalid API key (send Authorization: Bearer <key>)")
-                tenant_name = tenant.name
-                body = await read_body(request, self.service.limits.max_body_bytes)
-                try:
-                    payload = orjson.loads(body) if body else None
-                except orjson.JSONDecodeError:
-                    raise WireError(400 if fmt == "cohere" else 422, "the body is not valid JSON") from None
-                if route == "/rerank" and isinstance(payload, Mapping) and "texts" in payload:
-                    fmt = "tei"
-                wire = parse(fmt, payload)
-                if tenant.rpm is not None and (wait := tenant.rpm.hit()) is not None:
-                    raise WireError(429, f"tenant {tenant.name}: over {tenant.rpm.rpm} requests per minute", retry_after=wait)
-                self._check_limits(fmt, wire)
-                pin = self._pin(wire.model, tenant)
-                constraints = tenant.constraints
-                if wire.constraints is not None:
-                    from router.constraints import coerce_constraints
-
-                    requested = coerce_constraints(wire.constraints)
-                    constraints = constraints.tightened(requested) if requested is not None else constraints
-                if pin is not None and self.config.experiment is not None:  # arm policies ignore the pin: hold them to it
-                    constraints = constraints.tightened(type(constraints)(allowed_backends=frozenset({pin})))
-                budget, cost = self._budgets(request, wire, tenant)
-                try:
-                    waited_ms = await self.admission.acquire(budget)
-                except Overloaded as exc:
-                    if self.metrics is not None:
-                        self.metrics.rejected.labels("queue_full" if "queue full" in exc.reason else "deadline").inc()
-                    if self.service.admission.on_overload == "degrade" and "queue full" not in exc.reason:
-                        result = retriever_order(request_id, wire, f"admission: {exc.reason}; kept the caller's order")
-                        return self._answer(fmt, result, wire, pin, headers)
-                    raise WireError(503, f"overloaded: {exc.reason}", retry_after=self.service.admission.retry_after_s) from None
-                admitted = True
-                slot_started = time.perf_counter()
-                if budget is not None:
-                    budget = max(1.0, budget - waited_ms)
-                reservation, cost = await self._reserve(tenant, wire, pin, constraints, budget, cost)
-                context: dict[str, Any] = {**wire.context, "request_id": request_id, "tenant": tenant.name}
-                if self.metrics is not None:
-                    self.metrics.in_flight.inc()
-                try:
-                    with pinned(pin):
-                        result = await self.router.arerank(
-                            wire.query,
-                            wire.documents,
-                            top_n=wire.top_n,
-                            latency_budget_ms=budget,
-                            max_cost_usd=cost,
-                            constraints=constraints,
-                            context=context,
-                        )
-                finally:
-                    if self.metrics is not None:
-                        self.metrics.in_flight.dec()
-                    self.admission.release((time.perf_counter() - slot_started) * 1000)
-                    admitted = False
-                if reservation is not None:
-                    reservation.settle(result.actual_cost_usd)
-                return self._answer(fmt, result, wire, pin, headers)
+                return await self._serve(request, route, x, headers)
             except TooManyDocumentsError as exc:
                 raise WireError(422, str(exc)) from None
             except InvalidRequestError as exc:
-                raise WireError(400 if fmt != "tei" else 422, str(exc)) from None
-            finally:
-                if admitted:
-                    self.admission.release(0.0)
-                if reservation is not None and not reservation.settled:
-                    reservation.settle(None)  # failed after reserving: count the plan (it may have been billed)
+                raise WireError(400 if x.fmt != "tei" else 422, str(exc)) from None
         except WireError as exc:
-            status = exc.status
+            x.status = exc.status
             if exc.retry_after is not None:
                 headers["retry-after"] = str(exc.retry_after)
-            return _json(error_body(fmt, exc), exc.status, headers)
+            return _json(error_body(x.fmt, exc), exc.status, headers)
         except Exception as exc:
-            status = 500
-            _log.exception("request %s failed: %s", request_id, type(exc).__name__)
-            return _json(error_body(fmt, WireError(500, f"internal error ({type(exc).__name__})")), 500, headers)
+            x.status = 500
+            _log.exception("request %s failed: %s", x.request_id, type(exc).__name__)
+            return _json(error_body(x.fmt, WireError(500, f"internal error ({type(exc).__name__})")), 500, headers)
         finally:
-            elapsed = time.perf_counter() - started
-            if result is not None and status == 200:
-                status = 200
+            self._observe(route, x, time.perf_counter() - started)
+
+    async def _serve(self, request: Request, route: str, x: _Exchange, headers: dict[str, str]) -> Response:
+        """auth -> body -> parse -> rpm -> limits -> model -> budgets -> admission -> spend -> route."""
+        if self.router is None or self.tenants is None or not self.ready:
+            raise WireError(503, "the gateway is starting (models warming up)", retry_after=1)
+        tenant = self.tenants.authenticate(request.headers.get("authorization"))
+        if tenant is None:
+            raise WireError(401, "missing or invalid API key (send Authorization: Bearer <key>)")
+        x.tenant = tenant.name
+        body = await read_body(request, self.service.limits.max_body_bytes)
+        try:
+            payload = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            raise WireError(400 if x.fmt == "cohere" else 422, "the body is not valid JSON") from None
+        if route == "/rerank" and isinstance(payload, Mapping) and "texts" in payload:
+            x.fmt = "tei"
+        wire = parse(x.fmt, payload)
+        if tenant.rpm is not None and (wait := tenant.rpm.hit()) is not None:
+            raise WireError(429, f"tenant {tenant.name}: over {tenant.rpm.rpm} requests per minute", retry_after=wait)
+        self._check_limits(wire)
+        pin = self._pin(wire.model, tenant)
+        constraints = tenant.constraints
+        if wire.constraints is not None:
+            requested = coerce_constraints(wire.constraints)
+            constraints = constraints.tightened(requested) if requested is not None else constraints
+        if pin is not None and self.config.experiment is not None:  # arm policies ignore the pin: hold them to it
+            constraints = constraints.tightened(Constraints(allowed_backends=frozenset({pin})))
+        budget, cost = self._budgets(request, wire, tenant)
+        x.budget = budget
+        try:
+            waited_ms = await self.admission.acquire(budget)
+        except Overloaded as exc:
+            full = "queue full" in exc.reason
             if self.metrics is not None:
-                self.metrics.observe(route, status, tenant_name, elapsed, result, budget)
-            if self.service.access_log and access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "request_id=%s tenant=%s route=%s status=%d backends=%s cost_usd=%s degraded=%s latency_ms=%.1f",
-                    request_id,
-                    tenant_name,
-                    route,
-                    status,
-                    ">".join(result.backends) if result is not None and result.backends else "-",
-                    "-" if result is None or result.actual_cost_usd is None else f"{result.actual_cost_usd:.6f}",
-                    "-" if result is None else str(result.degraded).lower(),
-                    elapsed * 1000,
-                )
+                self.metrics.rejected.labels("queue_full" if full else "deadline").inc()
+            if self.service.admission.on_overload == "degrade" and not full:
+                x.result = retriever_order(x.request_id, wire, f"admission: {exc.reason}; kept the caller's order")
+                return self._answer(x.fmt, x.result, wire, pin, headers)
+            raise WireError(503, f"overloaded: {exc.reason}", retry_after=self.service.admission.retry_after_s) from None
+        slot_started = time.perf_counter()
+        reservation: Reservation | None = None
+        try:
+            if budget is not None:
+                budget = max(1.0, budget - waited_ms)
+            reservation, cost = await self._reserve(tenant, wire, pin, constraints, budget, cost)
+            if self.metrics is not None:
+                self.metrics.in_flight.inc()
+            try:
+                with pinned(pin):
+                    x.result = await self.router.arerank(
+                        wire.query,
+                        wire.documents,
+                        top_n=wire.top_n,
+                        latency_budget_ms=budget,
+                        max_cost_usd=cost,
+                        constraints=constraints,
+                        context={**wire.context, "request_id": x.request_id, "tenant": tenant.name},
+                    )
+            finally:
+                if self.metrics is not None:
+                    self.metrics.in_flight.dec()
+        finally:
+            self.admission.release((time.perf_counter() - slot_started) * 1000)
+            if reservation is not None:
+                # what was billed; a failure after reserving counts the plan (it may have been billed)
+                reservation.settle(x.result.actual_cost_usd if x.result is not None else None)
+        return self._answer(x.fmt, x.result, wire, pin, headers)
+
+    def _observe(self, route: str, x: _Exchange, elapsed: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(route, x.status, x.tenant, elapsed, x.result, x.budget)
+        if self.service.access_log and access_log.isEnabledFor(logging.INFO):
+            r = x.result
+            access_log.info(
+                "request_id=%s tenant=%s route=%s status=%d backends=%s cost_usd=%s degraded=%s latency_ms=%.1f",
+                x.request_id,
+                x.tenant,
+                route,
+                x.status,
+                ">".join(r.backends) if r is not None and r.backends else "-",
+                "-" if r is None or r.actual_cost_usd is None else f"{r.actual_cost_usd:.6f}",
+                "-" if r is None else str(r.degraded).lower(),
+                elapsed * 1000,
+            )
 
     def _answer(
         self, fmt: WireFormat, result: RerankResult, wire: WireRequest, pin: str | None, headers: dict[str, str]
