@@ -219,6 +219,40 @@ async def load(port: int, raw: bytes, concurrency: int, requests: int) -> dict[s
     }
 
 
+def in_process_router(upstream_port: int, config_path: Path, requests: int) -> dict[str, Any]:
+    """Router.arerank in this process against the same upstream, one at a time: the router's own
+    request path plus its HTTP call, without the gateway's HTTP layer."""
+    os.environ.setdefault("CO_API_KEY", "bench-key")
+    from router import Router
+
+    config = yaml.safe_load(config_path.read_text())
+    config.pop("service", None)
+    router = Router(config)
+    router.warm_up()  # as each gateway worker does (and its heap frozen alike)
+    latencies: list[float] = []
+
+    async def go() -> None:
+        for i in range(requests + 50):
+            started = time.perf_counter()
+            await router.arerank("green tea trade", DOCS, top_n=10)
+            if i >= 50:
+                latencies.append(time.perf_counter() - started)
+        await router.aclose()
+
+    try:
+        import uvloop
+
+        uvloop.run(go())
+    except ImportError:
+        asyncio.run(go())
+    latencies.sort()
+    return {
+        "requests": requests,
+        "median_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+    }
+
+
 def run_load(port: int, raw: bytes, concurrency: int, requests: int, warmup: int) -> dict[str, Any]:
     try:
         import uvloop
@@ -408,6 +442,11 @@ def main() -> int:
             except RuntimeError as exc:
                 results["notes"].append(f"{name} did not start: {exc}")
                 print(f"{name} did not start: {exc}", file=sys.stderr)
+        results["router_in_process_c1"] = in_process_router(up_port, folder / "gateway.yaml", few)
+        print(
+            f"  router in process (no HTTP layer) c=1: median {results['router_in_process_c1']['median_ms']:.2f} ms",
+            file=sys.stderr,
+        )
         if not args.no_redis:
             results["redis"] = redis_run(python, up_port, folder, many, args.backend)
     print_table(results)
@@ -481,6 +520,11 @@ def print_table(results: dict[str, Any]) -> None:
                 added = runs[name][0]["median_ms"] - base
                 results.setdefault("added_latency_ms_c1", {})[name] = added
                 print(f"added median latency at c=1, {name}: {added:.2f} ms")
+    inproc = results.get("router_in_process_c1")
+    if inproc and direct:
+        print(
+            f"of which the router in process (its request path and the upstream call, no gateway HTTP layer): {inproc['median_ms'] - (direct[0]['median_ms'] or 0):.2f} ms median"
+        )
     gateway, litellm = runs.get("gateway"), runs.get("litellm")
     if gateway and litellm:
         g, ll = gateway[-1], litellm[-1]
