@@ -120,10 +120,10 @@ def test_metrics_add_up_across_workers(upstream, tmp_path):
 
 
 def test_sigterm_drains_requests_in_flight(upstream, tmp_path):
-    config = _config(upstream, tmp_path, shared=False, drain={"grace_s": 0.6, "timeout_s": 15})
+    config = _config(upstream, tmp_path, shared=False, drain={"grace_s": 1.5, "timeout_s": 15})
     gw = ProcessGateway(config, tmp_path, workers=2, env={"CO_API_KEY": "k"}).start()
     try:
-        upstream.script([Fault.slow(1.5)] * 6)
+        upstream.script([Fault.slow(2.5)] * 6)
         answers: list[httpx.Response] = []
         burst = threading.Thread(
             target=lambda: answers.extend(asyncio.run(_burst(gw.url, "free-key", 6, {"query": "tea", "documents": DOCS}))),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def _service(tmp_path: Path) -> dict[str, Any]:
                 "spend_caps": {"day_usd": 5 * COHERE_SEARCH_USD},
                 "budgets": {"max_cost_usd_limit": 0.01},
             },
-        }
+            "once": {"keys": [{"sha256": key_digest("once-key")}], "rpm": 1},
+        },
+        "limits": {"max_body_bytes": 50_000, "max_documents": 20},
     }
 
 
@@ -227,7 +230,7 @@ async def test_admission_bounds_in_flight_and_answers_early():
 
 
 def test_overload_is_503_with_retry_after_or_a_degraded_answer(tmp_path):
-    slow = FakeBackend("slow", latency_ms=400, spec={"quality": {"web": 0.9}})
+    slow = FakeBackend("slow", latency_ms=600, spec={"quality": {"web": 0.9}})
     for mode in ("reject", "degrade"):
         config = {"backends": {}, "service": {"admission": {"max_in_flight": 1, "max_queue": 4, "on_overload": mode}}}
         router = Router(config, backends={"slow": slow})
@@ -236,7 +239,10 @@ def test_overload_is_503_with_retry_after_or_a_degraded_answer(tmp_path):
             async def burst() -> list[httpx.Response]:
                 async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
                     first = asyncio.ensure_future(client.post("/v2/rerank", json={"query": "t", "documents": DOCS}))
-                    await asyncio.sleep(0.1)
+                    for _ in range(500):  # until the first holds the only slot
+                        if gateway.gateway.admission.in_flight == 1:
+                            break
+                        await asyncio.sleep(0.01)
                     second = await client.post(
                         "/v2/rerank", json={"query": "t", "documents": DOCS}, headers={"X-Latency-Budget-Ms": "150"}
                     )
@@ -266,3 +272,52 @@ def test_a_bad_service_block_or_unreadable_key_fails_at_start(tmp_path, capsys, 
     missing.write_text("backends: {}\nservice: {tenants: {t: {keys: [{env: NO_SUCH_KEY_VAR}]}}}\n")
     assert serve(ServeOptions(config=str(missing), port=0)) == 2
     assert "NO_SUCH_KEY_VAR is not set" in capsys.readouterr().err
+
+
+# (path, body key for the documents, how to read the error message, the error's status field or None)
+SHAPES = {
+    "cohere": ("/v2/rerank", "documents", lambda b: b["message"]),
+    "jina": ("/v1/rerank", "documents", lambda b: b["error"]["message"]),
+    "tei": ("/rerank", "texts", lambda b: b["error"]),
+    "native": ("/v1/route_rerank", "documents", lambda b: b["error"]["message"]),
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_every_error_status_in_each_shape(gw, shape):
+    path, docs_key, message = SHAPES[shape]
+
+    def post(key: str | None, **body: Any) -> httpx.Response:
+        headers = _auth(key) if key else {}
+        return httpx.post(f"{gw.url}{path}", json={"query": "tea", docs_key: DOCS, **body}, headers=headers)
+
+    def check(r: httpx.Response, status: int, text: str) -> None:
+        assert r.status_code == status, r.text
+        if shape == "tei" and status == 401:  # found before the body says TEI: vLLM's shape (TEI's own 401 has no body)
+            assert text in r.json()["error"]["message"]
+            return
+        assert text in message(r.json()), r.json()
+        if shape == "tei":
+            assert {"error", "error_type"} <= set(r.json())
+        if shape in ("jina", "native"):
+            assert r.json()["error"]["code"] == status
+
+    check(post(None), 401, "API key")
+    check(post("records-key", model="cohere"), 403, "on-premise")
+    check(post("search-key", model="nope"), 404, "valid models: auto")
+    too_big = httpx.post(f"{gw.url}{path}", json={"query": "tea", docs_key: ["x" * 3_000] * 20}, headers=_auth("search-key"))
+    assert too_big.status_code == 413 and "50000 bytes" in too_big.text
+    check(post("search-key", **{docs_key: ["d"] * 21}), 422, "over the limit of 20")
+    if 60 - time.time() % 60 < 3:
+        time.sleep(60 - time.time() % 60 + 0.1)
+    post("once-key")
+    limited = post("once-key")
+    check(limited, 429, "requests per minute")
+    assert int(limited.headers["retry-after"]) >= 1
+    gw.gateway.ready = False
+    try:
+        starting = post("search-key")
+        assert starting.status_code == 503 and starting.headers["retry-after"] == "1"
+    finally:
+        gw.gateway.ready = True
+    check(post("search-key", query=""), 422 if shape == "tei" else 400, "query is empty")
