@@ -144,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     request_parser("plan", "show what would run and why, without running it")
     commands.add_parser("backends", help="list configured backends and whether each is available")
     serve = commands.add_parser("serve", help="run the HTTP gateway (Cohere / Jina / TEI / native endpoints; extra: serve)")
+    serve.add_argument("--config", default=argparse.SUPPRESS, help="config YAML (as the top-level --config)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1, help="worker processes, one Router each")

@@ -88,7 +88,7 @@ class ProcessGateway:
 
     def start(self) -> ProcessGateway:
         self._log = self.log_path.open("wb")
-        args = [sys.executable, "-m", "router", "--config", str(self.config_path), "serve", "--port", str(self.port)]
+        args = [sys.executable, "-m", "router", "serve", "--config", str(self.config_path), "--port", str(self.port)]
         args += ["--workers", str(self.workers)]
         self.proc = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         try:
