@@ -231,9 +231,10 @@ class Gateway:
             return None, cost
         assert self.router is not None
         headroom = tenant.headroom()
-        exhausted = tenant.exhausted()
-        if exhausted is not None:
-            raise WireError(exhausted.status, exhausted.message, retry_after=exhausted.retry_after)
+        if headroom is not None and headroom <= 0:
+            exhausted = tenant.exhausted()  # which cap, and whether it is only unreadable (Redis down)
+            if exhausted is not None:
+                raise WireError(exhausted.status, exhausted.message, retry_after=exhausted.retry_after)
         ceiling = headroom if cost is None else min(cost, headroom if headroom is not None else cost)
         with pinned(pin):
             plan = self.router.plan(
