@@ -148,7 +148,10 @@ def serve(options: ServeOptions) -> int:
                 file=sys.stderr,
             )
             return 2
-        _log.warning("no tenants configured: every request is served without auth (tenant 'anonymous')")
+        where = "loopback only" if is_loopback(options.host) else f"{options.host}, --insecure-no-auth"
+        _log.warning(
+            "no tenants configured (service.tenants): no auth, every request is tenant 'anonymous'; listening on %s", where
+        )
     limited = [
         n
         for n, t in service.tenants.items()
