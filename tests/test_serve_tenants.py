@@ -321,3 +321,19 @@ def test_every_error_status_in_each_shape(gw, shape):
     finally:
         gw.gateway.ready = True
     check(post("search-key", query=""), 422 if shape == "tei" else 400, "query is empty")
+
+
+def test_redis_outage_refuses_capped_spend_and_counts_rpm_per_worker(caplog):
+    from router.resilience.redis_store import redis_client
+    from router.service.config import TenantConfig
+    from router.service.tenants import CapRefused, Tenant
+
+    down = redis_client("redis://:pw-never-log@127.0.0.1:1/0", timeout_s=0.05)
+    config = TenantConfig.model_validate({"keys": [{"sha256": "0" * 64}], "spend_caps": {"day_usd": 1.0}, "rpm": 2})
+    tenant = Tenant("t", config, client=down, prefix="x", url="redis://:pw-never-log@127.0.0.1:1/0")
+    refused = tenant.reserve(0.002)
+    assert isinstance(refused, CapRefused) and refused.status == 503 and refused.retry_after == 5
+    assert tenant.reserve(0.0).amount == 0.0  # a free request holds nothing
+    assert tenant.rpm is not None
+    assert [tenant.rpm.hit(), tenant.rpm.hit()] == [None, None] and tenant.rpm.hit() is not None  # counted locally
+    assert "pw-never-log" not in caplog.text
