@@ -63,60 +63,86 @@ async def _burst(url: str, key: str, n: int, body: dict[str, Any]) -> list[httpx
         return list(await asyncio.gather(*(client.post("/v2/rerank", json=body) for _ in range(n))))
 
 
-def test_two_workers_share_spend_caps_and_rpm_through_redis(upstream, tmp_path, redis_url):
+@pytest.fixture(scope="module")
+def upstream_m() -> Iterator[LoopbackRerankServer]:
+    with LoopbackRerankServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def two_workers(upstream_m, tmp_path_factory, redis_url) -> Iterator[ProcessGateway]:
+    """``rerank-router serve --workers 2`` sharing a real Redis, for the tests below."""
+    folder = tmp_path_factory.mktemp("two-workers")
     env = {"REDIS_URL": redis_url, "CO_API_KEY": "k"}
-    with ProcessGateway(_config(upstream, tmp_path, shared=True), tmp_path, workers=2, env=env) as gw:
-        answers = asyncio.run(_burst(gw.url, "capped-key", 24, {"model": "cohere", "query": "tea", "documents": DOCS}))
-        statuses = sorted(r.status_code for r in answers)
-        assert statuses == [200] * 5 + [429] * 19, statuses
-        assert len(upstream.requests) == 5
-        # rpm, counted across both workers (a fresh connection per request)
-        if 60 - time.time() % 60 < 5:
-            time.sleep(60 - time.time() % 60 + 0.1)  # not across a minute boundary
-        rpm = [
-            httpx.post(
-                f"{gw.url}/v2/rerank", json={"query": "t", "documents": DOCS}, headers={"Authorization": "Bearer limited-key"}
-            )
-            for _ in range(8)
-        ]
-        assert [r.status_code for r in rpm] == [200] * 4 + [429] * 4
-        assert len(_access_pids(gw.log())) == 2, "both workers answered"
-        log = gw.log()
+    with ProcessGateway(_config(upstream_m, folder, shared=True), folder, workers=2, env=env) as gw:
+        yield gw
+
+
+def test_two_workers_share_spend_caps_and_rpm_through_redis(two_workers, upstream_m):
+    gw = two_workers
+    before = len(upstream_m.requests)
+    answers = asyncio.run(_burst(gw.url, "capped-key", 24, {"model": "cohere", "query": "tea", "documents": DOCS}))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200] * 5 + [429] * 19, statuses
+    assert len(upstream_m.requests) - before == 5
+    # rpm, counted across both workers (a fresh connection per request)
+    if 60 - time.time() % 60 < 5:
+        time.sleep(60 - time.time() % 60 + 0.1)  # not across a minute boundary
+    auth = {"Authorization": "Bearer limited-key"}
+    rpm = [httpx.post(f"{gw.url}/v2/rerank", json={"query": "t", "documents": DOCS}, headers=auth) for _ in range(8)]
+    assert [r.status_code for r in rpm] == [200] * 4 + [429] * 4
+    assert len(_access_pids(gw.log())) == 2, "both workers answered"
+    log = gw.log()
     assert "capped-key" not in log and "limited-key" not in log and "pw-" not in log  # nor the Redis password
 
 
-def test_metrics_add_up_across_workers(upstream, tmp_path):
-    with ProcessGateway(_config(upstream, tmp_path, shared=False), tmp_path, workers=2, env={"CO_API_KEY": "k"}) as gw:
-        sent = {("/v2/rerank", "200"): 0, ("/v1/rerank", "200"): 0, ("/v2/rerank", "401"): 0, ("/rerank", "404"): 0}
-        with httpx.Client(base_url=gw.url, limits=httpx.Limits(max_keepalive_connections=0)) as client:
-            auth = {"Authorization": "Bearer free-key"}
-            for i in range(12):
-                route, status = list(sent)[i % 4]
-                headers = {} if status == "401" else auth
-                body: dict[str, Any] = {"query": "tea", "documents": DOCS}
-                if status == "404":
-                    body["model"] = "nope"
-                r = client.post(route, json=body, headers=headers)
-                assert r.status_code == int(status)
-                sent[(route, status)] += 1
-            text = client.get("/metrics").text
-        assert len(_access_pids(gw.log())) == 2
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    counted: dict[tuple[str, str], float] = {}
-    for sample in families["rerank_router_requests"].samples:
-        if sample.name == "rerank_router_requests_total":
-            key = (sample.labels["route"], sample.labels["status"])
-            counted[key] = counted.get(key, 0) + sample.value
-    assert counted == {k: float(v) for k, v in sent.items()}
-    by_tenant = {s.labels["tenant"] for s in families["rerank_router_requests"].samples}
-    assert by_tenant == {"free", "-"}
-    durations = [s for s in families["rerank_router_request_duration_seconds"].samples if s.name.endswith("_count")]
-    assert sum(s.value for s in durations) == 12
-    stage = [s for s in families["rerank_router_stage_duration_seconds"].samples if s.name.endswith("_count")]
-    assert sum(s.value for s in stage) == 6 and stage[0].labels["backend"] == "cohere"
-    cost = sum(s.value for s in families["rerank_router_billed_cost_usd"].samples if s.name.endswith("_total"))
-    assert math.isclose(cost, 6 * SEARCH_USD)
-    assert "rerank_router_in_flight" in families and "rerank_router_breaker_state" in families
+def _scrape(url: str) -> dict[str, Any]:
+    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        return {f.name: f for f in text_string_to_metric_families(client.get(f"{url}/metrics").text)}
+
+
+def _total(families: dict[str, Any], family: str, suffix: str, **labels: str) -> float:
+    if family not in families:
+        return 0.0
+    return sum(
+        s.value
+        for s in families[family].samples
+        if s.name == family + suffix and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_metrics_add_up_across_workers(two_workers):
+    gw = two_workers
+    before = _scrape(gw.url)
+    sent = {("/v2/rerank", "200"): 0, ("/v1/rerank", "200"): 0, ("/v2/rerank", "401"): 0, ("/rerank", "404"): 0}
+    with httpx.Client(base_url=gw.url, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        for i in range(12):
+            route, status = list(sent)[i % 4]
+            body: dict[str, Any] = {"query": "tea", "documents": DOCS}
+            if status == "404":
+                body["model"] = "nope"
+            headers = {} if status == "401" else {"Authorization": "Bearer free-key"}
+            assert client.post(route, json=body, headers=headers).status_code == int(status)
+            sent[(route, status)] += 1
+    after = _scrape(gw.url)
+    for (route, status), n in sent.items():
+        delta = _total(after, "rerank_router_requests", "_total", route=route, status=status) - _total(
+            before, "rerank_router_requests", "_total", route=route, status=status
+        )
+        assert delta == n, (route, status)
+    assert (
+        _total(after, "rerank_router_requests", "_total", tenant="free")
+        - _total(before, "rerank_router_requests", "_total", tenant="free")
+        == 9
+    )
+    count = "rerank_router_request_duration_seconds"
+    assert _total(after, count, "_count") - _total(before, count, "_count") == 12
+    stage = "rerank_router_stage_duration_seconds"
+    assert _total(after, stage, "_count", backend="cohere") - _total(before, stage, "_count", backend="cohere") == 6
+    cost = _total(after, "rerank_router_billed_cost_usd", "_total", tenant="free")
+    assert math.isclose(cost - _total(before, "rerank_router_billed_cost_usd", "_total", tenant="free"), 6 * SEARCH_USD)
+    assert "rerank_router_in_flight" in after and "rerank_router_breaker_state" in after
+    assert _total(after, "rerank_router_in_flight", "") == 0
 
 
 def test_sigterm_drains_requests_in_flight(upstream, tmp_path):

@@ -38,9 +38,14 @@ def _router(tmp_path: Path, **service: object) -> Router:
     return Router(config, backends={"strong": strong, "weak": weak, "slow": slow}, sleep=_no_wait)
 
 
-@pytest.fixture
-def gw(tmp_path: Path) -> Iterator[ThreadGateway]:
-    router = _router(tmp_path)
+@pytest.fixture(scope="module")
+def gw_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("wire")
+
+
+@pytest.fixture(scope="module")
+def gw(gw_folder: Path) -> Iterator[ThreadGateway]:
+    router = _router(gw_folder)
     with ThreadGateway(router) as gateway:
         yield gateway
     router.close()
@@ -208,14 +213,14 @@ def test_native_errors(gw):
         assert r.json()["error"]["code"] == status and text in r.json()["error"]["message"]
 
 
-def test_feedback_joins_the_decision_log(gw, tmp_path):
+def test_feedback_joins_the_decision_log(gw, gw_folder):
     r = httpx.post(f"{gw.url}/v1/route_rerank", json={"query": "tea", "documents": DOCS}, headers={"X-Request-Id": "fb-1"})
     assert r.status_code == 200
     f = httpx.post(f"{gw.url}/v1/feedback", json={"request_id": "fb-1", "clicked": ["0"]})
     assert f.status_code == 202
     assert httpx.post(f"{gw.url}/v1/feedback", json={"clicked": ["0"]}).status_code == 400
     gw.router.drain()
-    lines = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (gw_folder / "decisions.jsonl").read_text().splitlines()]
     assert {line["kind"] for line in lines} == {"decision", "feedback"}
     assert all("tea" not in json.dumps(line) for line in lines)  # no query or document text by default
 
