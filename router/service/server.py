@@ -7,7 +7,8 @@ With several workers ``PROMETHEUS_MULTIPROC_DIR`` is set (a fresh folder unless 
 
 SIGTERM (or SIGINT) drains: readiness answers 503 at once; after ``service.drain.grace_s`` the
 listener closes, requests in flight get up to ``service.drain.timeout_s`` to finish, then the
-decision log is flushed and the worker exits 0. A second SIGINT stops at once.
+decision log is flushed and the worker exits 0. A second SIGINT stops at once. A worker that dies
+on its own is replaced (one that dies within 10 s of starting stops the gateway, exit status 1).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -191,12 +193,16 @@ def _supervise(options: ServeOptions, sock: socket.socket) -> int:
             if name.endswith(".db"):
                 os.remove(os.path.join(folder, name))
     ctx = multiprocessing.get_context("spawn")
-    workers: list[Any] = [
-        ctx.Process(target=_worker_entry, args=(options, sock), name=f"rerank-router-worker-{i}") for i in range(options.workers)
-    ]
-    for w in workers:
-        w.start()
     stopping = threading.Event()
+    workers: list[Any] = []
+    started_at: dict[int, float] = {}
+    reaped: set[int] = set()
+
+    def start(i: int) -> Any:
+        worker = ctx.Process(target=_worker_entry, args=(options, sock), name=f"rerank-router-worker-{i}")
+        worker.start()
+        started_at[i] = time.monotonic()
+        return worker
 
     def forward(sig: int, frame: FrameType | None) -> None:
         stopping.set()
@@ -206,15 +212,33 @@ def _supervise(options: ServeOptions, sock: socket.socket) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    workers.extend(start(i) for i in range(options.workers))
+    from multiprocessing.connection import wait
+
     from prometheus_client import multiprocess
 
     status = 0
-    for w in workers:
-        w.join()
-        if w.pid is not None:
-            multiprocess.mark_process_dead(w.pid)  # type: ignore[no-untyped-call]
-        if w.exitcode not in (0, None) and not stopping.is_set():
-            status = 1
+    while True:
+        alive = [w.sentinel for w in workers if w.is_alive()]
+        if alive:
+            wait(alive, timeout=1.0)
+        for i, w in enumerate(workers):
+            if w.is_alive() or w.exitcode is None or id(w) in reaped:
+                continue
+            reaped.add(id(w))
+            if w.pid is not None:
+                multiprocess.mark_process_dead(w.pid)  # type: ignore[no-untyped-call]
+            if stopping.is_set():
+                continue
+            if time.monotonic() - started_at[i] < 10:  # dies at start: a restart would loop
+                _log.error("worker %s exited with %s right after starting; stopping the gateway", w.pid, w.exitcode)
+                status = 1
+                forward(signal.SIGTERM, None)
+                continue
+            _log.warning("worker %s exited with %s; starting a new one", w.pid, w.exitcode)
+            workers[i] = start(i)
+        if not any(w.is_alive() for w in workers):
+            break
     sock.close()
     if own_dir is not None:
         shutil.rmtree(own_dir, ignore_errors=True)
