@@ -154,6 +154,8 @@ class Gateway:
         if self.router is not None and self._given_router is None:
             await self.router.adrain()
             await self.router.aclose()
+            # Router.close() would run aclose on the Router's own loop thread, not this one, where its
+            # clients live; so aclose here, then the Redis client close() would have closed.
             if getattr(self.router, "_redis", None) is not None:
                 self.router._redis.close()
         elif self.router is not None:
