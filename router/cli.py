@@ -1,4 +1,4 @@
-"""Command line: ``rerank-router rerank|plan|backends``.
+"""Command line: ``rerank-router rerank|plan|backends|serve``.
 
     rerank-router rerank --query "how do vaccines work" --docs docs.jsonl --top-n 3 --explain
 
@@ -101,6 +101,23 @@ def _cmd_backends(router: Router, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.hash_key:
+        from router.service.config import key_digest
+
+        print(f"{{sha256: {key_digest(sys.stdin.readline().strip())}}}")
+        return 0
+    try:
+        from router.service.server import ServeOptions, serve
+    except ImportError as exc:
+        print(
+            f"error: the gateway needs the serve extra: pip install 'rerank-router[serve]' ({exc.name} missing)", file=sys.stderr
+        )
+        return 2
+    options = ServeOptions(args.config, args.host, args.port, args.workers, args.insecure_no_auth, args.log_level)
+    return serve(options)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rerank-router", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,6 +143,14 @@ def _parser() -> argparse.ArgumentParser:
     rerank.add_argument("--cold", action="store_true", help="do not load models before timing the request")
     request_parser("plan", "show what would run and why, without running it")
     commands.add_parser("backends", help="list configured backends and whether each is available")
+    serve = commands.add_parser("serve", help="run the HTTP gateway (Cohere / Jina / TEI / native endpoints; extra: serve)")
+    serve.add_argument("--config", default=argparse.SUPPRESS, help="config YAML (as the top-level --config)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes, one Router each")
+    serve.add_argument("--insecure-no-auth", action="store_true", help="allow a non-loopback bind with no tenants configured")
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--hash-key", action="store_true", help="print the sha256 entry for the API key read from stdin, and exit")
     add_eval_commands(commands)  # eval, calibrate (router.offline.cli_eval)
     add_report_commands(commands)  # report (router.offline.cli_report)
     return parser
@@ -137,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_eval_command(args)
     if args.command in REPORT_COMMANDS:
         return run_report_command(args)
+    if args.command == "serve":
+        return _cmd_serve(args)
     try:
         router = Router(args.config)
         handler = {"rerank": _cmd_rerank, "plan": _cmd_plan, "backends": _cmd_backends}[args.command]

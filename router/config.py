@@ -134,6 +134,9 @@ class RouterConfig(BaseModel):
     """Where each decision and feedback record goes (router.decisions); none by default."""
     shared_state: SharedStateConfig | None = None
     """Redis shared by app replicas for breaker state and the shadow spend cap; none by default."""
+    service: dict[str, Any] | None = None
+    """The gateway's ``service:`` block (tenants, limits, admission, drain), validated by
+    ``rerank-router serve`` (router.service.config.ServiceConfig); the library ignores it."""
     profile: str | None = None
     """Calibration profile (YAML, `rerank-router calibrate`; router.profile): measured per-backend spec overrides
     and the policies' fitted values. Read once at load, then cleared: the loaded config holds the values."""

@@ -538,13 +538,17 @@ class Router:
             await backend.aclose()
         if self.decisions is not None:
             await asyncio.to_thread(self.decisions.close)
+        if self._redis is not None:
+            self._redis.close()
 
     def close(self) -> None:
         """Close every backend's connections and stop the sync loop thread."""
         self._run_sync(self.aclose())  # works from any thread, even one running its own loop
-        if self._redis is not None:
-            self._redis.close()
         self._sync.stop()
+
+    def breaker_states(self) -> dict[str, str]:
+        """Each backend's circuit-breaker state: ``closed``, ``open`` or ``half_open``."""
+        return {name: str(breaker.status()[0].value) for name, breaker in self._executor.breakers.items()}
 
 
 def _read_tokens(backends: Mapping[str, Backend]) -> dict[str, int | None]:
