@@ -10,13 +10,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.constraints import license_allows_commercial_use
-from router.validation import config_error
+from router.validation import FiniteFloat, NotBool, config_error, load_yaml
 
 __all__ = [
     "BackendSpec",
@@ -33,6 +32,9 @@ PricingScheme = Literal["free", "per_search_unit", "per_token", "per_gpu_hour", 
 PromptTemplate = Literal["qwen3-reranker"]
 """A prompt format a model was trained with, applied client-side (router.backends.http)."""
 ScoreScale = Literal["probability", "logit"]
+Quality = Annotated[FiniteFloat, Field(ge=0, le=1)]
+"""An expected nDCG@10: on [0, 1]."""
+Count = Annotated[int, NotBool]
 
 
 class Pricing(BaseModel):
@@ -41,12 +43,12 @@ class Pricing(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     scheme: PricingScheme = "free"
-    usd: float | None = Field(0.0, ge=0)
+    usd: FiniteFloat | None = Field(0.0, ge=0)
     """per_search_unit: $ per search unit; per_token: $ per token; per_gpu_hour: $ per GPU-hour;
     per_call: $ per request."""
-    docs_per_unit: int = Field(100, ge=1)
+    docs_per_unit: Count = Field(100, ge=1)
     """per_search_unit: documents (chunks) per search unit (Cohere: 100)."""
-    chunk_tokens: int | None = Field(None, ge=1)
+    chunk_tokens: Count | None = Field(None, ge=1)
     """per_search_unit: a query + document longer than this counts as several chunks."""
     source: str = ""
 
@@ -56,10 +58,10 @@ class LatencyParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    overhead_ms: float = Field(0.0, ge=0)
-    per_doc_ms: float = Field(0.0, ge=0)
-    per_token_ms: float = Field(0.0, ge=0)
-    per_token_sq_ms: float = Field(0.0, ge=0)
+    overhead_ms: FiniteFloat = Field(0.0, ge=0)
+    per_doc_ms: FiniteFloat = Field(0.0, ge=0)
+    per_token_ms: FiniteFloat = Field(0.0, ge=0)
+    per_token_sq_ms: FiniteFloat = Field(0.0, ge=0)
     source: str = ""
 
 
@@ -77,14 +79,14 @@ class BackendSpec(BaseModel):
     """Why ``data_leaves_premises`` is what it is, where a backend works it out from where it sends
     bytes (an HTTP backend's ``base_url`` host, router.residency); shown when an on-premise
     request turns the backend down."""
-    max_documents: int | None = Field(None, ge=1)
+    max_documents: Count | None = Field(None, ge=1)
     """Most documents per provider call."""
     split_requests: bool = False
     """True: the backend splits a longer list into several calls (and is billed per call);
     False: a request with more than max_documents candidates cannot use this backend."""
-    max_tokens_per_doc: int | None = Field(None, ge=1)
+    max_tokens_per_doc: Count | None = Field(None, ge=1)
     """Context per scored item (query + document for cross-encoders); longer input is truncated."""
-    max_query_tokens: int | None = Field(None, ge=1)
+    max_query_tokens: Count | None = Field(None, ge=1)
     tokenizer_family: str = "bert-wordpiece"
     input: Literal["pair", "single"] = "pair"
     """'pair': each item is query + document (cross-encoders, APIs); 'single': documents are
@@ -96,18 +98,20 @@ class BackendSpec(BaseModel):
     """What the model itself outputs: a 'probability' on [0, 1], or a raw 'logit' that
     sigmoid(score / logit_scale) maps to [0, 1] (``score_mapping: auto`` of a server that passes the
     model's output through). An API that maps its scores to [0, 1] itself ignores it."""
-    logit_scale: float = Field(1.0, gt=0)
+    logit_scale: FiniteFloat = Field(1.0, gt=0)
     """For a 'logit' score scale: the divisor inside the sigmoid."""
     pricing: Pricing = Pricing()
     latency: LatencyParams = LatencyParams()
-    rpm: float | None = Field(None, gt=0)
+    rpm: FiniteFloat | None = Field(None, gt=0)
     """The provider's requests-per-minute limit (the executor paces calls to it)."""
-    tpm: float | None = Field(None, gt=0)
+    tpm: FiniteFloat | None = Field(None, gt=0)
     """The provider's tokens-per-minute limit."""
-    cold_start_ms: float = Field(0.0, ge=0)
+    cold_start_ms: FiniteFloat = Field(0.0, ge=0)
     """Added to predictions while the backend is cold (model not loaded in this process)."""
-    quality: Mapping[str, float] = Field(default_factory=dict)
-    """Expected nDCG@10 per domain ('web' = MS MARCO / TREC-DL-like; 'general' is the fallback)."""
+    quality: Mapping[str, Quality] = Field(default_factory=dict)
+    """Expected nDCG@10 per domain, each on [0, 1] ('web' = MS MARCO / TREC-DL-like; 'general' is
+    the fallback). NaN is refused: it would compare false with everything and make the choice
+    depend on the order of the config."""
     source: str = ""
 
     @property
@@ -144,7 +148,7 @@ def merge_spec(base: BackendSpec | None, model: str, overrides: Mapping[str, Any
 def load_catalog() -> Mapping[str, BackendSpec]:
     """The shipped catalog, keyed by model id."""
     text = resources.files("router").joinpath("catalog.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
+    raw = load_yaml(text)
     entries: dict[str, BackendSpec] = {}
     for key, value in raw.items():
         try:

@@ -2,50 +2,101 @@
 
     rerank-router rerank --query "how do vaccines work" --docs docs.jsonl --top-n 3 --explain
 
-``--docs`` is JSON Lines: each line a JSON string, or an object with ``text`` (and optional ``id``,
-``metadata``); ``-`` reads standard input.
+``--docs`` is JSON Lines in UTF-8 (a byte-order mark is fine): each line a JSON string, or an object
+with ``text`` (and optional ``id``, ``metadata``); ``-`` reads standard input.
+
+A mistake in what was given (a file that is missing or not UTF-8, a line that is not JSON, a bad
+config, a bad argument) prints one ``error:`` line that says what to fix and exits with 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from router.engine import Router
 from router.errors import RerankRouterError
 from router.offline.cli_eval import EVAL_COMMANDS, add_eval_commands, run_eval_command
 from router.offline.cli_report import REPORT_COMMANDS, add_report_commands, run_report_command
 
-__all__ = ["main"]
+__all__ = ["UsageError", "main"]
 
 
-def _read_docs(path: str) -> list[Any]:
-    stream: TextIO = sys.stdin if path == "-" else Path(path).open(encoding="utf-8")  # noqa: SIM115
-    with stream:
-        docs = []
-        for number, line in enumerate(stream, 1):
+_JSON_KINDS = {list: "array", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in a file it names; main() prints it on one line, exit 2."""
+
+
+def _open_docs(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer if hasattr(sys.stdin, "buffer") else io.BytesIO(sys.stdin.read().encode())
+    try:
+        return Path(path).open("rb")
+    except FileNotFoundError:
+        raise UsageError(f"--docs {path}: no such file; give a JSON Lines file, or - to read standard input") from None
+    except IsADirectoryError:
+        raise UsageError(f"--docs {path}: is a directory; give a JSON Lines file") from None
+    except OSError as exc:
+        raise UsageError(f"--docs {path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _lines(stream: IO[bytes], path: str) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(stream, 1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"--docs {path}:{number}: not UTF-8 text (byte {exc.start + 1} of the line); save the file as UTF-8"
+            ) from None
+
+
+def _read_docs(path: str, max_documents: int | None = None) -> list[Any]:
+    """The documents of a JSON Lines file; stops reading one past ``max_documents`` (the router
+    then says the list is too long, without this reading the rest of a huge file)."""
+    stream = _open_docs(path)
+    docs: list[Any] = []
+    try:
+        for number, line in _lines(stream, path):
             if not line.strip():
                 continue
             try:
-                docs.append(json.loads(line))
+                doc = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise SystemExit(
-                    f"error: {path}:{number} is not JSON ({exc.msg}); each line must be a JSON string or object"
-                ) from exc
-        return docs
+                raise UsageError(
+                    f"--docs {path}:{number}: not JSON ({exc.msg}); each line must be a JSON string or object"
+                ) from None
+            except RecursionError:
+                raise UsageError(
+                    f"--docs {path}:{number}: nested too deeply; give each document as a string or a flat object"
+                ) from None
+            if not isinstance(doc, str | dict):
+                kind = _JSON_KINDS.get(type(doc), type(doc).__name__)
+                raise UsageError(
+                    f"--docs {path}:{number}: a JSON {kind}; each line must be a JSON string or "
+                    'an object like {"text": "...", "id": "..."}'
+                )
+            docs.append(doc)
+            if max_documents is not None and len(docs) > max_documents:
+                break
+    finally:
+        if stream is not getattr(sys.stdin, "buffer", None):
+            stream.close()
+    return docs
 
 
 def _request_args(args: argparse.Namespace) -> dict[str, Any]:
     constraints: dict[str, Any] = {}
     if args.on_premise:
         constraints["on_premise"] = True
-    if args.non_commercial:
-        constraints["commercial_use"] = False
     context = {"domain": args.domain} if args.domain else None
     return {
         "top_n": args.top_n,
@@ -57,14 +108,12 @@ def _request_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_rerank(router: Router, args: argparse.Namespace) -> int:
-    docs = _read_docs(args.docs)
+    docs = _read_docs(args.docs, router.config.limits.max_documents)
     if not args.cold:
         router.warm_up()
     result = router.rerank(args.query, docs, **_request_args(args))
     if args.json:
-        payload = asdict(result)
-        payload["items"] = payload["items"][: result.top_n]
-        print(json.dumps(payload, default=str, indent=2))
+        print(json.dumps(result.to_dict(top_only=True), indent=2, ensure_ascii=False, allow_nan=False))
         return 0
     served = " -> ".join(result.backends) or "retriever order"
     cost = "unknown" if result.actual_cost_usd is None else f"${result.actual_cost_usd:.6f}"
@@ -86,7 +135,7 @@ def _cmd_rerank(router: Router, args: argparse.Namespace) -> int:
 def _cmd_plan(router: Router, args: argparse.Namespace) -> int:
     from router.result import Explanation
 
-    plan = router.plan(args.query, _read_docs(args.docs), **_request_args(args))
+    plan = router.plan(args.query, _read_docs(args.docs, router.config.limits.max_documents), **_request_args(args))
     print(Explanation.from_plan(plan, ()))
     return 0
 
@@ -118,6 +167,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(options)
 
 
+class _Removed(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.error(
+            "--non-commercial was removed: a request can only tighten the config's constraints, so it never "
+            "allowed anything; to allow non-commercial licenses set constraints: {commercial_use: false} in the config"
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rerank-router", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,7 +190,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--budget-ms", type=float, help="latency budget in milliseconds")
         sub.add_argument("--max-cost", type=float, help="cost ceiling for this request, US dollars")
         sub.add_argument("--on-premise", action="store_true", help="no document may leave this machine")
-        sub.add_argument("--non-commercial", action="store_true", help="allow non-commercial licenses")
+        # Removed: a request can only tighten the config's constraints, so this could never allow anything.
+        sub.add_argument("--non-commercial", action=_Removed, nargs=0, help=argparse.SUPPRESS)
         sub.add_argument("--domain", help="domain for quality figures (e.g. web, scientific)")
         return sub
 
@@ -168,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         router = Router(args.config)
         handler = {"rerank": _cmd_rerank, "plan": _cmd_plan, "backends": _cmd_backends}[args.command]
         return handler(router, args)
-    except RerankRouterError as exc:
+    except (RerankRouterError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -17,11 +17,11 @@ import os
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from policies.base import Policy
 from policies.registry import create_policy
@@ -37,7 +37,7 @@ from router.request import RequestLimits
 from router.resilience import ResiliencePolicy
 from router.secrets import env_var_name
 from router.settings import Budgets, PolicyConfig
-from router.validation import config_error, validation_lines
+from router.validation import FiniteFloat, check_http_url, config_error, echo, load_yaml, validation_lines
 
 __all__ = [
     "CONFIG_ENV",
@@ -124,8 +124,8 @@ class RouterConfig(BaseModel):
     limits: RequestLimits = RequestLimits()
     admission: AdmissionConfig = AdmissionConfig()
     """Load shedding when the work in flight cannot meet a request's deadline (router.admission)."""
-    token_estimates: dict[str, float] = Field(default_factory=dict)
-    """Characters per token for tokenizer families with no local tokenizer (see router.tokens)."""
+    token_estimates: dict[str, Annotated[FiniteFloat, Field(gt=0)]] = Field(default_factory=dict)
+    """Characters per token for tokenizer families with no local tokenizer (see router.tokens); each > 0."""
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     resilience: ResilienceConfig = ResilienceConfig()
     experiment: ExperimentConfig | None = None
@@ -140,6 +140,20 @@ class RouterConfig(BaseModel):
     profile: str | None = None
     """Calibration profile (YAML, `rerank-router calibrate`; router.profile): measured per-backend spec overrides
     and the policies' fitted values. Read once at load, then cleared: the loaded config holds the values."""
+
+    @field_validator("backends")
+    @classmethod
+    def _base_urls_are_http(cls, backends: dict[str, BackendConfig]) -> dict[str, BackendConfig]:
+        for name, backend in backends.items():
+            url = getattr(backend, "base_url", None)
+            if url is not None:
+                try:
+                    check_http_url(url)
+                except ValueError as exc:
+                    raise PydanticCustomError(
+                        "http_url", "{where}: {problem}", {"where": f"{name}.base_url", "problem": str(exc)}
+                    ) from None
+        return backends
 
     def resilience_for(self, backend: str) -> ResiliencePolicy:
         """``resilience.default`` deep-merged with ``resilience.backends.<backend>``."""
@@ -158,13 +172,24 @@ def _backend_types_hint(error: ErrorDetails) -> str:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is dropped
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte offset {exc.start}); give a YAML file saved as UTF-8") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
     try:
-        return yaml.safe_load(text) or {}
+        return load_yaml(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config {path} is not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: where and what (PyYAML's own text spans several, with the source quoted)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        context = f"{exc.context}: " if exc.context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {context}{exc.problem}"
+    return str(exc).replace("\n", " ")
 
 
 def default_config_source() -> str | Path:
@@ -182,7 +207,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | RouterConfi
     if isinstance(source, RouterConfig):
         return _resolved(source)
     if isinstance(source, str) and source == "default":
-        raw: Any = yaml.safe_load(resources.files("router").joinpath("default.yaml").read_text(encoding="utf-8"))
+        raw: Any = load_yaml(resources.files("router").joinpath("default.yaml").read_text(encoding="utf-8"))
     elif isinstance(source, Mapping):
         raw = dict(source)
     elif isinstance(source, str | os.PathLike):
@@ -267,4 +292,4 @@ def check_fixed_backends(policies: Mapping[str, PolicyConfig], backends: Iterabl
     for where, policy in policies.items():
         fixed = policy.params.get("backend")
         if policy.name == "fixed" and fixed not in names:
-            raise ConfigError(f"{where}.params.backend: {fixed!r} is not a configured backend ({', '.join(names)})")
+            raise ConfigError(f"{where}.params.backend: {echo(fixed)} is not a configured backend ({', '.join(names)})")

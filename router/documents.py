@@ -1,77 +1,151 @@
-"""Documents as the router sees them, and the normalisation of what callers pass in."""
+"""Documents as the router sees them, and the one validation path every document takes.
+
+A document arrives as a string, a mapping (``{"text": ..., "id": ..., "metadata": {...}}``, e.g. a
+line of JSON) or a :class:`Document`; all three are checked by the same rules (:func:`_checked`):
+text is a ``str``; an id is a ``str`` or an ``int`` (not a bool) and is kept as a string (``5``
+becomes ``"5"``, so ``5`` and ``"5"`` are the same id); metadata is a mapping (None: none), copied
+into a read-only :class:`FrozenMap`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+import numbers
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
-from router.errors import DuplicateIdError, InvalidDocumentsError
+from router.errors import DuplicateIdError, InvalidDocumentsError, TooManyDocumentsError
+from router.validation import echo
 
-__all__ = ["Document", "DocumentInput", "normalize_documents"]
+__all__ = ["Document", "DocumentInput", "FrozenMap", "normalize_documents"]
+
+
+class FrozenMap(Mapping[str, Any]):
+    """A read-only mapping that pickles, deep-copies and compares like the dict it was made from.
+
+    (``types.MappingProxyType`` is read-only too, but cannot be pickled or deep-copied.)"""
+
+    __slots__ = ("_data",)
+    _data: dict[str, Any]
+
+    def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
+        object.__setattr__(self, "_data", dict(items))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __reduce__(self) -> tuple[type[FrozenMap], tuple[dict[str, Any]]]:
+        return FrozenMap, (self._data,)
+
+
+_EMPTY = FrozenMap()
 
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One candidate: its text, a caller-visible id, and free-form metadata."""
+    """One candidate: its text, a caller-visible id (a string; an int is turned into one), and
+    read-only metadata. Invalid fields raise :class:`~router.errors.InvalidDocumentsError`."""
 
     text: str
     id: str
-    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+    def __post_init__(self) -> None:
+        _, doc_id, metadata = _checked(self.text, self.id, self.metadata, "Document", attribute=True)
+        object.__setattr__(self, "id", doc_id)
+        object.__setattr__(self, "metadata", metadata)
 
 
 DocumentInput = str | Mapping[str, Any] | Document
 
 
-def _one(item: object, position: int) -> tuple[str, str | None, Mapping[str, Any]]:
+def _checked(
+    text: object, doc_id: object, metadata: object, where: str, *, attribute: bool = False
+) -> tuple[str, str, FrozenMap]:
+    """The one set of rules for a document's fields; ``where`` names it in errors."""
+
+    def name(part: str) -> str:
+        return f"{where}.{part}" if attribute else f"{where}[{part!r}]"
+
+    if not isinstance(text, str):
+        raise InvalidDocumentsError(f"{where} text is {type(text).__name__}; document text must be a str")
+    if isinstance(doc_id, str):
+        pass
+    elif isinstance(doc_id, numbers.Integral) and not isinstance(doc_id, bool):
+        doc_id = str(int(doc_id))
+    else:
+        raise InvalidDocumentsError(f"{name('id')} is {type(doc_id).__name__}; ids must be str or int")
+    if metadata is None:
+        frozen = _EMPTY
+    elif isinstance(metadata, FrozenMap):
+        frozen = metadata
+    elif isinstance(metadata, Mapping):
+        frozen = FrozenMap(metadata)
+    else:
+        raise InvalidDocumentsError(f"{name('metadata')} must be a mapping, got {type(metadata).__name__}")
+    return text, doc_id, frozen
+
+
+def _one(item: object, position: int) -> Document:
     if isinstance(item, Document):
-        return item.text, item.id, item.metadata
+        return item
+    where = f"documents[{position}]"
     if isinstance(item, str):
-        return item, None, MappingProxyType({})
+        return Document(item, str(position), _EMPTY)
     if isinstance(item, Mapping):
         if "text" not in item:
+            keys = sorted(map(str, itertools.islice(item, 8)))
             raise InvalidDocumentsError(
-                f"documents[{position}] is a mapping without a 'text' key "
-                f"(keys: {sorted(map(str, item))[:8]}); give each record a 'text' string"
+                f"{where} is a mapping without a 'text' key (keys: {echo(keys)}); give each record a 'text' string"
             )
-        text = item["text"]
         raw_id = item.get("id")
-        metadata = item.get("metadata") or {}
-        if not isinstance(metadata, Mapping):
-            raise InvalidDocumentsError(f"documents[{position}]['metadata'] must be a mapping")
-        if raw_id is not None and not isinstance(raw_id, str | int):
-            raise InvalidDocumentsError(f"documents[{position}]['id'] is {type(raw_id).__name__}; ids must be str or int")
-        return text, None if raw_id is None else str(raw_id), MappingProxyType(dict(metadata))
+        text, doc_id, metadata = _checked(item["text"], str(position) if raw_id is None else raw_id, item.get("metadata"), where)
+        return Document(text, doc_id, metadata)
     raise InvalidDocumentsError(
-        f"documents[{position}] is {type(item).__name__}; each document must be a str, "
-        "a mapping with a 'text' key, or a router.Document"
+        f"{where} is {type(item).__name__}; each document must be a str, a mapping with a 'text' key, or a router.Document"
     )
 
 
-def normalize_documents(documents: object) -> tuple[Document, ...]:
-    """Turn strings, records and Documents into Documents with unique ids.
+def normalize_documents(documents: object, *, max_documents: int | None = None) -> tuple[Document, ...]:
+    """Turn strings, records and Documents into Documents with unique string ids.
 
-    A document without an id gets its position as id ("0", "1", ...). An empty text is allowed
-    (it scores low, it is never dropped); a non-string text, an empty list or a duplicate id is an
-    :class:`InvalidDocumentsError`.
+    The count is checked first (``max_documents``), before any item is looked at. A document
+    without an id gets its position as id ("0", "1", ...). An empty text is allowed (it scores low,
+    it is never dropped); a non-string text, an id that is not a str or int, metadata that is not a
+    mapping, an empty list or a duplicate id is an :class:`InvalidDocumentsError`.
     """
     if isinstance(documents, str | bytes) or not isinstance(documents, Sequence):
         raise InvalidDocumentsError(f"documents must be a list (or other sequence) of documents, got {type(documents).__name__}")
-    if len(documents) == 0:
+    count = len(documents)
+    if count == 0:
         raise InvalidDocumentsError("documents is empty; pass at least one candidate to rerank")
+    if max_documents is not None and count > max_documents:
+        raise TooManyDocumentsError(
+            f"{count} documents is over limits.max_documents={max_documents}; "
+            "pre-filter the candidates or raise the limit in config"
+        )
     out: list[Document] = []
     seen: dict[str, int] = {}
     for position, item in enumerate(documents):
-        text, doc_id, metadata = _one(item, position)
-        if not isinstance(text, str):
-            raise InvalidDocumentsError(f"documents[{position}] text is {type(text).__name__}; document text must be a str")
-        doc_id = str(position) if doc_id is None else doc_id
-        if doc_id in seen:
+        document = _one(item, position)
+        if document.id in seen:
             raise DuplicateIdError(
-                f"documents[{position}] and documents[{seen[doc_id]}] share the id {doc_id!r}; "
+                f"documents[{position}] and documents[{seen[document.id]}] share the id {echo(document.id)}; "
                 "ids must be unique (omit ids to use positions)"
             )
-        seen[doc_id] = position
-        out.append(Document(text=text, id=doc_id, metadata=metadata))
+        seen[document.id] = position
+        out.append(document)
     return tuple(out)

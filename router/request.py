@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,10 +21,10 @@ from router.errors import (
     InvalidRequestError,
     InvalidTopNError,
     QueryTooLongError,
-    TooManyDocumentsError,
 )
+from router.validation import NotBool
 
-__all__ = ["MAX_COST_USD", "MAX_LATENCY_BUDGET_MS", "RequestLimits", "RerankRequest", "build_request"]
+__all__ = ["MAX_COST_USD", "MAX_LATENCY_BUDGET_MS", "RequestLimits", "RerankRequest", "build_request", "is_blank"]
 
 # Above these a budget is almost surely a unit mistake (seconds for ms, cents for dollars).
 MAX_LATENCY_BUDGET_MS = 600_000.0
@@ -34,11 +36,11 @@ class RequestLimits(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_documents: int = Field(1000, ge=1)
+    max_documents: Annotated[int, NotBool] = Field(1000, ge=1)
     """More candidates than this is an error (Cohere and Voyage advise at most 1,000 per call)."""
-    max_query_chars: int = Field(32_768, ge=1)
+    max_query_chars: Annotated[int, NotBool] = Field(32_768, ge=1)
     """A longer query is an error: no reranker context holds it."""
-    max_document_chars: int = Field(131_072, ge=1)
+    max_document_chars: Annotated[int, NotBool] = Field(131_072, ge=1)
     """Longer documents are clipped to this many characters for scoring (~32K tokens, the longest
     context in the catalog); the result still returns the whole original document."""
 
@@ -60,11 +62,30 @@ class RerankRequest:
         return [d.text[:max_chars] for d in self.documents]
 
 
+# Characters that show nothing: a query made only of these is empty (a NUL, a zero-width space,
+# a byte-order mark, ...). Categories: control, format, separators; plus the letters that render
+# as blanks (Hangul fillers, the braille blank).
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` has no visible character (stops at the first one it finds)."""
+    return all(ch.isspace() or ch in _BLANK_LETTERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in text)
+
+
+def _is_bool(value: object) -> bool:
+    # numpy.bool_ is neither a bool nor a number, but say "bool" for it all the same
+    return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
 def _check_number(name: str, value: object, *, low: float, high: float, low_inclusive: bool) -> float | None:
+    """A finite real number (numpy scalars included, bools not) within bounds, as a float."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidBudgetError(f"{name} must be a number, got {type(value).__name__}")
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        kind = "bool" if _is_bool(value) else type(value).__name__
+        raise InvalidBudgetError(f"{name} must be a number, got {kind}")
     number = float(value)
     if math.isnan(number) or math.isinf(number):
         raise InvalidBudgetError(f"{name} must be finite, got {value}")
@@ -94,28 +115,27 @@ def build_request(
     default_latency_budget_ms: float | None = None,
     default_max_cost_usd: float | None = None,
 ) -> RerankRequest:
+    """Step 1. Sizes are checked first and cheaply (the query's length, the number of documents),
+    before anything is copied or any item is looked at; then every field is validated."""
     limits = limits or RequestLimits()
     if not isinstance(query, str):
         raise InvalidRequestError(f"query must be a str, got {type(query).__name__}")
-    if not query.strip():
-        raise EmptyQueryError("query is empty; pass the user's search text")
     if len(query) > limits.max_query_chars:
         raise QueryTooLongError(
             f"query has {len(query)} characters, over limits.max_query_chars={limits.max_query_chars}; "
             "shorten it or raise the limit in config"
         )
-    docs = normalize_documents(documents)
-    if len(docs) > limits.max_documents:
-        raise TooManyDocumentsError(
-            f"{len(docs)} documents is over limits.max_documents={limits.max_documents}; "
-            "pre-filter the candidates or raise the limit in config"
-        )
+    if is_blank(query):
+        raise EmptyQueryError("query is empty (nothing but whitespace or invisible characters); pass the user's search text")
+    docs = normalize_documents(documents, max_documents=limits.max_documents)
     notes: list[str] = []
     if top_n is None:
         n_top = len(docs)
     else:
-        if isinstance(top_n, bool) or not isinstance(top_n, int):
-            raise InvalidTopNError(f"top_n must be an int or None, got {type(top_n).__name__}")
+        if _is_bool(top_n) or not isinstance(top_n, numbers.Integral):
+            kind = "bool" if _is_bool(top_n) else type(top_n).__name__
+            raise InvalidTopNError(f"top_n must be an int or None, got {kind}")
+        top_n = int(top_n)
         if top_n < 1:
             raise InvalidTopNError(f"top_n must be >= 1, got {top_n}")
         n_top = min(top_n, len(docs))

@@ -1,11 +1,20 @@
-"""What a rerank call returns: frozen, typed, with small helpers."""
+"""What a rerank call returns: frozen, typed, with small helpers.
+
+Every result type pickles, deep-copies and goes through ``dataclasses.asdict``; ``to_dict()``
+gives its JSON form (plain dicts, lists, strings, numbers, booleans and None; the keys are the
+attribute names), the body a JSON API would return.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from router.documents import FrozenMap
 from router.plan import Plan
 
 __all__ = ["Explanation", "OptionReport", "RankedItem", "RerankResult", "StageReport"]
@@ -19,7 +28,16 @@ class RankedItem:
     score: float | None
     """On [0, 1] from the last stage that scored this document; None if no model scored it."""
     text: str
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=FrozenMap)
+    """The document's metadata, read-only."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.metadata, FrozenMap):
+            object.__setattr__(self, "metadata", FrozenMap(self.metadata))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"index", "id", "score", "text", "metadata"}``, JSON-ready."""
+        return _fields(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +57,9 @@ class StageReport:
     hedged: bool = False
     """A second, hedged call was sent because the first ran past the backend's observed p95."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return _fields(self)
+
 
 @dataclass(frozen=True, slots=True)
 class OptionReport:
@@ -48,6 +69,9 @@ class OptionReport:
     quality: float | None
     rejected: tuple[str, ...]
     notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _fields(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +104,9 @@ class Explanation:
             options=options,
             notes=notes,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _fields(self)
 
     def __str__(self) -> str:
         lines = [f"policy {self.policy}: chose {self.chosen} ({self.reason})"]
@@ -117,6 +144,15 @@ class RerankResult:
     arm: str | None = None
     """The arm that served it (sticky by the experiment's key)."""
 
+    def to_dict(self, *, top_only: bool = False) -> dict[str, Any]:
+        """The JSON form: every attribute by name, ``items`` best first (only the first ``top_n``
+        with ``top_only``), ``stages`` and ``explanation`` as nested objects. ``json.dumps`` takes it
+        as is (``allow_nan=False`` too); metadata values JSON cannot hold are turned into strings."""
+        data = _fields(self)
+        if top_only:
+            data["items"] = data["items"][: self.top_n]
+        return data
+
     def top(self, k: int | None = None) -> tuple[RankedItem, ...]:
         """The first ``k`` items (default: the request's top_n)."""
         return self.items[: self.top_n if k is None else k]
@@ -139,3 +175,29 @@ class RerankResult:
     @property
     def models(self) -> tuple[str, ...]:
         return tuple(s.model for s in self.stages if s.ok)
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return {f.name: _json_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def _json_value(value: object) -> Any:
+    """``value`` as plain JSON data: dataclasses and mappings become dicts (keys as strings),
+    tuples, lists and sets lists; numbers stay numbers (numpy scalars included), except NaN and
+    infinities, which JSON has no words for: None; anything else becomes ``str(value)``."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if type(value).__name__ == "bool_":  # numpy's
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_value(v) for v in value]
+    return str(value)

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from router.request import MAX_COST_USD, MAX_LATENCY_BUDGET_MS
+from router.validation import FiniteFloat
 
 __all__ = ["Budgets", "PolicyConfig"]
 
@@ -21,5 +22,5 @@ class PolicyConfig(BaseModel):
 class Budgets(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    latency_ms: float | None = Field(None, gt=0, le=MAX_LATENCY_BUDGET_MS)
-    max_cost_usd: float | None = Field(None, ge=0, le=MAX_COST_USD)
+    latency_ms: FiniteFloat | None = Field(None, gt=0, le=MAX_LATENCY_BUDGET_MS)
+    max_cost_usd: FiniteFloat | None = Field(None, ge=0, le=MAX_COST_USD)

@@ -7,11 +7,16 @@ decision_log: {sink: jsonl, path: logs/decisions.jsonl}   # or sqlite (path), ot
 
 from __future__ import annotations
 
+import os
+import sqlite3
+from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from router.decisions.log import DecisionLog, DecisionSink
+from router.errors import ConfigError
+from router.validation import echo
 
 __all__ = ["SINKS", "DecisionLogConfig", "SinkName", "build_decision_log", "build_sink"]
 
@@ -40,7 +45,31 @@ class DecisionLogConfig(BaseModel):
         if self.sink in ("jsonl", "sqlite") and not (self.path and self.path.strip()):
             example = "decisions.jsonl" if self.sink == "jsonl" else "decisions.sqlite"
             raise ValueError(f"path is required for sink {self.sink!r}: the file to write (e.g. path: {example})")
+        if self.path is not None and "\0" in self.path:
+            raise ValueError("path contains a NUL character")
         return self
+
+
+def _check_writable(sink: str, path: str) -> None:
+    """Open the file the sink will write, now: a path that cannot be written is a ConfigError at
+    load, not records dropped later in the writer thread. (Creates the file and its folders.)"""
+    where = f"decision_log.path {echo(path)}"
+    target = Path(path).expanduser()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise ConfigError(f"{where} is a directory; give a file name inside it (e.g. {target / f'decisions.{sink}'})")
+        os.close(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        if sink == "sqlite":
+            conn = sqlite3.connect(target)
+            try:
+                conn.execute("PRAGMA schema_version")
+            finally:
+                conn.close()
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be written: {exc.strerror or exc}; give a writable file path") from None
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{where} is not an SQLite database ({exc}); give a new file or an SQLite one") from None
 
 
 def build_sink(config: DecisionLogConfig) -> DecisionSink | None:
@@ -52,6 +81,7 @@ def build_sink(config: DecisionLogConfig) -> DecisionSink | None:
 
         return OtelSink()
     assert config.path is not None  # the validator guarantees it
+    _check_writable(config.sink, config.path)
     if config.sink == "sqlite":
         from router.decisions.sqlite import SqliteSink
 
