@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import ConfigError
-from router.validation import config_error
+from router.validation import config_error, load_yaml
 
 __all__ = ["PROFILE_THRESHOLDS", "PROFILE_VERSION", "Profile", "load_profile", "policy_params"]
 
@@ -58,7 +58,7 @@ class Profile(BaseModel):
 def load_profile(path: str | os.PathLike[str]) -> Profile:
     source = Path(path)
     try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(source.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read profile {source}: {exc}") from exc
     except yaml.YAMLError as exc:
