@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from router.result import RerankResult
@@ -247,42 +247,10 @@ def error_body(fmt: WireFormat, error: WireError) -> Any:
     return body
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready copy of metadata (mappings and sequences of JSON values)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def result_to_json(result: RerankResult) -> dict[str, Any]:
-    """The whole result as JSON: items (with text, id, metadata), stages, costs, degradation,
-    the explanation with every option considered, request id, experiment and arm."""
-    e = result.explanation
-    return {
-        "request_id": result.request_id,
-        "items": [
-            {"index": i.index, "id": i.id, "score": i.score, "text": i.text, "metadata": _plain(i.metadata)} for i in result.items
-        ],
-        "top_n": result.top_n,
-        "stages": [asdict(s) for s in result.stages],
-        "backends": list(result.backends),
-        "latency_ms": result.latency_ms,
-        "predicted_latency_ms": result.predicted_latency_ms,
-        "predicted_cost_usd": result.predicted_cost_usd,
-        "actual_cost_usd": result.actual_cost_usd,
-        "degraded": result.degraded,
-        "degraded_reason": result.degraded_reason,
-        "explanation": {
-            "policy": e.policy,
-            "chosen": e.chosen,
-            "reason": e.reason,
-            "fallbacks": list(e.fallbacks),
-            "options": [asdict(o) for o in e.options],
-            "notes": list(e.notes),
-            "text": str(e),
-        },
-        "experiment": result.experiment,
-        "arm": result.arm,
-    }
+    """The whole result as JSON (:meth:`RerankResult.to_dict`), plus ``backends`` and the
+    explanation's text as the CLI prints it."""
+    data = result.to_dict()
+    data["backends"] = list(result.backends)
+    data["explanation"]["text"] = str(result.explanation)
+    return data
