@@ -11,7 +11,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from policies.base import BackendView, PlanningContext, Policy
 from policies.registry import create_policy
 from router.backends import build_backend
 from router.backends.base import Availability, Backend
+from router.batch import BatchOutcome, BatchRequest, arerank_many
 from router.calibration import apply_profile
 from router.config import RouterConfig, check_fixed_backends, load_config, policies_by_path
 from router.constraints import Constraints
@@ -509,6 +510,19 @@ class Router:
                     loop.close()
                     break
                 time.sleep(0.005)
+
+    # -- batch (router.batch) ------------------------------------------------------------------------
+    async def arerank_many(
+        self, requests: Iterable[BatchRequest | Mapping[str, Any] | BatchOutcome], **kwargs: Any
+    ) -> list[BatchOutcome]:
+        """Many requests, bounded concurrency, one outcome per request in input order (router.batch)."""
+        return await arerank_many(self, requests, **kwargs)
+
+    def rerank_many(
+        self, requests: Iterable[BatchRequest | Mapping[str, Any] | BatchOutcome], **kwargs: Any
+    ) -> list[BatchOutcome]:
+        """Blocking twin of :meth:`arerank_many`, on the router's own event loop thread."""
+        return self._run_sync(self.arerank_many(requests, **kwargs))
 
 
 def _with_arm_budgets(request: RerankRequest, budgets: Budgets, latency_default: bool, cost_default: bool) -> RerankRequest:
