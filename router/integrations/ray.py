@@ -16,9 +16,10 @@ API rate limits are per Router, so each actor gets ``1/actors`` of every backend
 (:func:`split_rate_limits`). :func:`run_batch_ray` adds the file handling of ``rerank-router
 batch`` (resume, atomic output in input order); the driver writes, the actors rerank.
 
-:func:`replay_dataset` is offline replay as a Ray map: logged requests (the same request lines)
-through a Router whose config names another policy, per request on the actors. Needs the ``ray``
-extra.
+:func:`replay_dataset` is offline replay as a Ray map: logged requests (the same request lines; a
+decision log holds no text unless ``include_text``) through Routers whose config names another
+policy. Actors take the environment of the process that starts Ray (locally) or of the cluster's
+workers: API keys must be there. Needs the ``ray`` extra.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from router.batch import (
     pending,
     read_requests,
 )
+from router.config import PolicyConfig
 from router.errors import InvalidRequestError, MissingDependencyError
 
 try:
@@ -164,8 +166,8 @@ def replay_dataset(
     replaced by ``policy`` (``{"name": ..., "params": {...}}``), same schema as :func:`rerank_dataset`
     (compare two policies by running both over the same requests and joining on ``id``)."""
     cfg = load_config(config)
-    if policy is not None:
-        cfg = load_config({**cfg.model_dump(mode="json", exclude_none=True), "policy": dict(policy)})
+    if policy is not None:  # checked when each actor builds its Router (names, fixed backends)
+        cfg = cfg.model_copy(update={"policy": PolicyConfig.model_validate(dict(policy))})
     return rerank_dataset(dataset, cfg, **kwargs)
 
 
