@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from router.backends import build_backend
+from router.config import RouterConfig, load_config
 from router.errors import InvalidRequestError
 from router.result import RerankResult
 
@@ -54,6 +56,7 @@ __all__ = [
     "read_requests",
     "result_record",
     "run_batch_file",
+    "split_rate_limits",
 ]
 
 DEFAULT_CONCURRENCY = 8
@@ -264,6 +267,28 @@ async def arerank_many(
     defaults = _Defaults(top_n, latency_budget_ms, max_cost_usd, dict(constraints or {}), dict(context or {}))
     await _drive(router, _items(requests), concurrency, defaults, emit)
     return [outcomes[i] for i in range(len(outcomes))]
+
+
+def split_rate_limits(config: RouterConfig | Mapping[str, Any] | str | os.PathLike[str] | None, shares: int) -> RouterConfig:
+    """``config`` with each backend's rpm / tpm (``resilience.backends.<name>.limits``, else the
+    catalog's published limit) divided by ``shares``: the config for one of ``shares`` Routers
+    that run side by side (Ray actors, Spark partitions), so together they keep the provider's limit."""
+    if shares < 1:
+        raise InvalidRequestError(f"shares must be at least 1, got {shares}")
+    cfg = load_config(config)
+    if shares == 1:
+        return cfg
+    overrides = {name: dict(value) for name, value in cfg.resilience.backends.items()}
+    for name, backend_config in cfg.backends.items():
+        spec = build_backend(name, backend_config).spec  # catalog + overrides; builds no client, loads no model
+        limits = cfg.resilience_for(name).limits
+        share = {
+            key: value / shares for key, value in (("rpm", limits.rpm or spec.rpm), ("tpm", limits.tpm or spec.tpm)) if value
+        }
+        if share:
+            entry = overrides.setdefault(name, {})
+            entry["limits"] = {**dict(entry.get("limits") or {}), **share}
+    return cfg.model_copy(update={"resilience": cfg.resilience.model_copy(update={"backends": overrides})})
 
 
 # -- files ---------------------------------------------------------------------------------------

@@ -81,16 +81,20 @@ def test_api_rate_limit_holds_across_the_batch(monkeypatch):
 
     monkeypatch.setenv("CO_API_KEY", API_KEY)
     with LoopbackRerankServer(api_key=API_KEY) as server:
-        config = api_config(server, resilience={"backends": {"cohere": {"limits": {"rpm": 5}}}})
+        config = api_config(server, resilience={"backends": {"cohere": {"limits": {"rpm": 6}}}})
         router = Router(config)
         try:
-            requests = [{"id": str(i), "query": "green tea", "documents": ["green tea", "black tea", "milk"]} for i in range(12)]
-            outcomes = router.rerank_many(requests, concurrency=8, latency_budget_ms=1000)
+            docs = ["green tea", "black tea", "milk"]
+            assert router.rerank("green tea", docs).backends == ("cohere",)  # loads the SDK: 1 of the 6
+            requests = [{"id": str(i), "query": "green tea", "documents": docs} for i in range(12)]
+            outcomes = router.rerank_many(requests, concurrency=8, latency_budget_ms=1500)
         finally:
             router.close()
-    assert len(server.requests) == 5  # the minute's budget; the others were served on-premise or degraded
+    # Without the limiter all 12 would reach the API; with it, the minute's budget of 6 at most
+    # (a call can still be cut by the deadline), and the others are served on-premise or degraded.
+    assert 2 <= len(server.requests) <= 6
     assert all(o.ok and sorted(o.result.indices) == [0, 1, 2] for o in outcomes)
-    assert sum(o.result.backends == ("cohere",) for o in outcomes) == 5
+    assert sum(o.result.backends == ("cohere",) for o in outcomes) <= 5
 
 
 def test_results_file_resumes_past_a_torn_line(tmp_path):

@@ -13,7 +13,7 @@ as JSON text). The pool is ``map_batches(..., compute=ray.data.ActorPoolStrategy
 
 API rate limits are per Router, so each actor gets ``1/actors`` of every backend's rpm / tpm
 (configured, else the catalog's): the pool as a whole stays within the provider's limit
-(:func:`split_rate_limits`). :func:`run_batch_ray` adds the file handling of ``rerank-router
+(:func:`router.batch.split_rate_limits`; backends a ``router_factory`` adds are not divided). :func:`run_batch_ray` adds the file handling of ``rerank-router
 batch`` (resume, atomic output in input order); the driver writes, the actors rerank.
 
 :func:`replay_dataset` is offline replay as a Ray map: logged requests (the same request lines; a
@@ -39,6 +39,7 @@ from router.batch import (
     ResultsFile,
     pending,
     read_requests,
+    split_rate_limits,
 )
 from router.config import PolicyConfig
 from router.errors import InvalidRequestError, MissingDependencyError
@@ -53,35 +54,6 @@ __all__ = ["RerankActor", "replay_dataset", "request_line", "rerank_dataset", "r
 
 RouterFactory = Callable[[RouterConfig], Router]
 ConfigSource = RouterConfig | Mapping[str, Any] | str | os.PathLike[str] | None
-
-
-def split_rate_limits(config: ConfigSource, actors: int) -> RouterConfig:
-    """``config`` with each backend's rpm / tpm (``resilience.backends.<name>.limits``, else the
-    catalog's published limit) divided by ``actors``, for one actor's Router."""
-    if actors < 1:
-        raise InvalidRequestError(f"actors must be at least 1, got {actors}")
-    cfg = load_config(config)
-    if actors == 1:
-        return cfg
-    # A probe Router reads each backend's spec (catalog + overrides); it loads no model, calls
-    # nothing, and logs nothing (the decision log, experiment and shared state are left out).
-    probe = Router(cfg.model_copy(update={"decision_log": None, "experiment": None, "shared_state": None}))
-    try:
-        overrides = {name: dict(value) for name, value in cfg.resilience.backends.items()}
-        for name, backend in probe.backends.items():
-            limits = cfg.resilience_for(name).limits
-            share = {
-                key: value / actors
-                for key, value in (("rpm", limits.rpm or backend.spec.rpm), ("tpm", limits.tpm or backend.spec.tpm))
-                if value
-            }
-            if share:
-                entry = overrides.setdefault(name, {})
-                entry["limits"] = {**dict(entry.get("limits") or {}), **share}
-    finally:
-        probe.close()
-    resilience = cfg.resilience.model_copy(update={"backends": overrides})
-    return cfg.model_copy(update={"resilience": resilience})
 
 
 def request_line(request: BatchRequest) -> str:
