@@ -111,6 +111,22 @@ def test_an_on_premise_request_through_the_component_never_reaches_the_api_tier(
             router.close()
 
 
+def test_copies_share_one_router_built_once(fake_router):
+    import copy
+    import threading
+
+    compressor = RouterReranker(router_config={"backends": {"bm25": {"type": "lexical"}}})
+    assert copy.deepcopy(compressor)._handle is compressor._handle
+    built = []
+    threads = [threading.Thread(target=lambda: built.append(compressor._handle.get())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(r) for r in built}) == 1
+    built[0].close()
+
+
 def test_builds_its_router_from_config():
     compressor = RouterReranker(router_config={"backends": {"bm25": {"type": "lexical"}}}, top_n=1)
     out = compressor.compress_documents([Document(page_content=t) for t in TEXTS], QUERY)

@@ -9,6 +9,7 @@ is the one passed in, else one built once from ``config``, else the process defa
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -63,11 +64,16 @@ class RouterHandle:
             raise ValueError("pass either router= or config=, not both")
         self._router = router
         self._config = config
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RouterHandle:
+        return self  # a copied component shares its Router (threads, loops and pools are not copied)
 
     def get(self) -> Router:
-        if self._router is None:
-            self._router = get_default_router() if self._config is None else Router(self._config)
-        return self._router
+        with self._lock:  # components are shared across threads: build one Router, not one per thread
+            if self._router is None:
+                self._router = get_default_router() if self._config is None else Router(self._config)
+            return self._router
 
 
 def result_info(result: RerankResult, index: int, rank: int) -> dict[str, Any]:
