@@ -24,6 +24,7 @@ workers: API keys must be there. Needs the ``ray`` extra.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -84,10 +85,12 @@ class RerankActor:
 
     def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, list[str]]:
         items: list[BatchRequest | BatchOutcome] = []
-        for position, line in enumerate(batch[self.column]):
-            default_id = f"row-{position}"
+        for line in batch[self.column]:
+            text = str(line)
+            # a line without an id is named by its content: stable across batches, actors and reruns
+            default_id = "row-" + hashlib.sha256(text.encode()).hexdigest()[:16]
             try:
-                items.append(BatchRequest.from_json(json.loads(str(line)), default_id=default_id))
+                items.append(BatchRequest.from_json(json.loads(text), default_id=default_id))
             except (ValueError, InvalidRequestError) as exc:
                 items.append(BatchOutcome(default_id, error_type=type(exc).__name__, error_message=str(exc)))
         outcomes = self.router.rerank_many(items, concurrency=self.concurrency, **self.defaults)
