@@ -214,8 +214,8 @@ def bi_encoder_tier(work: Path, requests: list[dict[str, Any]], cpus: int, actor
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer requests")
-    parser.add_argument("--requests", type=int, help="API-tier requests (default 800; --quick 200)")
-    parser.add_argument("--bi-requests", type=int, help="bi-encoder requests (default 160; --quick 48)")
+    parser.add_argument("--requests", type=int, help="API-tier requests (default 400; --quick 200)")
+    parser.add_argument("--bi-requests", type=int, help="bi-encoder requests (default 32; --quick 16)")
     parser.add_argument("--docs", type=int, default=20, help="documents per API-tier request")
     parser.add_argument("--bi-docs", type=int, default=32, help="documents per bi-encoder request")
     parser.add_argument("--api-latency-ms", type=float, default=50.0, help="the loopback API's answer time")
@@ -223,8 +223,8 @@ def main() -> int:
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
-    n_api = args.requests or (200 if args.quick else 800)
-    n_bi = args.bi_requests or (48 if args.quick else 160)
+    n_api = args.requests or (200 if args.quick else 400)
+    n_bi = args.bi_requests or (16 if args.quick else 32)
     api_requests, source = corpus(n_api, args.docs)
     bi_requests, _ = corpus(n_bi, args.bi_docs, seed=1)
     report: dict[str, Any] = {
