@@ -114,6 +114,32 @@ def test_rerank_dataset_with_a_router_factory_and_policy_replay(local_ray):
     }
 
 
+def test_eval_per_query_work_as_a_ray_map(local_ray, tmp_path):
+    pytest.importorskip("ir_measures")
+    from router.evaluation import EvalHarness, load_jsonl
+    from router.evaluation.distributed import run_on_ray
+
+    rows, qrels = [], []
+    for i in range(12):
+        topic = ["green tea", "black tea", "oolong leaf", "hot water"][i % 4]
+        texts = [f"{topic} facts {j}" if j % 3 == 0 else f"unrelated filler {j}" for j in range(6)]
+        rows.append({"qid": f"q{i}", "query": topic, "candidates": [{"id": f"q{i}d{j}", "text": t} for j, t in enumerate(texts)]})
+        qrels += [f"q{i} 0 q{i}d{j} {1 if j % 3 == 0 else 0}" for j in range(6)]
+    write_jsonl(tmp_path / "set.jsonl", rows)
+    (tmp_path / "qrels.txt").write_text("\n".join(qrels) + "\n", encoding="utf-8")
+    dataset = load_jsonl(tmp_path / "set.jsonl", tmp_path / "qrels.txt")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"backends": {"bm25": {"type": "lexical"}}}), encoding="utf-8")
+    from policies import create_policy
+
+    with EvalHarness(dataset, config) as harness:
+        alone = harness.run("constrained", create_policy("constrained"))
+    on_ray = run_on_ray(dataset, config, "constrained", actors=2, batch_size=4)
+    assert [r.qid for r in on_ray.records] == [r.qid for r in alone.records]
+    assert [(r.ranking, r.served, r.planned) for r in on_ray.records] == [(r.ranking, r.served, r.planned) for r in alone.records]
+    assert on_ray.metrics == alone.metrics
+
+
 def test_missing_ray_names_the_extra():
     code = (
         "import sys\nsys.modules['ray'] = None\n"
