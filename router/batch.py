@@ -29,6 +29,7 @@ Spark's ``mapInPandas`` (see the README).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import sys
@@ -359,6 +360,11 @@ class ResultsFile:
             with self.partial.open("r+b") as stream:
                 stream.truncate(good)
         self._stream = self.partial.open("a", encoding="utf-8")
+        try:  # one run per output at a time; the kernel drops the lock when a run dies
+            fcntl.flock(self._stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise InvalidRequestError(f"another batch run is writing {self.path} (its {self.partial.name} is locked)") from None
         return done
 
     def write(self, record: Mapping[str, Any]) -> None:
@@ -475,7 +481,11 @@ def run_batch_file(
     bar = _Progress(len(requests), len(requests) - len(todo), progress)
 
     def on_outcome(outcome: BatchOutcome) -> None:
-        out.write(outcome.record())
+        try:
+            out.write(outcome.record())
+        except ValueError as exc:  # e.g. a non-finite number: the line must stay valid JSON
+            outcome = _failed(outcome.id, exc)
+            out.write(outcome.record())
         counts["ok" if outcome.ok else "failed"] += 1
         bar.update()
 

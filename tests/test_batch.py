@@ -115,6 +115,17 @@ def test_results_file_resumes_past_a_torn_line(tmp_path):
     assert [r["id"] for r in read_jsonl(out)] == ["a", "b", "c", "d"]
 
 
+def test_one_run_per_output_at_a_time(tmp_path):
+    first = ResultsFile(tmp_path / "out.jsonl")
+    first.open()
+    with pytest.raises(InvalidRequestError, match="another batch run"):
+        ResultsFile(tmp_path / "out.jsonl").open()
+    first.close()
+    second = ResultsFile(tmp_path / "out.jsonl")
+    second.open()
+    second.close()
+
+
 def test_duplicate_request_ids_are_refused(tmp_path, capsys):
     path = write_jsonl(tmp_path / "in.jsonl", [{"id": "x", "query": "q", "documents": ["a"]}] * 2)
     with pytest.raises(InvalidRequestError, match="already on line 1"):
