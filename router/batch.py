@@ -22,7 +22,7 @@ The output file is written atomically: results stream into ``<output>.partial`` 
 fsynced every few dozen) and, once every request is answered, are rewritten in input order to a
 temporary file that replaces ``<output>``. A killed run leaves the partial file; running the same
 command again skips the ids already in it (a torn last line is dropped and redone), so no request
-is answered twice. The same per-request function serves Ray Data (``router.integrations.ray``) and
+is answered twice; two runs on one output at once are refused. The same per-request function serves Ray Data (``router.integrations.ray``) and
 Spark's ``mapInPandas`` (see the README).
 """
 
