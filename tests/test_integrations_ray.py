@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no telemetry from tests
 pytest.importorskip("ray.data")
 
 import ray
