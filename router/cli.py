@@ -1,4 +1,4 @@
-"""Command line: ``rerank-router rerank|plan|backends|serve``.
+"""Command line: ``rerank-router rerank|plan|backends|serve|batch``.
 
     rerank-router rerank --query "how do vaccines work" --docs docs.jsonl --top-n 3 --explain
 
@@ -209,9 +209,74 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure-no-auth", action="store_true", help="allow a non-loopback bind with no tenants configured")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--hash-key", action="store_true", help="print the sha256 entry for the API key read from stdin, and exit")
+    _add_batch_command(commands)
     add_eval_commands(commands)  # eval, calibrate (router.offline.cli_eval)
     add_report_commands(commands)  # report (router.offline.cli_report)
     return parser
+
+
+def _add_batch_command(commands: Any) -> None:
+    batch = commands.add_parser(
+        "batch", help="rerank a JSONL file of requests into a JSONL file of results (resumable; router.batch)"
+    )
+    batch.add_argument("--input", required=True, help="JSON Lines: one request per line (router.batch)")
+    batch.add_argument("--output", required=True, help="results, one line per request; a re-run skips ids already there")
+    batch.add_argument("--concurrency", type=int, default=8, help="requests in flight (per actor with --ray)")
+    batch.add_argument("--top-n", type=int, help="default for requests that give none")
+    batch.add_argument("--budget-ms", type=float, help="default latency budget for requests that give none")
+    batch.add_argument("--max-cost", type=float, help="default cost ceiling for requests that give none")
+    batch.add_argument("--on-premise", action="store_true", help="every request: no document may leave this machine")
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    batch.add_argument("--cold", action="store_true", help="do not load local models before the first request")
+    batch.add_argument("--ray", action="store_true", help="run on Ray Data actors (the `ray` extra)")
+    batch.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    batch.add_argument("--actors", type=int, default=2, help="Ray actors, one Router each (API rate limits are divided)")
+    batch.add_argument("--batch-size", type=int, default=64, help="requests per Ray batch")
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from router.batch import BatchStats
+
+    defaults: dict[str, Any] = {
+        "top_n": args.top_n,
+        "latency_budget_ms": args.budget_ms,
+        "max_cost_usd": args.max_cost,
+        "constraints": {"on_premise": True} if args.on_premise else None,
+    }
+    stats: BatchStats
+    if args.ray:
+        from router.integrations.ray import run_batch_ray
+
+        stats = run_batch_ray(
+            args.input,
+            args.output,
+            config=args.config,
+            actors=args.actors,
+            address=args.address,
+            concurrency=args.concurrency,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            warm=not args.cold,
+            **defaults,
+        )
+    else:
+        from router.batch import run_batch_file
+
+        router = Router(args.config)
+        try:
+            if not args.cold:
+                router.warm_up(freeze_gc=False)
+            stats = run_batch_file(
+                router, args.input, args.output, concurrency=args.concurrency, progress=not args.no_progress, **defaults
+            )
+        finally:
+            router.close()
+    print(
+        f"{stats.total} requests: {stats.skipped} already answered, {stats.ok} ok, {stats.failed} failed; "
+        f"{stats.written} results in {args.output}",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _cmd_serve(args)
     try:
+        if args.command == "batch":
+            return _cmd_batch(args)
         router = Router(args.config)
         handler = {"rerank": _cmd_rerank, "plan": _cmd_plan, "backends": _cmd_backends}[args.command]
         return handler(router, args)

@@ -205,7 +205,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | RouterConfi
     if source is None:
         source = default_config_source()
     if isinstance(source, RouterConfig):
-        return _resolved(source)
+        return apply_profile(source)  # validated when it was built; its profile is read once
     if isinstance(source, str) and source == "default":
         raw: Any = load_yaml(resources.files("router").joinpath("default.yaml").read_text(encoding="utf-8"))
     elif isinstance(source, Mapping):

@@ -15,7 +15,7 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
 from router.admission import Admission
 from router.backends.base import Availability, Backend
+from router.batch import BatchOutcome, BatchRequest, arerank_many
 from router.compose import Clock, compose, default_wall_clock
 from router.config import RouterConfig, load_config
 from router.constraints import Constraints
@@ -545,6 +546,19 @@ class Router:
         """Close every backend's connections and stop the sync loop thread."""
         self._run_sync(self.aclose())  # works from any thread, even one running its own loop
         self._sync.stop()
+
+    # -- batch (router.batch) ------------------------------------------------------------------------
+    async def arerank_many(
+        self, requests: Iterable[BatchRequest | Mapping[str, Any] | BatchOutcome], **kwargs: Any
+    ) -> list[BatchOutcome]:
+        """Many requests, bounded concurrency, one outcome per request in input order (router.batch)."""
+        return await arerank_many(self, requests, **kwargs)
+
+    def rerank_many(
+        self, requests: Iterable[BatchRequest | Mapping[str, Any] | BatchOutcome], **kwargs: Any
+    ) -> list[BatchOutcome]:
+        """Blocking twin of :meth:`arerank_many`, on the router's own event loop thread."""
+        return self._run_sync(self.arerank_many(requests, **kwargs))
 
     def breaker_states(self) -> dict[str, str]:
         """Each backend's circuit-breaker state: ``closed``, ``open`` or ``half_open``."""

@@ -68,12 +68,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "router.engine",
             "router.api",
             "router.sync",
+            "router.batch",
             "router.warmup",
             "router.testing",
             "router",
         ),
     ),
-    ("service and integrations", ("router.service", "router.integrations", "router.batch")),
+    ("service and integrations", ("router.service", "router.integrations")),
     ("offline tooling", ("router.offline", "router.cli", "router.__main__")),
 )
 OFFLINE = "offline tooling"
