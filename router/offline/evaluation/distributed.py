@@ -26,8 +26,8 @@ from typing import Any
 
 from policies import Policy, create_policy
 from router.config import RouterConfig
-from router.errors import MissingDependencyError
 from router.datasets import Dataset
+from router.errors import MissingDependencyError
 from router.offline.evaluation.metrics import MeasureSet
 from router.offline.evaluation.runner import EvalHarness, QueryBudget, QueryRecord, RunResult
 
