@@ -45,38 +45,71 @@ class Shed:
 
 
 class Admission:
+    """The in-flight count and the learnt CPU cost of an admitted request.
+
+    Only CPU spent while requests are in flight counts (start-up and idle work do not), and the
+    CPU that shed requests take (from a shed decision to :meth:`shed_done`, or else to the next
+    admission decision: building the retriever-order answer) is kept out of the admitted requests'
+    cost, so shedding does not feed on itself. Not thread-safe by design: one Router's requests run on one event loop at a time.
+    """
+
     def __init__(self, config: AdmissionConfig | None = None, cpu_clock: Callable[[], float] = time.process_time) -> None:
         self.config = config or AdmissionConfig()
         self._cpu_clock = cpu_clock
         self.in_flight = 0
         self.shed_count = 0
         self._cpu_ms = self.config.cpu_ms_per_request
-        self._window_cpu = cpu_clock()
-        self._window_done = 0
+        self._busy_since = 0.0
+        self._busy_s = 0.0
+        self._shed_s = 0.0
+        self._shed_mark: float | None = None
+        self._done = 0
 
     @property
     def cpu_ms_per_request(self) -> float:
         return self._cpu_ms
 
+    def _close_shed(self, now: float) -> None:
+        if self._shed_mark is not None:
+            self._shed_s += now - self._shed_mark
+            self._shed_mark = None
+
     def admit(self, time_left_ms: float | None) -> Shed | None:
         """None (and the request counts as in flight until :meth:`done`), or why it is shed."""
         config = self.config
+        now = self._cpu_clock()
+        self._close_shed(now)
         if config.enabled and time_left_ms is not None and self.in_flight >= config.min_in_flight:
             expected = (self.in_flight + 1) * self._cpu_ms
             if expected > time_left_ms:
                 self.shed_count += 1
+                self._shed_mark = now
                 return Shed(
                     f"overloaded: {self.in_flight} requests in flight at ~{self._cpu_ms:.1f} ms of CPU each "
                     f"would finish this one ~{expected:.0f} ms from now, {time_left_ms:.0f} ms left"
                 )
+        if self.in_flight == 0:
+            self._busy_since = now
         self.in_flight += 1
         return None
 
+    def shed_done(self) -> None:
+        """The shed request's answer is built: the CPU since the shed decision was its cost."""
+        self._close_shed(self._cpu_clock())
+
     def done(self) -> None:
+        """An admitted request finished."""
+        now = self._cpu_clock()
+        self._shed_mark = None  # an open shed interval now holds admitted work too: not counted as shed
         self.in_flight -= 1
-        self._window_done += 1
-        if self._window_done >= self.config.learn_every:
-            now = self._cpu_clock()
-            measured = (now - self._window_cpu) * 1000 / self._window_done
-            self._cpu_ms = 0.5 * self._cpu_ms + 0.5 * max(measured, 0.05)
-            self._window_cpu, self._window_done = now, 0
+        self._done += 1
+        if self.in_flight == 0:
+            self._busy_s += now - self._busy_since
+        if self._done < self.config.learn_every:
+            return
+        busy = self._busy_s + (now - self._busy_since if self.in_flight > 0 else 0.0)
+        measured = max(busy - self._shed_s, 0.0) * 1000 / self._done
+        self._cpu_ms = 0.5 * self._cpu_ms + 0.5 * max(measured, 0.05)
+        self._busy_s, self._shed_s, self._done = 0.0, 0.0, 0
+        if self.in_flight > 0:
+            self._busy_since = now

@@ -77,6 +77,7 @@ def coerce_constraints(value: Constraints | Mapping[str, Any] | None) -> Constra
     try:
         return Constraints.model_validate(dict(value))
     except ValidationError as exc:
-        fields = Constraints.model_fields
         problems = "; ".join(validation_lines(exc))
-        raise InvalidConstraintsError(f"invalid constraints ({problems}); fields: {', '.join(fields)}") from exc
+    # Raised outside the handler: pydantic's own text echoes the input (maybe a secret), and it
+    # must not ride along as __cause__ or __context__.
+    raise InvalidConstraintsError(f"invalid constraints ({problems}); fields: {', '.join(Constraints.model_fields)}")

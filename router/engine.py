@@ -204,7 +204,10 @@ class Router:
         time_left_ms = None if request.latency_budget_ms is None else request.latency_budget_ms - (self._clock() - started) * 1000
         shed = self._admission.admit(time_left_ms)
         if shed is not None:
-            return self._shed(request, started, shed.reason)
+            result = self._shed(request, started, shed.reason)
+            self._admission.shed_done()
+            await asyncio.sleep(0)  # let admitted requests' I/O through between shed answers
+            return result
         try:
             return await self._admitted(request, started, latency_budget_ms is None, max_cost_usd is None)
         finally:

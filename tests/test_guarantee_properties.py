@@ -542,11 +542,6 @@ def test_a_billed_response_with_bad_indices_is_reported(env_key: None, billed: t
     assert result.actual_cost_usd == pytest.approx(COHERE_UNIT_USD)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 7: on-premise is decided by the catalog entry only (policies/rules.py); a jina-compatible "
-    "tier at a public address with a model the catalog lacks counts as on-premise and is contacted",
-)
 def test_an_unknown_model_at_a_public_address_is_not_on_premise(env_key: None) -> None:
     with spying() as spy:
         router = Router(
@@ -595,11 +590,6 @@ def test_a_call_cut_at_the_deadline_is_reported(env_key: None, billed: tuple[Bil
     assert result.actual_cost_usd == pytest.approx(PER_CALL_USD)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 6: router/constraints.py coerce_constraints raises InvalidConstraintsError from pydantic's "
-    "ValidationError, whose text echoes the input value (input_value='sk-...'): the cause chain is not scrubbed",
-)
 def test_a_secret_given_as_a_constraint_value_is_in_no_error_or_cause(env_key: None) -> None:
     router = Router({"backends": {}}, backends={"local": FakeBackend("local")})
     try:
@@ -610,12 +600,6 @@ def test_a_secret_given_as_a_constraint_value_is_in_no_error_or_cause(env_key: N
     assert_no_secret(*_texts_of_error(caught.value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 6: an error a backend raises with a credential in its text (a provider echoing the key) "
-    "reaches StageReport.error, degraded_reason and the decision record as is: router/executor.py _describe "
-    "returns str(exc), and only RemoteBackend._redact scrubs, and only its own configured key",
-)
 def test_a_credential_in_a_backends_error_is_scrubbed() -> None:
     echo = FakeBackend("api", spec={"quality": {"web": 0.9}}, fail=lambda call: ServerError(f"HTTP 503 for key {SECRET}"))
     router = Router({"backends": {}}, backends={"api": echo, "local": FakeBackend("local", spec={"quality": {"web": 0.4}})})
@@ -627,12 +611,6 @@ def test_a_credential_in_a_backends_error_is_scrubbed() -> None:
     assert_no_secret(repr(result), result.degraded_reason, *(s.error for s in result.stages))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="router/admission.py Admission.done: the learnt CPU per request is process CPU time since Router "
-    "construction over admitted completions, so start-up work (1.5 s here) is charged to the first window: "
-    "~49 ms per request instead of 1 ms (benchmarks/faults.py --steady: 9,969 of 10,000 requests shed)",
-)
 def test_admission_does_not_learn_start_up_work() -> None:
     from router.admission import Admission, AdmissionConfig
 
@@ -646,12 +624,6 @@ def test_admission_does_not_learn_start_up_work() -> None:
     assert admission.cpu_ms_per_request <= 3.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="router/admission.py Admission.done: the CPU that shed requests use is charged to the admitted ones "
-    "(it divides all CPU by admitted completions), so once shedding starts the estimate grows and shedding "
-    "sustains itself",
-)
 def test_admission_does_not_charge_shed_requests_to_admitted_ones() -> None:
     from router.admission import Admission, AdmissionConfig
 
