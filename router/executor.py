@@ -78,6 +78,8 @@ class _Tally:
     last_error: str = ""
     rejected: Usage | None = None
     """Units billed for responses that were then rejected (malformed), retries included."""
+    cut_usd: float = 0.0
+    """Predicted cost of calls cut by a timeout: the provider may still finish and bill them."""
 
     def bill(self, usage: Usage | None) -> None:
         if usage is not None:
@@ -301,6 +303,7 @@ class Executor:
                     error=_describe(exc, stage.backend),
                     attempts=tally.attempts,
                     rejected=tally.rejected,
+                    cut_usd=tally.cut_usd,
                 )
                 _drop_tracebacks(exc)
                 if position == 0:
@@ -316,7 +319,9 @@ class Executor:
             ranked = sorted(range(len(subset)), key=lambda k: -values[k])  # stable: ties keep the prior order
             execution.order = [subset[k] for k in ranked] + execution.order[len(subset) :]
             execution.scores.update({subset[k]: values[k] for k in range(len(subset))})
-            report = self._report(stage, backend, len(subset), started, predicted, call=call, rejected=tally.rejected)
+            report = self._report(
+                stage, backend, len(subset), started, predicted, call=call, rejected=tally.rejected, cut_usd=tally.cut_usd
+            )
             spend.add(report.cost_usd)
             execution.stages.append(report)
             previous = values
@@ -342,9 +347,13 @@ class Executor:
         error: str | None = None,
         attempts: int = 1,
         rejected: Usage | None = None,
+        cut_usd: float = 0.0,
     ) -> StageReport:
         elapsed = (self._clock() - started) * 1000
         billed = rejected if call is None else (call.scores.usage if rejected is None else call.scores.usage + rejected)
+        cost = None if billed is None else billed_cost_usd(backend.spec, billed, elapsed)
+        if cut_usd:
+            cost = cut_usd + (cost or 0.0)
         return StageReport(
             backend=stage.backend,
             model=backend.spec.model,
@@ -352,7 +361,7 @@ class Executor:
             ok=call is not None,
             latency_ms=elapsed,
             predicted_latency_ms=predicted.latency_ms if predicted else 0.0,
-            cost_usd=None if billed is None else billed_cost_usd(backend.spec, billed, elapsed),
+            cost_usd=cost,
             predicted_cost_usd=predicted.cost_usd if predicted else None,
             error=error,
             attempts=call.attempts if call else attempts,
@@ -405,6 +414,8 @@ class Executor:
                         scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
                     except Exception as exc:
                         tally.bill(billed_of(exc))
+                        if isinstance(exc, BackendTimeoutError) and predicted is not None and predicted.cost_usd:
+                            tally.cut_usd += predicted.cost_usd
                         tally.last_error = str(exc)
                         raise
         except asyncio.CancelledError:
@@ -426,7 +437,9 @@ class Executor:
         """Another attempt may bill the stage's predicted cost again: only within what is left."""
         if predicted is None or predicted.cost_usd is None or spend.ceiling is None:
             return True
-        already = 0.0 if tally.rejected is None else (billed_cost_usd(self._backends[name].spec, tally.rejected, 0.0) or 0.0)
+        already = tally.cut_usd
+        if tally.rejected is not None:
+            already += billed_cost_usd(self._backends[name].spec, tally.rejected, 0.0) or 0.0
         left = spend.left()
         return left is None or already + predicted.cost_usd <= left + CEILING_TOLERANCE_USD
 

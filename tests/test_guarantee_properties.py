@@ -568,12 +568,6 @@ def test_an_unknown_model_at_a_public_address_is_not_on_premise(env_key: None) -
     assert spy.non_loopback() == [], spy.attempts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call cut at the deadline is answered and billed by the provider, but the executor "
-    "(router/executor.py Executor._attempt: asyncio.timeout -> DeadlineExceededError, nothing attached "
-    "for billed_of) reports it as $0: actual_cost_usd leaves it out and _Spend does not count it",
-)
 def test_a_call_cut_at_the_deadline_is_reported(env_key: None, billed: tuple[BillingServer, Ledger]) -> None:
     server, ledger = billed
     server.reset()
