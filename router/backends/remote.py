@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import importlib.util
 import json
 import math
@@ -43,12 +44,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from router.backends.base import Availability, Scores, Usage
+from router.backends.wire import WireErrors
 from router.catalog import BackendSpec
 from router.errors import (
     AuthenticationError,
     BackendError,
     BackendTimeoutError,
-    BackendUnavailableError,
     BadRequestError,
     MalformedResponseError,
     MissingDependencyError,
@@ -423,6 +424,8 @@ class RemoteBackend:
         self.config = config
         self.spec = spec
         self.label = self.provider_label
+        self.requires: str | None = self.sdk
+        """Import name of the package this instance calls through (its SDK, or a transport library)."""
         self._sdk_installed: bool | None = None
         self._estimate = TokenCounters().get(spec.tokenizer_family)
         self._clients: PerLoop[Any] = PerLoop(lambda: self._import_sdk(self._new_client), self._close_client)
@@ -432,11 +435,11 @@ class RemoteBackend:
 
     # -- Backend protocol -------------------------------------------------------------------------
     def availability(self) -> Availability:
-        if self.sdk is not None:
+        if self.requires is not None:
             if self._sdk_installed is None:
-                self._sdk_installed = importlib.util.find_spec(self.sdk) is not None
+                self._sdk_installed = importlib.util.find_spec(self.requires) is not None
             if not self._sdk_installed:
-                return Availability(False, f"{self.sdk} is not installed: pip install 'rerank-router[{self.extra}]'")
+                return Availability(False, f"{self.requires} is not installed: pip install 'rerank-router[{self.extra}]'")
         env = self.config.api_key_env
         if env and read_api_key(env) is None:
             return Availability(False, f"no API key: the environment variable {env} is not set")
@@ -532,6 +535,11 @@ class RemoteBackend:
             raise AuthenticationError(f"no API key: the environment variable {env} is not set", backend=self.name)
         return key
 
+    @functools.cached_property
+    def _wire_errors(self) -> WireErrors:
+        """Transport failures as router errors: one wording for SDK and wire paths."""
+        return WireErrors(self.name, self.label, self.config.base_url, self.config.timeout_s)
+
     def _redact(self, text: str) -> str:
         return _redact(text, read_api_key(self.config.api_key_env))
 
@@ -542,13 +550,14 @@ class RemoteBackend:
     def _sdk_error(self, exc: BaseException, sdk: SdkErrors) -> BackendError:
         """The router error for one of ``sdk.caught`` raised by the provider's SDK."""
         label = self.label
+        wire = self._wire_errors
         if isinstance(exc, sdk.timeout):
-            return BackendTimeoutError(f"{label} did not answer within {self.config.timeout_s:g} s", backend=self.name)
+            return wire.timed_out()
         if isinstance(exc, sdk.transport):
             cause = sdk.transport_cause(exc)
             if isinstance(cause, sdk.cannot_connect):
-                return BackendUnavailableError(f"cannot connect to {self.config.base_url}", backend=self.name)
-            return ServerError(f"{label} connection failed: {type(cause).__name__}", backend=self.name)
+                return wire.cannot_connect()
+            return wire.connection_failed(cause)
         if isinstance(exc, sdk.status):
             status, body, headers = sdk.read_status(exc)
             if status is None:
@@ -569,9 +578,9 @@ class RemoteBackend:
         try:
             return load()
         except ImportError as exc:
-            if self.sdk is None:
+            if self.requires is None:
                 raise
-            message = f"{self.sdk} is not installed: pip install 'rerank-router[{self.extra}]'"
+            message = f"{self.requires} is not installed: pip install 'rerank-router[{self.extra}]'"
             raise MissingDependencyError(message, backend=self.name) from exc
 
 
