@@ -156,12 +156,17 @@ class CohereBackend(RemoteBackend):
     def _parse_json(self, payload: Any, n: int) -> BatchResult:
         """:meth:`_parse` over plain JSON (a key that is absent reads as None, as an unset field of
         the SDK's models, which it builds without validation, does)."""
-        results = payload.get("results") if isinstance(payload, dict) else None
+        if payload is not None and not isinstance(payload, dict):
+            raise MalformedResponseError(_WRONG_SHAPE, backend=self.name)
+        results = _get(payload, "results")
         if not isinstance(results, list):
             raise MalformedResponseError("Cohere response has no results list", backend=self.name)
-        pairs = [(r.get("index"), r.get("relevance_score")) if isinstance(r, dict) else (None, None) for r in results]
+        if not all(isinstance(r, dict) for r in results):
+            raise MalformedResponseError(_WRONG_SHAPE, backend=self.name)
+        # The SDK casts an index with int() and billed units with float() where they allow it.
+        pairs = [(_cast(int, r.get("index")), r.get("relevance_score")) for r in results]
         values = self._score_results(pairs, n)
-        billed = _get(_get(_get(payload, "meta"), "billed_units"), "search_units")
+        billed = _cast(float, _get(_get(_get(payload, "meta"), "billed_units"), "search_units"))
         return BatchResult(values, self._usage(billed))
 
     def _parse(self, response: Any, n: int) -> BatchResult:
@@ -179,8 +184,20 @@ class CohereBackend(RemoteBackend):
         return Usage(search_units=None if billed is None else float(billed))
 
 
+_WRONG_SHAPE = "Cohere returned a response of the wrong shape"
+
+
 def _get(value: Any, key: str) -> Any:
     return value.get(key) if isinstance(value, dict) else None
+
+
+def _cast(kind: type[int] | type[float], value: Any) -> Any:
+    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
+        return value
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return value
 
 
 @functools.cache
@@ -197,7 +214,8 @@ def _sdk_errors() -> SdkErrors:
         status=ApiError,
         read_status=lambda exc: (exc.status_code or 0, exc.body, exc.headers),
         malformed=(
-            (ParsingError, "Cohere returned a response of the wrong shape"),
+            # TypeError: the SDK could not build its model (a result or the body is not an object).
+            ((ParsingError, TypeError), _WRONG_SHAPE),
             (ValueError, "Cohere returned an unreadable body"),  # the SDK could not decode an error body
         ),
     )

@@ -111,6 +111,9 @@ class VoyageBackend(RemoteBackend):
             pairs = [(r.index, r.relevance_score) for r in result.results]
             total_tokens = result.total_tokens
         except sdk.caught as exc:
+            if isinstance(exc, voyageai.error.APIConnectionError) and exc.__cause__ is None:
+                # No transport error behind it: the SDK got a null body and calls that "no response".
+                raise MalformedResponseError(_NULL_BODY, backend=self.name) from exc
             raise self._sdk_error(exc, sdk) from exc
         finally:
             voyageai.aiosession.reset(token)
@@ -132,6 +135,8 @@ class VoyageBackend(RemoteBackend):
         poster: WirePoster = self._clients.get()
         reply = await poster.post(self._url, json.dumps(body).encode(), headers)
         payload = self._payload(reply)
+        if payload is None:
+            raise MalformedResponseError(_NULL_BODY, backend=self.name)
         try:
             pairs, total_tokens = _read_reranking(payload, len(docs))
         except (AttributeError, KeyError, TypeError) as exc:
@@ -167,6 +172,9 @@ class VoyageBackend(RemoteBackend):
         if isinstance(total_tokens, bool) or not isinstance(total_tokens, int):
             raise MalformedResponseError(f"Voyage usage.total_tokens is {total_tokens!r}", backend=self.name)
         return BatchResult(values, Usage(tokens=total_tokens))
+
+
+_NULL_BODY = "Voyage returned a null body"
 
 
 def _read_reranking(payload: Any, n: int) -> tuple[list[tuple[object, object]], object]:
