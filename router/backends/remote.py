@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from router.backends.base import Availability, Scores, Usage
+from router.backends.batching import plan_batches, split_request
 from router.backends.wire import WireErrors
 from router.catalog import BackendSpec
 from router.errors import (
@@ -189,27 +190,7 @@ class PerLoop(Generic[T]):
                 asyncio.run_coroutine_threadsafe(close(), loop)
 
 
-# -- splitting and merging ------------------------------------------------------------------------
-
-
-def plan_batches(weights: Sequence[int], max_documents: int | None, max_tokens: int | None) -> list[range]:
-    """Contiguous batches of at most ``max_documents`` items and ``max_tokens`` total weight
-    (a single item heavier than the budget goes alone). Greedy, so 2,500 items at 1,000 make
-    1,000 + 1,000 + 500, the split :mod:`router.cost` predicts."""
-    batches: list[range] = []
-    start, tokens = 0, 0
-    for i, weight in enumerate(weights):
-        count = i - start
-        full = (max_documents is not None and count >= max_documents) or (
-            max_tokens is not None and count > 0 and tokens + weight > max_tokens
-        )
-        if full:
-            batches.append(range(start, i))
-            start, tokens = i, 0
-        tokens += weight
-    if start < len(weights) or not batches:
-        batches.append(range(start, len(weights)))
-    return batches
+# -- merging a provider's answer ------------------------------------------------------------------
 
 
 def scores_from_results(results: Iterable[tuple[object, object]], n: int, backend: str) -> list[float]:
@@ -420,6 +401,8 @@ class RemoteBackend:
     """How the provider's scores map to [0, 1] (identity: they are on it already)."""
 
     def __init__(self, name: str, config: RemoteConfig, spec: BackendSpec) -> None:
+        if config.max_request_tokens is not None:  # the split cost prediction also makes (batching.split_request)
+            spec = spec.model_copy(update={"max_request_tokens": config.max_request_tokens})
         self.name = name
         self.config = config
         self.spec = spec
@@ -466,8 +449,7 @@ class RemoteBackend:
     async def _rerank(self, query: str, documents: Sequence[str]) -> Scores:
         query_tokens = self._estimate.count([query])[0]
         texts = truncate_documents(documents, self._doc_char_budget(query_tokens))
-        weights = [query_tokens + t for t in self._estimate.count(texts)]
-        batches = plan_batches(weights, self.spec.max_documents, self.config.max_request_tokens)
+        batches = split_request(self.spec, query_tokens, self._estimate.count(texts))
         if len(batches) == 1:
             result = await self._score_batch(query, texts)
             self._check_length(result, len(texts))
