@@ -39,7 +39,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -200,6 +200,11 @@ def scores_from_results(results: Iterable[tuple[object, object]], n: int, backen
     document is scored and every score is a finite number."""
     values: list[float | None] = [None] * n
     for index, score in results:
+        # The common case in one test (an int index in range, not yet scored, a finite float);
+        # anything else goes through the checks one by one, for the message.
+        if type(index) is int and 0 <= index < n and values[index] is None and type(score) is float and math.isfinite(score):
+            values[index] = score
+            continue
         if not isinstance(index, int) or isinstance(index, bool):
             raise MalformedResponseError(f"result index {index!r} is not an integer", backend=backend)
         if not 0 <= index < n:
@@ -209,11 +214,11 @@ def scores_from_results(results: Iterable[tuple[object, object]], n: int, backen
         if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
             raise MalformedResponseError(f"document {index} has score {score!r}, not a finite number", backend=backend)
         values[index] = float(score)
-    missing = [i for i, v in enumerate(values) if v is None]
-    if missing:
+    if None in values:
+        missing = [i for i, v in enumerate(values) if v is None]
         first = ", ".join(map(str, missing[:5]))
         raise MalformedResponseError(f"{len(missing)} of {n} documents were not scored (first: {first})", backend=backend)
-    return [v for v in values if v is not None]
+    return cast(list[float], values)
 
 
 # -- score scales ---------------------------------------------------------------------------------
@@ -248,6 +253,8 @@ class ScoreMapping:
 
 
 def map_scores(values: Sequence[float], mapping: ScoreMapping, backend: str) -> tuple[float, ...]:
+    if mapping.kind == "identity" and all(0.0 <= v <= 1.0 for v in values):
+        return tuple(values)  # already on [0, 1]: nothing to clamp, nothing to reject
     return tuple(mapping(v, backend) for v in values)
 
 

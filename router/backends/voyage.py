@@ -184,6 +184,11 @@ def _read_reranking(payload: Any, n: int) -> tuple[list[tuple[object, object]], 
     data = _attr(payload, "data")
     pairs: list[tuple[object, object]] = []
     for item in data:
+        if type(item) is dict:  # the common case, checked in one go
+            index = item.get("index")
+            if type(index) is int and -n <= index < n and "relevance_score" in item:
+                pairs.append((index, item["relevance_score"]))
+                continue
         index = _attr(item, "index")
         if isinstance(index, bool):
             index_ok = True
