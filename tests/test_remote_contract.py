@@ -190,6 +190,8 @@ COHERE = common("message") | {
     "score missing": Answer(body=cohere_ok(lambda n: [{"index": i} for i in range(n)])),
     "score an int": Answer(body=cohere_ok(lambda n: [{"index": i, "relevance_score": 1} for i in range(n)])),
     "score above 1": Answer(body=cohere_ok(lambda n: [{"index": i, "relevance_score": 3.5} for i in range(n)])),
+    "score NaN": Answer(body=b'{"results": [{"index": 0, "relevance_score": NaN}], "meta": {}}'),
+    "index a huge integer": Answer(body=b'{"results": [{"index": 123456789012345678901234567890, "relevance_score": 0.5}]}'),
     "extra fields": Answer(
         body=cohere_ok(lambda n: [{"index": i, "relevance_score": 0.5, "document": {"text": "x"}} for i in range(n)])
     ),
@@ -222,6 +224,7 @@ VOYAGE = common("detail") | {
     "score null": Answer(body=voyage_ok(lambda n: [{"index": i, "relevance_score": None} for i in range(n)])),
     "score missing": Answer(body=voyage_ok(lambda n: [{"index": i} for i in range(n)])),
     "score above 1": Answer(body=voyage_ok(lambda n: [{"index": i, "relevance_score": 3.5} for i in range(n)])),
+    "score NaN": Answer(body=b'{"data": [{"index": 0, "relevance_score": NaN}], "usage": {"total_tokens": 1}}'),
 }
 
 
@@ -308,3 +311,23 @@ def test_the_cases_cover_every_kind_of_answer():
     for cases in (COHERE, VOYAGE):
         assert {s for s in STATUSES} <= {int(c.split()[1]) for c in cases if c.startswith("status ")}
         assert "timeout" in cases and "dropped connection" in cases and "429 Retry-After seconds" in cases
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"query": "q", "documents": ["caf\u00e9", "\u4e2d\u6587", "plain"]}, {"documents": ["lone \ud800 surrogate"]}, {"n": 2**70}],
+)
+def test_wire_bodies_encode_to_the_same_json_with_or_without_orjson(body, monkeypatch):
+    from router.backends import wire
+
+    fast = wire.dumps(body)
+    monkeypatch.setattr(wire, "_ORJSON", None)
+    assert json.loads(fast) == json.loads(wire.dumps(body)) == body
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"\xff\xfe{", b"nul"])
+def test_wire_answers_that_are_not_json_raise_value_error(content):
+    from router.backends import wire
+
+    with pytest.raises(ValueError):
+        wire.loads(content)

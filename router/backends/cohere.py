@@ -10,7 +10,7 @@ explicitly, because the SDK reads ``CO_API_URL`` at import time. The key is read
 attribute holds it in plain text.
 
 ``transport``: ``auto`` (the default) posts ``/v2/rerank`` on the router's own pooled aiohttp
-session (httpx where aiohttp is not installed) and reads the answer with ``json.loads``, the way the
+session (httpx where aiohttp is not installed) and reads the answer into plain dicts, the way the
 SDK reads it (same results, errors and billed units; a contract test runs both); ``aiohttp`` or
 ``httpx`` pick that client; ``sdk`` goes through ``cohere.AsyncClientV2`` (which builds a pydantic
 model per result).
@@ -29,7 +29,6 @@ backends:
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -37,7 +36,7 @@ from pydantic import Field
 
 from router.backends.base import Usage
 from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, SdkErrors
-from router.backends.wire import Transport, WirePoster, loads_or_text, new_poster, resolve_transport
+from router.backends.wire import Transport, WirePoster, dumps, loads, loads_or_text, new_poster, resolve_transport
 from router.catalog import BackendSpec
 from router.errors import MalformedResponseError
 
@@ -144,11 +143,11 @@ class CohereBackend(RemoteBackend):
             "Accept": "application/json",
         }
         poster: WirePoster = self._clients.get()
-        reply = await poster.post(self._url, json.dumps(body).encode(), headers)
+        reply = await poster.post(self._url, dumps(body), headers)
         if not 200 <= reply.status < 300:
             raise self._status_error(reply.status, loads_or_text(reply.content), reply.headers)
         try:
-            payload = json.loads(reply.content)
+            payload = loads(reply.content)
         except ValueError as exc:
             raise MalformedResponseError("Cohere returned a body that is not valid JSON", backend=self.name) from exc
         return self._parse_json(payload, len(documents))

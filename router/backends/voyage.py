@@ -26,7 +26,6 @@ backends:
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -34,7 +33,7 @@ from pydantic import Field
 
 from router.backends.base import Usage
 from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, SdkErrors, StatusReply
-from router.backends.wire import Transport, WirePoster, WireReply, new_poster, resolve_transport, text_of
+from router.backends.wire import Transport, WirePoster, WireReply, dumps, loads, new_poster, resolve_transport, text_of
 from router.catalog import BackendSpec
 from router.errors import MalformedResponseError
 
@@ -133,7 +132,7 @@ class VoyageBackend(RemoteBackend):
         }
         headers = {"Authorization": f"Bearer {key.get_secret_value()}", "Content-Type": "application/json"}
         poster: WirePoster = self._clients.get()
-        reply = await poster.post(self._url, json.dumps(body).encode(), headers)
+        reply = await poster.post(self._url, dumps(body), headers)
         payload = self._payload(reply)
         if payload is None:
             raise MalformedResponseError(_NULL_BODY, backend=self.name)
@@ -154,7 +153,7 @@ class VoyageBackend(RemoteBackend):
         if status == 500 or status in (502, 503, 504):
             raise self._status_error(status, text, reply.headers)
         try:
-            data = text if "text/plain" in reply.headers.get("content-type", "") else json.loads(text)
+            data = text if "text/plain" in reply.headers.get("content-type", "") else loads(reply.content)
         except ValueError as exc:
             if 200 <= status < 300:
                 raise MalformedResponseError("Voyage returned a body that is not valid JSON", backend=self.name) from exc

@@ -7,6 +7,11 @@ read with ``json.loads`` into plain dicts and lists. The SDKs stay a supported p
 constructs a pydantic model per result), their retry wrappers (the executor owns retries) and,
 with aiohttp, httpx's connection pool, which slows down as requests queue for connections.
 
+Bodies are encoded with orjson where it is installed (the ``cohere`` and ``voyage`` extras bring
+it), ``json`` otherwise and for what orjson refuses (a lone surrogate): the same JSON either way.
+Answers are decoded with ``json.loads``, as the SDKs do (orjson reads an integer past 64 bits as a
+float, and refuses ``NaN``).
+
 Two clients, one contract (:class:`WirePoster`): ``post(url, content, headers) -> WireReply``.
 Transport failures leave as router errors with the messages the SDK paths give (timeout,
 cannot connect, connection failed naming the transport library's exception), built by
@@ -18,6 +23,7 @@ both over the same scripted answers).
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -31,6 +37,8 @@ __all__ = [
     "WireErrors",
     "WirePoster",
     "WireReply",
+    "dumps",
+    "loads",
     "new_poster",
     "resolve_transport",
 ]
@@ -150,9 +158,34 @@ def text_of(content: bytes) -> str:
 
 def loads_or_text(content: bytes) -> Any:
     """An error body as the SDKs hand it on: parsed JSON, else its text."""
-    import json
-
     try:
-        return json.loads(content)
+        return loads(content)
     except ValueError:
         return text_of(content)
+
+
+def _orjson() -> Any:
+    try:
+        import orjson
+    except ImportError:
+        return None
+    return orjson
+
+
+_ORJSON = _orjson()
+
+
+def dumps(body: Any) -> bytes:
+    """A request body as JSON bytes."""
+    if _ORJSON is not None:
+        try:
+            data: bytes = _ORJSON.dumps(body)
+            return data
+        except TypeError:  # orjson.JSONEncodeError: e.g. a lone surrogate, which json escapes
+            pass
+    return json.dumps(body).encode()
+
+
+def loads(content: bytes) -> Any:
+    """An answer's JSON (ValueError if it is not JSON)."""
+    return json.loads(content)
