@@ -31,7 +31,10 @@ releases were compromised); install everything in a separate environment:
     /tmp/peers-venv/bin/python benchmarks/peers.py [--quick] [--runs N] [--calls N] [--json PATH]
 
 Variants whose package is missing are skipped with a line saying so. ``--profile PATH`` also writes
-a cProfile of sequential calls through the budgeted Cohere tier.
+a cProfile of sequential calls through the budgeted Cohere tier. ``--cuts`` measures instead what
+each cut of issue 13 in the transport and resilience code saves: the budgeted Cohere tier's own time
+and wall time per call with every cut in, and with each one reverted to the code it replaced (kept
+below, as the reference), alternating in rounds.
 """
 
 from __future__ import annotations
@@ -703,6 +706,164 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"{'PASS' if ok else 'FAIL'}: {line}")
 
 
+# -- before/after of each cut (--cuts) ---------------------------------------------------------------
+
+
+async def _hedged_before(call: Callable[[], Awaitable[Any]], delay_s: float | None) -> tuple[Any, bool]:
+    """router.resilience.hedging.hedged before issue 13: a task (and a gather) even with no delay."""
+    tasks = [asyncio.ensure_future(call())]
+    try:
+        if delay_s is None:
+            return await tasks[0], False
+        raise NotImplementedError("the reference covers hedging off only")
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _retrying_before(policy: Any, *, deadline: float | None, clock: Any, rng: Any, sleep: Any = asyncio.sleep) -> Any:
+    """router.resilience.retry.retrying before issue 13: tenacity's AsyncRetrying around every call."""
+    from tenacity import AsyncRetrying, stop_after_attempt
+
+    from router.resilience.retry import _RETRY_TRANSIENT, _stop_before_deadline, _wait
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts) | _stop_before_deadline(deadline, clock),
+        wait=_wait(policy, rng),
+        retry=_RETRY_TRANSIENT,
+        sleep=sleep,
+        reraise=True,
+    )
+
+
+def _release_before(retry: Any) -> None:
+    retry._local.__dict__.clear()
+    retry.__dict__.pop("_retry_state", None)
+
+
+def _scores_before(results: Any, n: int, backend: str) -> list[float]:
+    """router.backends.remote.scores_from_results before issue 13: every check on every result."""
+    from router.errors import MalformedResponseError
+
+    values: list[float | None] = [None] * n
+    for index, score in results:
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise MalformedResponseError(f"result index {index!r} is not an integer", backend=backend)
+        if not 0 <= index < n:
+            raise MalformedResponseError(f"result index {index} is out of range for {n} documents", backend=backend)
+        if values[index] is not None:
+            raise MalformedResponseError(f"document {index} was scored twice", backend=backend)
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+            raise MalformedResponseError(f"document {index} has score {score!r}, not a finite number", backend=backend)
+        values[index] = float(score)
+    missing = [i for i, v in enumerate(values) if v is None]
+    if missing:
+        raise MalformedResponseError(f"{len(missing)} of {n} documents were not scored", backend=backend)
+    return [v for v in values if v is not None]
+
+
+def _map_before(values: Any, mapping: Any, backend: str) -> tuple[float, ...]:
+    return tuple(mapping(v, backend) for v in values)
+
+
+def revert(cut: str) -> Callable[[], None]:
+    """Put back the code ``cut`` replaced; returns the undo."""
+    import router.backends.remote as remote
+    import router.backends.wire as wire
+    import router.executor as executor
+
+    targets: list[tuple[Any, str, Any]] = {
+        "hedged: no task with hedging off": [(executor, "hedged", _hedged_before)],
+        "retries: no tenacity state until a failure": [
+            (executor, "retrying", _retrying_before),
+            (executor, "release", _release_before),
+        ],
+        "scores: one test per result, identity skipped": [
+            (remote, "scores_from_results", _scores_before),
+            (remote, "map_scores", _map_before),
+        ],
+        "body: orjson instead of json.dumps": [(wire, "_ORJSON", None)],
+    }[cut]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in targets]
+    for module, name, value in targets:
+        setattr(module, name, value)
+
+    def undo() -> None:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+    return undo
+
+
+CUTS = (
+    "hedged: no task with hedging off",
+    "retries: no tenacity state until a failure",
+    "scores: one test per result, identity skipped",
+    "body: orjson instead of json.dumps",
+)
+
+
+async def measure_cuts(args: argparse.Namespace) -> dict[str, Any]:
+    from router import Router
+
+    os.environ["CO_API_KEY"] = KEY
+    proc, base = start_server()
+    try:
+        query, docs, _ = build_input()
+        router = Router(router_config(base, fallback=True))
+        router.warm_up(freeze_gc=True)
+
+        async def call() -> Outcome:
+            return _router_outcome(await router.arerank(query, docs, **BUDGET))
+
+        variant = Variant("budgeted", call)
+        for _ in range(args.warmup):
+            await call()
+        arms = ("all cuts in", *CUTS)
+        own: dict[str, list[float]] = {a: [] for a in arms}
+        wall: dict[str, list[float]] = {a: [] for a in arms}
+        gen0: dict[str, list[float]] = {a: [] for a in arms}
+        per_round = max(10, args.own_calls // args.rounds)
+        for r in range(args.rounds * args.runs):
+            for arm in arms[r % len(arms) :] + arms[: r % len(arms)]:
+                undo = revert(arm) if arm != "all cuts in" else (lambda: None)
+                try:
+                    collections = _gen0()
+                    own[arm].append(await own_time(variant, per_round))
+                    gen0[arm].append((_gen0() - collections) / per_round)
+                    tally = Tally()
+                    await sequential(variant, per_round, tally)
+                    wall[arm].append(_ms(statistics.median(tally.latencies)))
+                finally:
+                    undo()
+        await router.aclose()
+    finally:
+        proc.kill()
+    base_own, base_wall = statistics.median(own["all cuts in"]), statistics.median(wall["all cuts in"])
+    rows = {}
+    for arm in arms:
+        o, w = statistics.median(own[arm]), statistics.median(wall[arm])
+        rows[arm] = {
+            "own_ms": o,
+            "wall_ms": w,
+            "gen0_per_call": statistics.median(gen0[arm]),
+            "saves_own_ms": o - base_own,
+            "saves_wall_ms": w - base_wall,
+        }
+    return {"calls_per_arm": per_round * args.rounds * args.runs, "rows": rows}
+
+
+def print_cuts(result: dict[str, Any]) -> None:
+    print(f"cuts: the budgeted Cohere tier, {result['calls_per_arm']} calls per arm, arms alternating; medians")
+    print(f"{'arm':<52} {'own ms':>8} {'wall ms':>8} {'gen0/call':>9} {'cut saves (own, wall)':>24}")
+    for arm, row in result["rows"].items():
+        label = arm if arm == "all cuts in" else f"reverted: {arm}"
+        saves = "" if arm == "all cuts in" else f"{row['saves_own_ms']:+.3f} / {row['saves_wall_ms']:+.3f} ms"
+        print(f"{label:<52} {row['own_ms']:>8.3f} {row['wall_ms']:>8.3f} {row['gen0_per_call']:>9.3f} {saves:>24}")
+
+
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["CO_API_KEY"] = KEY
     proc, base = start_server()
@@ -774,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--own-calls", type=int, default=None, help="calls timed for the router's own time (default 300; --quick 100)"
     )
+    parser.add_argument("--cuts", action="store_true", help="measure each transport/resilience cut against the code it replaced")
     parser.add_argument("--profile", type=Path, default=None, metavar="PATH", help="also write a cProfile of the budgeted tier")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -785,6 +947,12 @@ def main(argv: list[str] | None = None) -> int:
     args.concurrent_calls = args.concurrent_calls or (256 if args.quick else 2000)
     args.concurrent_rounds = args.concurrent_rounds or (2 if args.quick else 4)
     args.own_calls = args.own_calls or (100 if args.quick else 300)
+    if args.cuts:
+        cuts = asyncio.run(measure_cuts(args))
+        print_cuts(cuts)
+        if args.json is not None:
+            args.json.write_text(json.dumps(cuts, indent=2) + "\n", encoding="utf-8")
+        return 0
     result = asyncio.run(amain(args))
     print_report(result)
     if args.json is not None:
