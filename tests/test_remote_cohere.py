@@ -287,7 +287,7 @@ async def test_unexpected_errors_still_leave_as_backend_errors(backend, monkeypa
     def boom(*_: object) -> object:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(backend, "_score_results", boom)
+    monkeypatch.setattr(backend, "_usage", boom)
     with pytest.raises(BackendError, match="unexpected RuntimeError"):
         await backend.rerank(QUERY, DOCS)
 

@@ -160,15 +160,17 @@ class CohereBackend(RemoteBackend):
         results = _get(payload, "results")
         if not isinstance(results, list):
             raise MalformedResponseError("Cohere response has no results list", backend=self.name)
-        # The SDK fails on a result that is not an object, and casts an index with int() (billed
-        # units with float()) where that works.
-        pairs: list[tuple[object, object]] = []
-        for r in results:
-            if type(r) is not dict:
-                raise MalformedResponseError(_WRONG_SHAPE, backend=self.name)
-            index = r.get("index")
-            pairs.append((index if type(index) is int else _cast(int, index), r.get("relevance_score")))
-        values = self._score_results(pairs, n)
+        values = self._fast_scores(results, n, "relevance_score")
+        if values is None:
+            # The SDK fails on a result that is not an object, and casts an index with int() (billed
+            # units with float()) where that works.
+            pairs: list[tuple[object, object]] = []
+            for r in results:
+                if type(r) is not dict:
+                    raise MalformedResponseError(_WRONG_SHAPE, backend=self.name)
+                index = r.get("index")
+                pairs.append((index if type(index) is int else _cast(int, index), r.get("relevance_score")))
+            values = self._score_results(pairs, n)
         billed = _cast(float, _get(_get(_get(payload, "meta"), "billed_units"), "search_units"))
         return BatchResult(values, self._usage(billed))
 

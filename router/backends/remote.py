@@ -489,6 +489,24 @@ class RemoteBackend:
         (validated by :func:`scores_from_results`)."""
         return map_scores(scores_from_results(results, n, self.name), self.score_mapping, self.name)
 
+    def _fast_scores(self, results: list[Any], n: int, score_key: str) -> tuple[float, ...] | None:
+        """The common answer read in one pass: ``n`` objects, each index an int in range and new,
+        each score a float on [0, 1], with the identity mapping. None for anything else: the full
+        checks (:meth:`_score_results`) then say what is wrong, with the same result when nothing is."""
+        if self.score_mapping.kind != "identity" or len(results) != n:
+            return None
+        values: list[float | None] = [None] * n
+        for r in results:
+            if type(r) is not dict:
+                return None
+            index, score = r.get("index"), r.get(score_key)
+            if type(index) is not int or not 0 <= index < n or values[index] is not None:
+                return None
+            if type(score) is not float or not 0.0 <= score <= 1.0:
+                return None
+            values[index] = score
+        return tuple(cast(list[float], values))
+
     def _check_length(self, result: BatchResult, expected: int) -> None:
         if len(result.values) != expected:
             raise MalformedResponseError(f"{len(result.values)} scores for {expected} documents", backend=self.name)

@@ -136,6 +136,13 @@ class VoyageBackend(RemoteBackend):
         payload = self._payload(reply)
         if payload is None:
             raise MalformedResponseError(_NULL_BODY, backend=self.name)
+        data = payload.get("data") if isinstance(payload, dict) else None
+        values = self._fast_scores(data, len(docs), "relevance_score") if type(data) is list else None
+        if values is not None:
+            usage = payload.get("usage")
+            total_tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+            if type(total_tokens) is int:
+                return BatchResult(values, Usage(tokens=total_tokens))
         try:
             pairs, total_tokens = _read_reranking(payload, len(docs))
         except (AttributeError, KeyError, TypeError) as exc:
