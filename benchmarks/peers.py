@@ -780,7 +780,8 @@ def revert(cut: str) -> Callable[[], None]:
             (executor, "retrying", _retrying_before),
             (executor, "release", _release_before),
         ],
-        "scores: one test per result, identity skipped": [
+        "scores: one pass for the common answer": [
+            (remote.RemoteBackend, "_fast_scores", lambda self, results, n, key: None),
             (remote, "scores_from_results", _scores_before),
             (remote, "map_scores", _map_before),
         ],
@@ -800,7 +801,7 @@ def revert(cut: str) -> Callable[[], None]:
 CUTS = (
     "hedged: no task with hedging off",
     "retries: no tenacity state until a failure",
-    "scores: one test per result, identity skipped",
+    "scores: one pass for the common answer",
     "body: orjson instead of json.dumps",
 )
 
@@ -822,6 +823,7 @@ async def measure_cuts(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.warmup):
             await call()
         arms = ("all cuts in", *CUTS)
+        cpu: dict[str, list[float]] = {a: [] for a in arms}
         own: dict[str, list[float]] = {a: [] for a in arms}
         wall: dict[str, list[float]] = {a: [] for a in arms}
         gen0: dict[str, list[float]] = {a: [] for a in arms}
@@ -830,38 +832,43 @@ async def measure_cuts(args: argparse.Namespace) -> dict[str, Any]:
             for arm in arms[r % len(arms) :] + arms[: r % len(arms)]:
                 undo = revert(arm) if arm != "all cuts in" else (lambda: None)
                 try:
-                    collections = _gen0()
-                    own[arm].append(await own_time(variant, per_round))
-                    gen0[arm].append((_gen0() - collections) / per_round)
                     tally = Tally()
                     await sequential(variant, per_round, tally)
+                    cpu[arm].append(_ms(tally.cpu_s / tally.calls))
+                    gen0[arm].append(tally.gen0 / tally.calls)
                     wall[arm].append(_ms(statistics.median(tally.latencies)))
+                    own[arm].append(await own_time(variant, per_round))
                 finally:
                     undo()
         await router.aclose()
     finally:
         proc.kill()
-    base_own, base_wall = statistics.median(own["all cuts in"]), statistics.median(wall["all cuts in"])
     rows = {}
     for arm in arms:
-        o, w = statistics.median(own[arm]), statistics.median(wall[arm])
         rows[arm] = {
-            "own_ms": o,
-            "wall_ms": w,
-            "gen0_per_call": statistics.median(gen0[arm]),
-            "saves_own_ms": o - base_own,
-            "saves_wall_ms": w - base_wall,
+            "cpu_ms_per_call": statistics.median(cpu[arm]),
+            "own_ms": statistics.median(own[arm]),
+            "wall_ms": statistics.median(wall[arm]),
+            "gen0_per_call": statistics.mean(gen0[arm]),
         }
-    return {"calls_per_arm": per_round * args.rounds * args.runs, "rows": rows}
+        if arm != "all cuts in":  # what the cut saves, per round (arms alternate within a round)
+            rows[arm]["saves_cpu_ms"] = statistics.median(x - y for x, y in zip(cpu[arm], cpu["all cuts in"], strict=True))
+            rows[arm]["saves_own_ms"] = statistics.median(x - y for x, y in zip(own[arm], own["all cuts in"], strict=True))
+    return {"calls_per_arm": per_round * args.rounds * args.runs, "load": os.getloadavg()[0], "rows": rows}
 
 
 def print_cuts(result: dict[str, Any]) -> None:
-    print(f"cuts: the budgeted Cohere tier, {result['calls_per_arm']} calls per arm, arms alternating; medians")
-    print(f"{'arm':<52} {'own ms':>8} {'wall ms':>8} {'gen0/call':>9} {'cut saves (own, wall)':>24}")
+    print(
+        f"cuts: the budgeted Cohere tier, {result['calls_per_arm']} calls per arm, arms alternating in rounds "
+        f"(load {result['load']:.1f}); medians; saves = the round-by-round median of (reverted - all cuts in)"
+    )
+    print(f"{'arm':<54} {'CPU ms':>7} {'own ms':>7} {'wall ms':>8} {'gen0/call':>9} {'saves CPU':>10} {'saves own':>10}")
     for arm, row in result["rows"].items():
         label = arm if arm == "all cuts in" else f"reverted: {arm}"
-        saves = "" if arm == "all cuts in" else f"{row['saves_own_ms']:+.3f} / {row['saves_wall_ms']:+.3f} ms"
-        print(f"{label:<52} {row['own_ms']:>8.3f} {row['wall_ms']:>8.3f} {row['gen0_per_call']:>9.3f} {saves:>24}")
+        saves = "" if arm == "all cuts in" else f"{row['saves_cpu_ms']:>+10.3f} {row['saves_own_ms']:>+10.3f}"
+        print(
+            f"{label:<54} {row['cpu_ms_per_call']:>7.3f} {row['own_ms']:>7.3f} {row['wall_ms']:>8.3f} {row['gen0_per_call']:>9.3f} {saves}"
+        )
 
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
