@@ -34,7 +34,8 @@ Variants whose package is missing are skipped with a line saying so. ``--profile
 a cProfile of sequential calls through the budgeted Cohere tier. ``--cuts`` measures instead what
 each cut of issue 13 in the transport and resilience code saves: the budgeted Cohere tier's own time
 and wall time per call with every cut in, and with each one reverted to the code it replaced (kept
-below, as the reference), alternating in rounds.
+below, as the reference), alternating in rounds. ``--pools`` measures the wire clients' pool size:
+raw aiohttp and httpx POSTs with 8 to 128 pooled connections at 32 and 128 calls in flight.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def build_input() -> tuple[str, list[str], str]:
     if DL19.is_file():
         data = json.loads(DL19.read_text(encoding="utf-8"))
         docs: list[str] = []
-        for q in data:
+        for q in data:  # consecutive passages of one query per text, queries in turn until there are 100
             buffer = ""
             for hit in q["hits"]:
                 buffer = f"{buffer} {hit['content']}".strip()
@@ -200,8 +201,7 @@ def build_input() -> tuple[str, list[str], str]:
                     docs.append(buffer[:target].rsplit(" ", 1)[0])
                     buffer = ""
             if len(docs) >= N_DOCS:
-                return q["query"], docs[:N_DOCS], "DL19 BM25 top-100 passages, concatenated per query"
-            docs.clear()
+                return data[0]["query"], docs[:N_DOCS], "DL19 BM25 top-100 passages, concatenated per query"
     rng = random.Random(0)
     docs = [" ".join(rng.choices(_WORDS, k=target // 4))[:target].rsplit(" ", 1)[0] for _ in range(N_DOCS)]
     return "what is the energy of the system", docs, "synthetic words (DL19 data not found)"
@@ -871,6 +871,56 @@ def print_cuts(result: dict[str, Any]) -> None:
         )
 
 
+async def measure_pools(args: argparse.Namespace) -> dict[str, Any]:
+    """Throughput and p95 of raw POSTs per client and pool size, at 32 and 128 in flight, alternating."""
+    import aiohttp
+    import httpx
+
+    proc, base = start_server()
+    rows: dict[str, list[tuple[float, float]]] = {}
+    try:
+        query, docs, _ = build_input()
+        content = json.dumps({"model": MODEL, "query": query, "documents": docs, "top_n": N_DOCS}).encode()
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        sizes = (8, 16, 32, 64, 128)
+        for _ in range(args.runs):
+            for kind in ("aiohttp", "httpx"):
+                for size in sizes:
+                    if kind == "aiohttp":
+                        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=size))
+
+                        async def post(session: Any = session) -> Outcome:
+                            async with session.post(base + "/v2/rerank", data=content, headers=headers) as r:
+                                return _raw_outcome(json.loads(await r.read()))
+
+                        close: Callable[[], Awaitable[None]] = session.close
+                    else:
+                        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+                        client = httpx.AsyncClient(base_url=base, limits=limits)
+
+                        async def post(client: Any = client) -> Outcome:
+                            return _raw_outcome(
+                                json.loads((await client.post("/v2/rerank", content=content, headers=headers)).content)
+                            )
+
+                        close = client.aclose
+                    for width in (32, 128):
+                        variant = Variant(kind, post)
+                        await in_flight(variant, width, width, Tally())  # warm the pool
+                        tally = Tally()
+                        wall = await in_flight(variant, args.concurrent_calls // 2, width, tally)
+                        rows.setdefault(f"{kind} pool {size}, {width} in flight", []).append(
+                            (tally.calls / wall, _ms(_p95(tally.latencies)))
+                        )
+                    await close()
+    finally:
+        proc.kill()
+    return {
+        name: {"throughput_per_s": statistics.median(t for t, _ in v), "p95_ms": statistics.median(p for _, p in v)}
+        for name, v in rows.items()
+    }
+
+
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["CO_API_KEY"] = KEY
     proc, base = start_server()
@@ -942,6 +992,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--own-calls", type=int, default=None, help="calls timed for the router's own time (default 300; --quick 100)"
     )
+    parser.add_argument("--pools", action="store_true", help="measure the wire clients' connection-pool size")
     parser.add_argument("--cuts", action="store_true", help="measure each transport/resilience cut against the code it replaced")
     parser.add_argument("--profile", type=Path, default=None, metavar="PATH", help="also write a cProfile of the budgeted tier")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
@@ -954,6 +1005,16 @@ def main(argv: list[str] | None = None) -> int:
     args.concurrent_calls = args.concurrent_calls or (256 if args.quick else 2000)
     args.concurrent_rounds = args.concurrent_rounds or (2 if args.quick else 4)
     args.own_calls = args.own_calls or (100 if args.quick else 300)
+    if args.pools:
+        pools = asyncio.run(measure_pools(args))
+        print(
+            f"pool sizes: raw POSTs of the peers body, {args.concurrent_calls // 2} calls per cell per run, medians over {args.runs} runs"
+        )
+        for name, row in pools.items():
+            print(f"{name:<36} {row['throughput_per_s']:>7.0f} calls/s  p95 {row['p95_ms']:>7.1f} ms")
+        if args.json is not None:
+            args.json.write_text(json.dumps(pools, indent=2) + "\n", encoding="utf-8")
+        return 0
     if args.cuts:
         cuts = asyncio.run(measure_cuts(args))
         print_cuts(cuts)
