@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from router.catalog import BackendSpec
 
-__all__ = ["plan_batches", "split_request"]
+__all__ = ["counts_tokens", "plan_batches", "split_request"]
 
 
 def plan_batches(weights: Sequence[int], max_documents: int | None, max_tokens: int | None) -> list[range]:
@@ -32,6 +32,11 @@ def plan_batches(weights: Sequence[int], max_documents: int | None, max_tokens: 
     if start < len(weights) or not batches:
         batches.append(range(start, len(weights)))
     return batches
+
+
+def counts_tokens(spec: BackendSpec) -> bool:
+    """Whether :func:`split_request` reads the documents' tokens for ``spec`` (else only their number)."""
+    return spec.max_request_tokens is not None
 
 
 def split_request(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int]) -> list[range]:

@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from router.backends.base import Availability, Scores, Usage
-from router.backends.batching import plan_batches, split_request
+from router.backends.batching import counts_tokens, plan_batches, split_request
 from router.backends.wire import WireErrors
 from router.catalog import BackendSpec
 from router.errors import (
@@ -456,7 +456,8 @@ class RemoteBackend:
     async def _rerank(self, query: str, documents: Sequence[str]) -> Scores:
         query_tokens = self._estimate.count([query])[0]
         texts = truncate_documents(documents, self._doc_char_budget(query_tokens))
-        batches = split_request(self.spec, query_tokens, self._estimate.count(texts))
+        doc_tokens = self._estimate.count(texts) if counts_tokens(self.spec) else [0] * len(texts)
+        batches = split_request(self.spec, query_tokens, doc_tokens)
         if len(batches) == 1:
             result = await self._score_batch(query, texts)
             self._check_length(result, len(texts))
