@@ -10,10 +10,12 @@ most one provider call. :class:`RemoteBackend` does the rest around it:
   (tokens x the tokenizer family's characters per token). This is a payload guard; the exact
   cut is the provider's (Cohere ``max_tokens_per_doc``, Voyage ``truncation``, TEI ``truncate``,
   vLLM ``truncate_prompt_tokens``).
-- **Splitting**: a list longer than ``spec.max_documents``, or heavier than the config's
-  ``max_request_tokens`` (query + document tokens, estimated), is split into contiguous batches
-  that run concurrently (at most ``max_concurrency`` in flight) and are merged back in input
-  order. Each batch is billed as its own call; ``Usage`` adds them up.
+- **Splitting**: a list longer than ``spec.max_documents``, or heavier than
+  ``spec.max_request_tokens`` (query + document tokens, estimated; the config's
+  ``max_request_tokens`` sets it), is split into contiguous batches by the rule cost prediction
+  also uses (:mod:`router.backends.batching`); they run concurrently (at most ``max_concurrency``
+  in flight) and are merged back in input order. Each batch is billed as its own call; ``Usage``
+  adds them up.
 - **Validation**: every index a provider returns must be in range and appear once, and every
   document must be scored, else :class:`~router.errors.MalformedResponseError`. No document is
   ever dropped or scored twice silently.
