@@ -84,6 +84,9 @@ class BackendSpec(BaseModel):
     split_requests: bool = False
     """True: the backend splits a longer list into several calls (and is billed per call);
     False: a request with more than max_documents candidates cannot use this backend."""
+    max_request_tokens: Count | None = Field(None, ge=1)
+    """Most tokens (query + document per item, summed) per provider call: a longer list is split
+    (router.backends.batching), each call billed on its own."""
     max_tokens_per_doc: Count | None = Field(None, ge=1)
     """Context per scored item (query + document for cross-encoders); longer input is truncated."""
     max_query_tokens: Count | None = Field(None, ge=1)

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 
 from router.backends.base import Usage
+from router.backends.batching import split_request
 from router.catalog import BackendSpec, Pricing
 
 __all__ = ["UsageCalibrator", "billed_cost_usd", "predict_cost_usd", "predict_usage"]
@@ -33,30 +34,18 @@ def predict_usage(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int
     docs = [min(d, cap) if cap else d for d in doc_tokens]
     if pricing.scheme == "per_search_unit":
         chunk = pricing.chunk_tokens
-        chunks = sum(max(1, math.ceil((query_tokens + d) / chunk)) for d in docs) if chunk else len(docs)
-        batches = _batches(len(docs), spec.max_documents)
-        # Each provider call is billed on its own, so a split list can cost one unit more per call.
-        units = sum(math.ceil(c / pricing.docs_per_unit) for c in _split_chunks(chunks, len(docs), batches))
+        chunks = [max(1, math.ceil((query_tokens + d) / chunk)) for d in docs] if chunk else [1] * len(docs)
+        # The split the backend will make; each provider call is billed on its own, so a split
+        # list can cost one unit more per call.
+        batches = split_request(spec, query_tokens, docs)
+        units = sum(math.ceil(sum(chunks[b.start : b.stop]) / pricing.docs_per_unit) for b in batches)
         return Usage(search_units=units, requests=len(batches))
     if pricing.scheme == "per_token":
         tokens = query_tokens * len(docs) + sum(docs)
         if token_correction != 1.0:
             tokens = round(tokens * token_correction)
-        return Usage(tokens=tokens, requests=len(_batches(len(docs), spec.max_documents)))
+        return Usage(tokens=tokens, requests=len(split_request(spec, query_tokens, docs)))
     return Usage()
-
-
-def _batches(n: int, size: int | None) -> list[int]:
-    if not size or n <= size:
-        return [n]
-    return [min(size, n - start) for start in range(0, n, size)]
-
-
-def _split_chunks(chunks: int, n_docs: int, batches: list[int]) -> list[int]:
-    # Spread chunks over batches in proportion to their documents (exact when one chunk per doc).
-    if len(batches) == 1:
-        return [chunks]
-    return [max(b, round(chunks * b / n_docs)) for b in batches]
 
 
 def _price(pricing: Pricing, usage: Usage, latency_ms: float) -> float | None:

@@ -8,7 +8,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from conftest import MALFORMED_FAULTS, SERVER_FAULTS, build_remote
@@ -35,8 +35,21 @@ def server_key(monkeypatch: pytest.MonkeyPatch) -> str:
     return KEY
 
 
+TRANSPORTS = ("aiohttp", "httpx", "sdk")
+_transport = ["auto"]
+
+
+@pytest.fixture(params=TRANSPORTS, autouse=True)
+def transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs over each transport: the wire path on aiohttp and on httpx, and the SDK."""
+    _transport[0] = request.param
+    yield request.param
+    _transport[0] = "auto"
+
+
 def make(server: LoopbackRerankServer, **overrides: object) -> CohereBackend:
-    return build_remote(CohereBackend, "cohere", {"model": "rerank-v3.5", "base_url": server.base_url("cohere"), **overrides})
+    fields = {"model": "rerank-v3.5", "base_url": server.base_url("cohere"), "transport": _transport[0], **overrides}
+    return build_remote(CohereBackend, "cohere", fields)
 
 
 @pytest.fixture
@@ -203,6 +216,7 @@ def test_router_falls_back_from_a_failing_api_and_keeps_every_document(server):
             "backends": {
                 "cohere": {
                     "type": "cohere",
+                    "transport": _transport[0],
                     "model": "rerank-v4.0-pro",
                     "base_url": server.base_url("cohere"),
                     "spec": {"quality": {"web": 0.9}},
@@ -245,7 +259,16 @@ def test_router_falls_back_from_a_failing_api_and_keeps_every_document(server):
 
 def test_predicted_cost_equals_billed_cost(server):
     router = Router(
-        {"backends": {"cohere": {"type": "cohere", "model": "rerank-v4.0-pro", "base_url": server.base_url("cohere")}}}
+        {
+            "backends": {
+                "cohere": {
+                    "type": "cohere",
+                    "model": "rerank-v4.0-pro",
+                    "base_url": server.base_url("cohere"),
+                    "transport": _transport[0],
+                }
+            }
+        }
     )
     try:
         for n in (1, 99, 100, 101, 250):
@@ -264,16 +287,26 @@ async def test_unexpected_errors_still_leave_as_backend_errors(backend, monkeypa
     def boom(*_: object) -> object:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(backend, "_parse", boom)
+    monkeypatch.setattr(backend, "_usage", boom)
     with pytest.raises(BackendError, match="unexpected RuntimeError"):
         await backend.rerank(QUERY, DOCS)
 
 
-def test_without_the_sdk_availability_names_the_extra(server, monkeypatch):
+def test_without_the_sdk_availability_names_the_extra(server, monkeypatch, transport):
     import importlib.util
 
+    if transport != "sdk":
+        pytest.skip("the wire path needs no SDK (see test_the_wire_path_needs_no_sdk)")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cohere" else real(name, *a))
     availability = make(server).availability()
     assert not availability.ok
     assert "pip install 'rerank-router[cohere]'" in availability.reason
+
+
+def test_the_wire_path_needs_no_sdk(server, monkeypatch, transport):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cohere" else real(name, *a))
+    assert make(server).availability().ok is (transport != "sdk")

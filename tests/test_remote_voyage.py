@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from conftest import MALFORMED_FAULTS, SERVER_FAULTS, build_remote
@@ -43,8 +43,21 @@ def server_key(monkeypatch: pytest.MonkeyPatch) -> str:
     return KEY
 
 
+TRANSPORTS = ("aiohttp", "httpx", "sdk")
+_transport = ["auto"]
+
+
+@pytest.fixture(params=TRANSPORTS, autouse=True)
+def transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs over each transport: the wire path on aiohttp and on httpx, and the SDK."""
+    _transport[0] = request.param
+    yield request.param
+    _transport[0] = "auto"
+
+
 def make(server: LoopbackRerankServer, **overrides: object) -> VoyageBackend:
-    return build_remote(VoyageBackend, "voyage", {"model": "rerank-2.5", "base_url": server.base_url("voyage"), **overrides})
+    fields = {"model": "rerank-2.5", "base_url": server.base_url("voyage"), "transport": _transport[0], **overrides}
+    return build_remote(VoyageBackend, "voyage", fields)
 
 
 @pytest.fixture
@@ -175,7 +188,18 @@ async def test_a_token_budget_splits_requests(server):
 
 
 def _router(server: LoopbackRerankServer) -> Router:
-    return Router({"backends": {"voyage": {"type": "voyage", "model": "rerank-2.5", "base_url": server.base_url("voyage")}}})
+    return Router(
+        {
+            "backends": {
+                "voyage": {
+                    "type": "voyage",
+                    "model": "rerank-2.5",
+                    "base_url": server.base_url("voyage"),
+                    "transport": _transport[0],
+                }
+            }
+        }
+    )
 
 
 def test_predicted_cost_equals_billed_cost(server):
@@ -210,11 +234,21 @@ def test_the_token_estimate_corrects_itself_from_billed_tokens():
             router.close()
 
 
-def test_without_the_sdk_availability_names_the_extra(server, monkeypatch):
+def test_without_the_sdk_availability_names_the_extra(server, monkeypatch, transport):
     import importlib.util
 
+    if transport != "sdk":
+        pytest.skip("the wire path needs no SDK (see test_the_wire_path_needs_no_sdk)")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "voyageai" else real(name, *a))
     availability = make(server).availability()
     assert not availability.ok
     assert "pip install 'rerank-router[voyage]'" in availability.reason
+
+
+def test_the_wire_path_needs_no_sdk(server, monkeypatch, transport):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "voyageai" else real(name, *a))
+    assert make(server).availability().ok is (transport != "sdk")

@@ -1,4 +1,5 @@
-"""Cohere Rerank (v2 API) through the official ``cohere`` SDK (``AsyncClientV2``).
+"""Cohere Rerank (v2 API): its documented wire format on the router's pooled client, or the official
+``cohere`` SDK (``AsyncClientV2``).
 
 Score: Cohere's ``relevance_score``, already on [0, 1] (identity mapping). Usage: the response's
 ``meta.billed_units.search_units`` (one search unit = one query with up to 100 documents, a
@@ -8,6 +9,12 @@ explicitly, because the SDK reads ``CO_API_URL`` at import time. The key is read
 ``$api_key_env`` (default ``CO_API_KEY``) and handed to the SDK as a callable, so no client
 attribute holds it in plain text.
 
+``transport``: ``auto`` (the default) posts ``/v2/rerank`` on the router's own pooled aiohttp
+session (httpx where aiohttp is not installed) and reads the answer into plain dicts, the way the
+SDK reads it (same results, errors and billed units; a contract test runs both); ``aiohttp`` or
+``httpx`` pick that client; ``sdk`` goes through ``cohere.AsyncClientV2`` (which builds a pydantic
+model per result).
+
 ```yaml
 backends:
   cohere:
@@ -15,6 +22,7 @@ backends:
     model: rerank-v4.0-pro        # or rerank-v4.0-fast, rerank-v3.5 (catalog entries)
     api_key_env: CO_API_KEY
     timeout_s: 10
+    transport: auto               # or aiohttp, httpx, sdk
 ```
 """
 
@@ -28,6 +36,7 @@ from pydantic import Field
 
 from router.backends.base import Usage
 from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, SdkErrors
+from router.backends.wire import Transport, WirePoster, dumps, loads, loads_or_text, new_poster, resolve_transport
 from router.catalog import BackendSpec
 from router.errors import MalformedResponseError
 
@@ -40,7 +49,10 @@ class CohereConfig(RemoteConfig):
     base_url: str = "https://api.cohere.com"
     max_tokens_per_doc: int | None = Field(None, ge=1)
     """Sent to Cohere (which truncates longer documents); default: the catalog's (4,096)."""
-    max_connections: int = Field(16, ge=1, le=1024)
+    max_connections: int = Field(64, ge=1, le=1024)
+    """Connection pool size per event loop (benchmarks/peers.py: no cost on loopback from 16 to 128
+    with aiohttp; a remote API at ~400 ms needs one connection per call in flight)."""
+    transport: Transport = "auto"
 
 
 class CohereBackend(RemoteBackend):
@@ -63,8 +75,14 @@ class CohereBackend(RemoteBackend):
         if config.max_tokens_per_doc is not None:
             spec = spec.model_copy(update={"max_tokens_per_doc": config.max_tokens_per_doc})
         super().__init__(name, config, spec)
+        self.transport = resolve_transport(config.transport)
+        if self.transport != "sdk":
+            self.requires = None if self.transport == "httpx" else self.transport
+        self._url = config.base_url.rstrip("/") + "/v2/rerank"
 
-    def _new_client(self) -> tuple[Any, Any]:
+    def _new_client(self) -> Any:
+        if self.transport != "sdk":
+            return new_poster(self.transport, self._wire_errors, self.config.max_connections)
         import cohere
         import httpx
 
@@ -87,10 +105,15 @@ class CohereBackend(RemoteBackend):
         return client, http
 
     async def _close_client(self, client: Any) -> None:
+        if self.transport != "sdk":
+            await client.aclose()
+            return
         _, http = client
         await http.aclose()
 
     async def _score_batch(self, query: str, documents: Sequence[str]) -> BatchResult:
+        if self.transport != "sdk":
+            return await self._post(query, documents)
         sdk = self._import_sdk(_sdk_errors)
         client, _ = self._clients.get()
         try:
@@ -106,6 +129,51 @@ class CohereBackend(RemoteBackend):
             raise self._sdk_error(exc, sdk) from exc
         return self._parse(response, len(documents))
 
+    async def _post(self, query: str, documents: Sequence[str]) -> BatchResult:
+        """The wire path: the body the SDK sends, read the way the SDK reads the answer."""
+        key = self._api_key(required=True)
+        assert key is not None
+        docs = documents if isinstance(documents, list) else list(documents)
+        body: dict[str, Any] = {"model": self.config.model, "query": query, "documents": docs, "top_n": len(docs)}
+        if self.spec.max_tokens_per_doc is not None:
+            body["max_tokens_per_doc"] = self.spec.max_tokens_per_doc
+        headers = {
+            "Authorization": f"Bearer {key.get_secret_value()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        poster: WirePoster = self._clients.get()
+        reply = await poster.post(self._url, dumps(body), headers)
+        if not 200 <= reply.status < 300:
+            raise self._status_error(reply.status, loads_or_text(reply.content), reply.headers)
+        try:
+            payload = loads(reply.content)
+        except ValueError as exc:
+            raise MalformedResponseError("Cohere returned a body that is not valid JSON", backend=self.name) from exc
+        return self._parse_json(payload, len(documents))
+
+    def _parse_json(self, payload: Any, n: int) -> BatchResult:
+        """:meth:`_parse` over plain JSON (a key that is absent reads as None, as an unset field of
+        the SDK's models, which it builds without validation, does)."""
+        if payload is not None and not isinstance(payload, dict):
+            raise MalformedResponseError(_WRONG_SHAPE, backend=self.name)
+        results = _get(payload, "results")
+        if not isinstance(results, list):
+            raise MalformedResponseError("Cohere response has no results list", backend=self.name)
+        values = self._fast_scores(results, n, "relevance_score")
+        if values is None:
+            # The SDK fails on a result that is not an object, and casts an index with int() (billed
+            # units with float()) where that works.
+            pairs: list[tuple[object, object]] = []
+            for r in results:
+                if type(r) is not dict:
+                    raise MalformedResponseError(_WRONG_SHAPE, backend=self.name)
+                index = r.get("index")
+                pairs.append((index if type(index) is int else _cast(int, index), r.get("relevance_score")))
+            values = self._score_results(pairs, n)
+        billed = _cast(float, _get(_get(_get(payload, "meta"), "billed_units"), "search_units"))
+        return BatchResult(values, self._usage(billed))
+
     def _parse(self, response: Any, n: int) -> BatchResult:
         results = getattr(response, "results", None)
         if not isinstance(results, list):
@@ -113,9 +181,28 @@ class CohereBackend(RemoteBackend):
         pairs = [(getattr(r, "index", None), getattr(r, "relevance_score", None)) for r in results]
         values = self._score_results(pairs, n)
         billed = getattr(getattr(getattr(response, "meta", None), "billed_units", None), "search_units", None)
+        return BatchResult(values, self._usage(billed))
+
+    def _usage(self, billed: object) -> Usage:
         if billed is not None and (isinstance(billed, bool) or not isinstance(billed, int | float)):
             raise MalformedResponseError(f"Cohere billed_units.search_units is {billed!r}", backend=self.name)
-        return BatchResult(values, Usage(search_units=None if billed is None else float(billed)))
+        return Usage(search_units=None if billed is None else float(billed))
+
+
+_WRONG_SHAPE = "Cohere returned a response of the wrong shape"
+
+
+def _get(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _cast(kind: type[int] | type[float], value: Any) -> Any:
+    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
+        return value
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return value
 
 
 @functools.cache
@@ -132,7 +219,8 @@ def _sdk_errors() -> SdkErrors:
         status=ApiError,
         read_status=lambda exc: (exc.status_code or 0, exc.body, exc.headers),
         malformed=(
-            (ParsingError, "Cohere returned a response of the wrong shape"),
+            # TypeError: the SDK could not build its model (a result or the body is not an object).
+            ((ParsingError, TypeError), _WRONG_SHAPE),
             (ValueError, "Cohere returned an unreadable body"),  # the SDK could not decode an error body
         ),
     )

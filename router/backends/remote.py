@@ -10,10 +10,12 @@ most one provider call. :class:`RemoteBackend` does the rest around it:
   (tokens x the tokenizer family's characters per token). This is a payload guard; the exact
   cut is the provider's (Cohere ``max_tokens_per_doc``, Voyage ``truncation``, TEI ``truncate``,
   vLLM ``truncate_prompt_tokens``).
-- **Splitting**: a list longer than ``spec.max_documents``, or heavier than the config's
-  ``max_request_tokens`` (query + document tokens, estimated), is split into contiguous batches
-  that run concurrently (at most ``max_concurrency`` in flight) and are merged back in input
-  order. Each batch is billed as its own call; ``Usage`` adds them up.
+- **Splitting**: a list longer than ``spec.max_documents``, or heavier than
+  ``spec.max_request_tokens`` (query + document tokens, estimated; the config's
+  ``max_request_tokens`` sets it), is split into contiguous batches by the rule cost prediction
+  also uses (:mod:`router.backends.batching`); they run concurrently (at most ``max_concurrency``
+  in flight) and are merged back in input order. Each batch is billed as its own call; ``Usage``
+  adds them up.
 - **Validation**: every index a provider returns must be in range and appear once, and every
   document must be scored, else :class:`~router.errors.MalformedResponseError`. No document is
   ever dropped or scored twice silently.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import importlib.util
 import json
 import math
@@ -38,17 +41,18 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from router.backends.base import Availability, Backend, Scores, Usage
+from router.backends.batching import counts_tokens, plan_batches, split_request
+from router.backends.wire import WireErrors
 from router.catalog import BackendSpec
 from router.errors import (
     AuthenticationError,
     BackendError,
     BackendTimeoutError,
-    BackendUnavailableError,
     BadRequestError,
     MalformedResponseError,
     MissingDependencyError,
@@ -193,27 +197,7 @@ class PerLoop(Generic[T]):
                 asyncio.run_coroutine_threadsafe(close(), loop)
 
 
-# -- splitting and merging ------------------------------------------------------------------------
-
-
-def plan_batches(weights: Sequence[int], max_documents: int | None, max_tokens: int | None) -> list[range]:
-    """Contiguous batches of at most ``max_documents`` items and ``max_tokens`` total weight
-    (a single item heavier than the budget goes alone). Greedy, so 2,500 items at 1,000 make
-    1,000 + 1,000 + 500, the split :mod:`router.cost` predicts."""
-    batches: list[range] = []
-    start, tokens = 0, 0
-    for i, weight in enumerate(weights):
-        count = i - start
-        full = (max_documents is not None and count >= max_documents) or (
-            max_tokens is not None and count > 0 and tokens + weight > max_tokens
-        )
-        if full:
-            batches.append(range(start, i))
-            start, tokens = i, 0
-        tokens += weight
-    if start < len(weights) or not batches:
-        batches.append(range(start, len(weights)))
-    return batches
+# -- merging a provider's answer ------------------------------------------------------------------
 
 
 def scores_from_results(results: Iterable[tuple[object, object]], n: int, backend: str) -> list[float]:
@@ -223,6 +207,11 @@ def scores_from_results(results: Iterable[tuple[object, object]], n: int, backen
     document is scored and every score is a finite number."""
     values: list[float | None] = [None] * n
     for index, score in results:
+        # The common case in one test (an int index in range, not yet scored, a finite float);
+        # anything else goes through the checks one by one, for the message.
+        if type(index) is int and 0 <= index < n and values[index] is None and type(score) is float and math.isfinite(score):
+            values[index] = score
+            continue
         if not isinstance(index, int) or isinstance(index, bool):
             raise MalformedResponseError(f"result index {index!r} is not an integer", backend=backend)
         if not 0 <= index < n:
@@ -232,11 +221,11 @@ def scores_from_results(results: Iterable[tuple[object, object]], n: int, backen
         if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
             raise MalformedResponseError(f"document {index} has score {score!r}, not a finite number", backend=backend)
         values[index] = float(score)
-    missing = [i for i, v in enumerate(values) if v is None]
-    if missing:
+    if None in values:
+        missing = [i for i, v in enumerate(values) if v is None]
         first = ", ".join(map(str, missing[:5]))
         raise MalformedResponseError(f"{len(missing)} of {n} documents were not scored (first: {first})", backend=backend)
-    return [v for v in values if v is not None]
+    return cast(list[float], values)
 
 
 # -- score scales ---------------------------------------------------------------------------------
@@ -271,6 +260,8 @@ class ScoreMapping:
 
 
 def map_scores(values: Sequence[float], mapping: ScoreMapping, backend: str) -> tuple[float, ...]:
+    if mapping.kind == "identity" and all(0.0 <= v <= 1.0 for v in values):
+        return tuple(values)  # already on [0, 1]: nothing to clamp, nothing to reject
     return tuple(mapping(v, backend) for v in values)
 
 
@@ -424,10 +415,14 @@ class RemoteBackend(Backend):
     """How the provider's scores map to [0, 1] (identity: they are on it already)."""
 
     def __init__(self, name: str, config: RemoteConfig, spec: BackendSpec) -> None:
+        if config.max_request_tokens is not None:  # the split cost prediction also makes (batching.split_request)
+            spec = spec.model_copy(update={"max_request_tokens": config.max_request_tokens})
         self.name = name
         self.config = config
         self.spec = spec
         self.label = self.provider_label
+        self.requires: str | None = self.sdk
+        """Import name of the package this instance calls through (its SDK, or a transport library)."""
         self._sdk_installed: bool | None = None
         self._estimate = TokenCounters().get(spec.tokenizer_family)
         self._clients: PerLoop[Any] = PerLoop(lambda: self._import_sdk(self._new_client), self._close_client)
@@ -437,11 +432,11 @@ class RemoteBackend(Backend):
 
     # -- Backend protocol -------------------------------------------------------------------------
     def availability(self) -> Availability:
-        if self.sdk is not None:
+        if self.requires is not None:
             if self._sdk_installed is None:
-                self._sdk_installed = importlib.util.find_spec(self.sdk) is not None
+                self._sdk_installed = importlib.util.find_spec(self.requires) is not None
             if not self._sdk_installed:
-                return Availability(False, f"{self.sdk} is not installed: pip install 'rerank-router[{self.extra}]'")
+                return Availability(False, f"{self.requires} is not installed: pip install 'rerank-router[{self.extra}]'")
         env = self.config.api_key_env
         if env and read_api_key(env) is None:
             return Availability(False, f"no API key: the environment variable {env} is not set")
@@ -471,8 +466,8 @@ class RemoteBackend(Backend):
     async def _rerank(self, query: str, documents: Sequence[str]) -> Scores:
         query_tokens = self._estimate.count([query])[0]
         texts = truncate_documents(documents, self._doc_char_budget(query_tokens))
-        weights = [query_tokens + t for t in self._estimate.count(texts)]
-        batches = plan_batches(weights, self.spec.max_documents, self.config.max_request_tokens)
+        doc_tokens = self._estimate.count(texts) if counts_tokens(self.spec) else [0] * len(texts)
+        batches = split_request(self.spec, query_tokens, doc_tokens)
         if len(batches) == 1:
             result = await self._score_batch(query, texts)
             self._check_length(result, len(texts))
@@ -504,6 +499,24 @@ class RemoteBackend(Backend):
         """A provider's (index, score) pairs -> one score per document in input order, mapped to [0, 1]
         (validated by :func:`scores_from_results`)."""
         return map_scores(scores_from_results(results, n, self.name), self.score_mapping, self.name)
+
+    def _fast_scores(self, results: list[Any], n: int, score_key: str) -> tuple[float, ...] | None:
+        """The common answer read in one pass: ``n`` objects, each index an int in range and new,
+        each score a float on [0, 1], with the identity mapping. None for anything else: the full
+        checks (:meth:`_score_results`) then say what is wrong, with the same result when nothing is."""
+        if self.score_mapping.kind != "identity" or len(results) != n:
+            return None
+        values: list[float | None] = [None] * n
+        for r in results:
+            if type(r) is not dict:
+                return None
+            index, score = r.get("index"), r.get(score_key)
+            if type(index) is not int or not 0 <= index < n or values[index] is not None:
+                return None
+            if type(score) is not float or not 0.0 <= score <= 1.0:
+                return None
+            values[index] = score
+        return tuple(cast(list[float], values))
 
     def _check_length(self, result: BatchResult, expected: int) -> None:
         if len(result.values) != expected:
@@ -540,6 +553,11 @@ class RemoteBackend(Backend):
             raise AuthenticationError(f"no API key: the environment variable {env} is not set", backend=self.name)
         return key
 
+    @functools.cached_property
+    def _wire_errors(self) -> WireErrors:
+        """Transport failures as router errors: one wording for SDK and wire paths."""
+        return WireErrors(self.name, self.label, self.config.base_url, self.config.timeout_s)
+
     def _redact(self, text: str) -> str:
         return _redact(text, read_api_key(self.config.api_key_env))
 
@@ -550,13 +568,14 @@ class RemoteBackend(Backend):
     def _sdk_error(self, exc: BaseException, sdk: SdkErrors) -> BackendError:
         """The router error for one of ``sdk.caught`` raised by the provider's SDK."""
         label = self.label
+        wire = self._wire_errors
         if isinstance(exc, sdk.timeout):
-            return BackendTimeoutError(f"{label} did not answer within {self.config.timeout_s:g} s", backend=self.name)
+            return wire.timed_out()
         if isinstance(exc, sdk.transport):
             cause = sdk.transport_cause(exc)
             if isinstance(cause, sdk.cannot_connect):
-                return BackendUnavailableError(f"cannot connect to {self.config.base_url}", backend=self.name)
-            return ServerError(f"{label} connection failed: {type(cause).__name__}", backend=self.name)
+                return wire.cannot_connect()
+            return wire.connection_failed(cause)
         if isinstance(exc, sdk.status):
             status, body, headers = sdk.read_status(exc)
             if status is None:
@@ -577,9 +596,9 @@ class RemoteBackend(Backend):
         try:
             return load()
         except ImportError as exc:
-            if self.sdk is None:
+            if self.requires is None:
                 raise
-            message = f"{self.sdk} is not installed: pip install 'rerank-router[{self.extra}]'"
+            message = f"{self.requires} is not installed: pip install 'rerank-router[{self.extra}]'"
             raise MissingDependencyError(message, backend=self.name) from exc
 
 

@@ -68,11 +68,12 @@ async def hedged(call: Callable[[], Awaitable[T]], delay_s: float | None) -> tup
     """Run ``call``; if it has not finished after ``delay_s``, run it again and take the first
     success. Returns (result, whether a hedge was sent). Losers are cancelled, and so is every
     call in flight if this coroutine is cancelled (the deadline). If all fail, the first error
-    is raised."""
+    is raised. Without a delay (hedging off, or no p95 to trust yet) the call runs in place: no
+    task, no wait set."""
+    if delay_s is None:
+        return await call(), False
     tasks = [asyncio.ensure_future(call())]
     try:
-        if delay_s is None:
-            return await tasks[0], False
         done, _ = await asyncio.wait(tasks, timeout=delay_s)
         if not done:
             tasks.append(asyncio.ensure_future(call()))
