@@ -170,17 +170,16 @@ class CohereBackend(RemoteBackend):
                     raise MalformedResponseError(_WRONG_SHAPE, backend=self.name)
                 index = r.get("index")
                 pairs.append((index if type(index) is int else _cast(int, index), r.get("relevance_score")))
-            values = self._score_results(pairs, n)
-        billed = _cast(float, _get(_get(_get(payload, "meta"), "billed_units"), "search_units"))
-        return BatchResult(values, self._usage(billed))
+            values = self._score_results(pairs, n, billed=lambda: self._usage(_json_search_units(payload)))
+        return BatchResult(values, self._usage(_json_search_units(payload)))
 
     def _parse(self, response: Any, n: int) -> BatchResult:
         results = getattr(response, "results", None)
         if not isinstance(results, list):
             raise MalformedResponseError("Cohere response has no results list", backend=self.name)
         pairs = [(getattr(r, "index", None), getattr(r, "relevance_score", None)) for r in results]
-        values = self._score_results(pairs, n)
         billed = getattr(getattr(getattr(response, "meta", None), "billed_units", None), "search_units", None)
+        values = self._score_results(pairs, n, billed=lambda: self._usage(billed))
         return BatchResult(values, self._usage(billed))
 
     def _usage(self, billed: object) -> Usage:
@@ -224,3 +223,9 @@ def _sdk_errors() -> SdkErrors:
             (ValueError, "Cohere returned an unreadable body"),  # the SDK could not decode an error body
         ),
     )
+
+
+def _json_search_units(payload: Any) -> float | None:
+    """``meta.billed_units.search_units`` of a JSON answer, cast as the SDK casts it."""
+    value: float | None = _cast(float, _get(_get(_get(payload, "meta"), "billed_units"), "search_units"))
+    return value

@@ -336,7 +336,7 @@ class HttpBackend(RemoteBackend):
         if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
             raise MalformedResponseError(f"{self.label} response has no list of results", backend=self.name)
         pairs = [(item.get("index"), item.get(self.wire.score_key)) for item in items]
-        values = self._score_results(pairs, n)
+        values = self._score_results(pairs, n, billed=lambda: self._usage(payload))
         return BatchResult(values, self._usage(payload))
 
     def _usage(self, payload: Any) -> Usage:

@@ -30,6 +30,7 @@ most one provider call. :class:`RemoteBackend` does the rest around it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import importlib.util
@@ -45,7 +46,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from router.backends.base import Availability, Backend, Scores, Usage
+from router.backends.base import Availability, Backend, Scores, Usage, attach_billed
 from router.backends.batching import counts_tokens, plan_batches, split_request
 from router.backends.wire import WireErrors
 from router.catalog import BackendSpec
@@ -473,11 +474,13 @@ class RemoteBackend(Backend):
             self._check_length(result, len(texts))
             return Scores(result.values, result.usage)
         slots = asyncio.Semaphore(self.config.max_concurrency)
+        billed: list[Usage] = []  # batches answered (and billed) so far, whatever happens to the rest
 
         async def one(batch: range) -> BatchResult:
             async with slots:
                 result = await self._score_batch(query, texts[batch.start : batch.stop])
-            self._check_length(result, len(batch))
+            billed.append(result.usage)
+            self._check_length(result, len(batch), attach=False)  # its units are in ``billed``
             return result
 
         try:
@@ -485,8 +488,11 @@ class RemoteBackend(Backend):
                 tasks = [group.create_task(one(b)) for b in batches]
         except BaseExceptionGroup as group_error:
             # One failed call fails the request (the others were cancelled): re-raise the first
-            # router error, so the executor can fall back with a specific reason.
+            # router error, so the executor can fall back with a specific reason, carrying the
+            # units of the batches that were billed before it failed.
             first = _first_error(group_error)
+            for usage in billed:
+                attach_billed(first, usage)
             raise first from first.__cause__
         results = [t.result() for t in tasks]
         values = tuple(v for r in results for v in r.values)
@@ -495,10 +501,19 @@ class RemoteBackend(Backend):
             usage = usage + r.usage
         return Scores(values, usage)
 
-    def _score_results(self, results: Iterable[tuple[object, object]], n: int) -> tuple[float, ...]:
+    def _score_results(
+        self, results: Iterable[tuple[object, object]], n: int, billed: Callable[[], Usage] | None = None
+    ) -> tuple[float, ...]:
         """A provider's (index, score) pairs -> one score per document in input order, mapped to [0, 1]
-        (validated by :func:`scores_from_results`)."""
-        return map_scores(scores_from_results(results, n, self.name), self.score_mapping, self.name)
+        (validated by :func:`scores_from_results`). ``billed`` reads the units the answer was
+        billed for: a rejected answer's error carries them (router.backends.base.attach_billed)."""
+        try:
+            return map_scores(scores_from_results(results, n, self.name), self.score_mapping, self.name)
+        except MalformedResponseError as exc:
+            if billed is not None:
+                with contextlib.suppress(Exception):  # unreadable billing: nothing to attach
+                    attach_billed(exc, billed())
+            raise
 
     def _fast_scores(self, results: list[Any], n: int, score_key: str) -> tuple[float, ...] | None:
         """The common answer read in one pass: ``n`` objects, each index an int in range and new,
@@ -518,9 +533,12 @@ class RemoteBackend(Backend):
             values[index] = score
         return tuple(cast(list[float], values))
 
-    def _check_length(self, result: BatchResult, expected: int) -> None:
+    def _check_length(self, result: BatchResult, expected: int, *, attach: bool = True) -> None:
         if len(result.values) != expected:
-            raise MalformedResponseError(f"{len(result.values)} scores for {expected} documents", backend=self.name)
+            error = MalformedResponseError(f"{len(result.values)} scores for {expected} documents", backend=self.name)
+            if attach:
+                attach_billed(error, result.usage)  # answered, billed, then rejected
+            raise error
 
     def _doc_char_budget(self, query_tokens: int) -> int | None:
         """Characters to keep per document, from the model's context and the query's length."""

@@ -174,7 +174,8 @@ class VoyageBackend(RemoteBackend):
         return data
 
     def _result(self, pairs: list[tuple[object, object]], total_tokens: object, n: int) -> BatchResult:
-        values = self._score_results(pairs, n)
+        billed = Usage(tokens=total_tokens) if type(total_tokens) is int else None
+        values = self._score_results(pairs, n, billed=None if billed is None else lambda: billed)
         if isinstance(total_tokens, bool) or not isinstance(total_tokens, int):
             raise MalformedResponseError(f"Voyage usage.total_tokens is {total_tokens!r}", backend=self.name)
         return BatchResult(values, Usage(tokens=total_tokens))
