@@ -238,11 +238,14 @@ def cross_validate_adaptive(
     label: str | None = None,
     min_queries: int | None = None,
     scores: Mapping[str, Sequence[float]] | None = None,
+    train_size: int | None = None,
 ) -> CrossValidation[AdaptiveModel]:
     """k-fold CV of the adaptive policy: per fold, :func:`router.offline.fitting.fit_adaptive` on the
     training queries (first stage: the free one best alone on them; slopes; price of quality for a mean
     cost of ``target_cost`` $/query on them), then the held-out queries through a Router running it
-    under ``budget``. ``scores``: the first stage's scores by qid, if already computed."""
+    under ``budget``. ``scores``: the first stage's scores by qid, if already computed. ``train_size``: fit
+    each fold on a seeded sample of this many of its training queries (how much labelled data it needs);
+    ``min_queries``: the policy's fallback threshold (1 to use the model however few queries fitted it)."""
     qids = [q for q in harness.dataset.qids if all(q in run.per_query for run in runs.values())]
     texts = {q.qid: q.text for q in harness.dataset.queries}
     cache: dict[str, Mapping[str, Sequence[float]]] = {}
@@ -250,7 +253,10 @@ def cross_validate_adaptive(
     models: list[AdaptiveModel] = []
     rows: list[dict[str, object]] = []
     name = label or f"adaptive ({folds}-fold CV)"
-    for i, (train, test) in enumerate(kfold(qids, folds, seed)):
+    for i, (full_train, test) in enumerate(kfold(qids, folds, seed)):
+        train = full_train
+        if train_size is not None and train_size < len(full_train):
+            train = sorted(random.Random(1000 * seed + i).sample(full_train, train_size))
         first = first_stage_of(runs, options, train)
         if first not in cache:
             cache[first] = scores if scores is not None else harness.first_stage_scores(first)
