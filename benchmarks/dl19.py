@@ -15,7 +15,9 @@ figures ("in-sample inputs": measured on these queries), and two under k-fold cr
 fold fitted on the other folds only), over fold seeds 0..--seeds-1: the learned policy, and the
 constrained policy with its inputs (quality per backend, the cascade curve's saturation_k) fitted by
 router.offline.calibration.fit_constrained under a per-query ceiling of 30% of the strongest tier's mean cost
-(CEILING_SHARE: the user's budget, not a fit). Then DL21 (no recorded runs: BM25 and the bi-encoder
+(CEILING_SHARE: the user's budget, not a fit), and the adaptive policy (escalation from first-stage evidence)
+fitted per fold for mean-cost targets of 10-50% of the strongest tier's cost (ADAPTIVE_SHARES), against the best
+fixed option at or below its mean cost, with paired bootstrap intervals, and on subsamples of the training queries. Then DL21 (no recorded runs: BM25 and the bi-encoder
 only) and Cranfield (out of domain) for the live tiers.
 
 Writes ``dl19-report.json``, ``dl19-frontier.png``, ``dl19-config.yaml`` and ``profile-dl19.yaml``
