@@ -205,3 +205,33 @@ def test_calibrate_fit_adaptive_writes_the_model_and_config_reads_it(folder, cap
 
     params = policy_params("adaptive", {}, profile)
     assert params["model"]["first_stage"] == "bm25" and "saturation_k" in params
+
+
+def test_the_executor_runs_the_stage_the_rule_picks_and_keeps_a_permutation():
+    """A Router whose adaptive plan's costliest strong option is 'dear': the rule buys 'cheap-strong' instead."""
+    from router import Router
+    from router.testing import FakeBackend
+
+    spec = {"license": "Apache-2.0", "pricing": {"scheme": "per_call", "usd": 0.01}, "quality": {"web": 0.9}}
+    dear = {**spec, "pricing": {"scheme": "per_call", "usd": 0.05}}
+    backends = {
+        "first": FakeBackend("first", spec={"license": "Apache-2.0", "quality": {"web": 0.5}}),
+        "cheap-strong": FakeBackend("cheap-strong", spec=spec),
+        "dear": FakeBackend("dear", spec=dear),
+    }
+    model = AdaptiveModel(
+        first_stage="first",
+        mean=(0.0,) * len(FEATURES),
+        scale=(1.0,) * len(FEATURES),
+        slopes=(0.0,) * len(FEATURES),
+        options=(GainModel(backend="dear", k=3, intercept=0.06), GainModel(backend="cheap-strong", k=3, intercept=0.05)),
+        min_gain_per_usd=0.5,  # net of price: dear 0.06 - 0.5 x 0.05 = 0.035, cheap-strong 0.05 - 0.5 x 0.01 = 0.045
+        queries=40,
+    )
+    router = Router({"backends": {}}, backends=backends, policy=create_policy("adaptive", {"model": model.model_dump()}))
+    docs = [f"doc {i} about words" for i in range(6)]
+    result = router.rerank("words", docs, top_n=2)
+    assert sorted(item.index for item in result.items) == list(range(6))
+    assert [s.backend for s in result.stages] == ["first", "cheap-strong"]
+    assert "escalated to cheap-strong@3: predicted gain 0.050 for $0.01" in " ".join(result.explanation.notes)
+    assert backends["dear"].calls == []  # planned as the worst case (cost, latency), never called
