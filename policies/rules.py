@@ -98,6 +98,12 @@ def within_token_limits(option: Option, ctx: PlanningContext) -> Rejection | Non
     return None
 
 
+COST_TOLERANCE_USD = 1e-9
+"""A predicted cost within this many dollars over the ceiling is within it (the executor's
+``CEILING_TOLERANCE_USD``, the same figure), so a ceiling set equal to an option's cost, e.g. a share of a
+measured mean, does not flip on float noise in summed prices (a 4e-11 $/query difference once did)."""
+
+
 def within_cost_ceiling(option: Option, ctx: PlanningContext) -> Rejection | None:
     ceiling = ctx.max_cost_usd
     if ceiling is None:
@@ -105,7 +111,7 @@ def within_cost_ceiling(option: Option, ctx: PlanningContext) -> Rejection | Non
     cost = option.estimate.cost_usd
     if cost is None:
         return Rejection("max_cost", f"price unknown for {', '.join(option.backends)}; set spec.pricing.usd in config")
-    if cost > ceiling:
+    if cost > ceiling + COST_TOLERANCE_USD:
         return Rejection("max_cost", f"predicted ${cost:.6f} over the ${ceiling:.6f} ceiling")
     return None
 

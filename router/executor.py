@@ -36,7 +36,7 @@ from router.errors import (
 )
 from router.features import Features
 from router.latency import item_tokens
-from router.plan import Estimate, Option, Plan, Rejection, Stage
+from router.plan import Estimate, Evidence, Option, Plan, Rejection, Stage
 from router.resilience import BackendLimits, CircuitBreaker, LatencyWindow, LimitPolicy, ResiliencePolicy, hedged, retrying
 from router.resilience.breaker import BreakerState, BreakerStore
 from router.resilience.retry import release
@@ -266,6 +266,12 @@ class Executor:
         spare_usd = None if left is None else left - (option.estimate.cost_usd or 0.0)  # room for a hedge
         previous: Sequence[float] = ()
         for position, stage in enumerate(option.stages):
+            if position > 0 and stage.escalation is not None:  # escalation from first-stage evidence
+                chosen, why = stage.escalation.choose(Evidence(query, tuple(previous)))
+                execution.notes.append(why)
+                if chosen is None:
+                    break
+                stage = chosen
             if position > 0 and stage.escalate_below_margin is not None:
                 margin = top_margin(previous)
                 if margin >= stage.escalate_below_margin:

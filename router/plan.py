@@ -10,9 +10,21 @@ it assessed with the reasons it rejected it, which is the explanation users read
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
-__all__ = ["RETRIEVER_ORDER", "Assessed", "Estimate", "Option", "Plan", "Rejection", "Stage", "option_name"]
+__all__ = [
+    "RETRIEVER_ORDER",
+    "Assessed",
+    "Escalation",
+    "Estimate",
+    "Evidence",
+    "Option",
+    "Plan",
+    "Rejection",
+    "Stage",
+    "option_name",
+]
 
 RETRIEVER_ORDER = "retriever-order"
 
@@ -41,6 +53,25 @@ class Stage:
     escalate_below_margin: float | None = None
     """Adaptive cascade: run this stage only when the previous stage's top-1 minus top-2 score
     margin is below this calibrated threshold (the previous stage is unsure); None: always run."""
+    escalation: Escalation | None = field(default=None, compare=False)
+    """Escalation from first-stage evidence: after the previous stage, this rule picks the stage to run
+    in this one's place (another strong backend or k, each one the policy checked against every rule
+    when it planned; this stage is the costliest of them) or none, with the reason for the explanation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What an escalation rule sees: the query and the previous stage's scores, one per candidate it
+    scored, in the order it received them (a first stage's: the retriever's order)."""
+
+    query: str
+    scores: tuple[float, ...]
+
+
+class Escalation(Protocol):
+    def choose(self, evidence: Evidence) -> tuple[Stage | None, str]:
+        """The stage to run (None: stop here) and why, in one line."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

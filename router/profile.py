@@ -11,6 +11,7 @@ A profile is written by ``rerank-router calibrate`` (router.offline.calibration)
       cascade.saturation_k: 20         # the constrained policy's cascade curve
       cascade.adaptive_margin: 0.08
     learned: {...}                     # a fitted policies.learned model
+    adaptive: {...}                    # a fitted policies.adaptive escalation model
     meta: {created: "...", notes: [...]}
 
 Config reads the file once and hands the policies plain values (:func:`policy_params`): policies
@@ -52,6 +53,8 @@ class Profile(BaseModel):
     thresholds: dict[str, float] = Field(default_factory=dict)
     learned: dict[str, Any] | None = None
     """A fitted policies.learned model."""
+    adaptive: dict[str, Any] | None = None
+    """A fitted policies.adaptive escalation model (router.offline.fitting.fit_adaptive)."""
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -84,11 +87,13 @@ def policy_params(name: str, params: Mapping[str, Any], profile: str | os.PathLi
     ``params.profile`` (a profile for this policy alone) wins over the params beside it, as a
     profile's measured spec values win over ``spec:``; the config's top-level ``profile`` only fills
     what the params leave unset. The constrained policy takes the ``cascade.*`` thresholds, the
-    learned policy the ``learned:`` section as its ``model``. Other policies are left as given.
+    learned policy the ``learned:`` section as its ``model``, the adaptive policy the ``adaptive:``
+    section as its ``model`` and ``cascade.saturation_k`` for its fallback (today's curve, used while
+    the profile has no model). Other policies are left as given.
     """
     out = dict(params)
     own = out.pop("profile", None)
-    if name not in ("constrained", "learned"):
+    if name not in ("constrained", "learned", "adaptive"):
         if own is not None:
             out["profile"] = own  # let the policy's own params validation reject it
         return out
@@ -98,6 +103,10 @@ def policy_params(name: str, params: Mapping[str, Any], profile: str | os.PathLi
         found = load_profile(path)
         if name == "constrained":
             values = _thresholds(found)
+        elif name == "adaptive":
+            values = {k: v for k, v in _thresholds(found).items() if k == "saturation_k"}
+            if found.adaptive is not None:
+                values["model"] = found.adaptive
         else:
             if found.learned is None:
                 if not wins:

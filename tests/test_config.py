@@ -127,7 +127,7 @@ def test_every_error_is_listed():
 
 def test_unknown_policy_lists_valid_names():
     with pytest.raises(
-        UnknownNameError, match=r"unknown policy 'smart'; valid policy names: cheapest, constrained, fastest, fixed"
+        UnknownNameError, match=r"unknown policy 'smart'; valid policy names: adaptive, cheapest, constrained, fastest, fixed"
     ):
         load_config({"policy": {"name": "smart"}})
 

@@ -447,7 +447,7 @@ def test_fixed_policy_naming_an_unknown_backend_does_not_crash(make_router):
 
 def test_unknown_policy_name_lists_the_valid_ones(make_router):
     with pytest.raises(
-        UnknownNameError, match=r"unknown policy 'greedy'; valid policy names: cheapest, constrained, fastest, fixed"
+        UnknownNameError, match=r"unknown policy 'greedy'; valid policy names: adaptive, cheapest, constrained, fastest, fixed"
     ) as info:
         make_router(policy={"name": "greedy"})
     assert info.value.valid == tuple(sorted(POLICIES))

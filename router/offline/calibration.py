@@ -45,6 +45,7 @@ def write_profile(
     backends: Mapping[str, Mapping[str, Any]] | None = None,
     thresholds: Mapping[str, float] | None = None,
     learned: Mapping[str, Any] | None = None,
+    adaptive: Mapping[str, Any] | None = None,
     notes: Sequence[str] = (),
 ) -> Profile:
     """Merge new measurements into the profile at ``path`` (created if absent) and write it."""
@@ -60,6 +61,7 @@ def write_profile(
         backends=merged_backends,
         thresholds={**profile.thresholds, **(thresholds or {})},
         learned=dict(learned) if learned is not None else profile.learned,
+        adaptive=dict(adaptive) if adaptive is not None else profile.adaptive,
         meta=meta,
     )
     header = "# rerank-router profile: measured values a config points to with `profile: <this file>`.\n"

@@ -65,6 +65,18 @@ def add_eval_commands(commands: Any) -> None:
     ev.add_argument("--cascades", type=_ints, metavar="K,K", help="also run the fixed cascades free@N -> priced@k for these k")
     ev.add_argument("--budget-ms", type=float, help="latency budget for every query, ms")
     ev.add_argument("--max-cost", type=float, help="cost ceiling for every query, US$")
+    ev.add_argument(
+        "--max-cost-share",
+        type=float,
+        metavar="SHARE",
+        help="cost ceiling for every query as a share of a tier's measured mean $/query (with --of TIER)",
+    )
+    ev.add_argument("--of", metavar="TIER", help="the tier --max-cost-share is a share of (default: the strongest tier)")
+    ev.add_argument(
+        "--no-dataset-runs",
+        action="store_true",
+        help="do not add the dataset folder's runs/*.run as replay tiers when the config does not declare them",
+    )
     ev.add_argument("--budgets", help="JSON Lines of per-query budgets: {qid, latency_ms?, max_cost_usd?}")
     ev.add_argument(
         "--sweep",
@@ -91,7 +103,13 @@ def add_eval_commands(commands: Any) -> None:
     )
     ev.add_argument("--target-cost-share", type=float, help="learned: best quality within this share of the best tier's cost")
     ev.add_argument("--ks", type=_ints, default=[10, 20, 30, 50], help="cascade depths measured for the --cv fits")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="fold seed of --cv (see --seeds for several)")
+    ev.add_argument(
+        "--seeds",
+        metavar="A-B|A,B",
+        help="--cv over every one of these fold seeds (e.g. 0-4): mean, spread and the paired bootstrap interval "
+        "against the strongest tier; the table shows the first seed's run",
+    )
     ev.add_argument(
         "--decision-log",
         metavar="PATH",
@@ -118,8 +136,15 @@ def add_eval_commands(commands: Any) -> None:
         action="store_true",
         help="fit the constrained policy's inputs on --dataset: each backend's quality and the cascade saturation_k",
     )
+    cal.add_argument(
+        "--fit-adaptive",
+        action="store_true",
+        help="fit the adaptive policy's escalation model on --dataset (gain per strong option from first-stage "
+        "evidence) and its price of quality for --target-cost-share / --max-cost-share of --of's cost",
+    )
     cal.add_argument("--target-quality-share", type=float)
     cal.add_argument("--target-cost-share", type=float)
+    cal.add_argument("--of", metavar="TIER", help="--fit-adaptive: the tier the cost share is of (default: the strongest)")
     cal.add_argument("--ks", type=_ints, default=[10, 20, 30, 50], help="cascade depths measured for the fits")
     cal.add_argument(
         "--alpha", type=float, help="ridge penalty of the learned models (default: chosen per option by leave-one-out)"
@@ -130,6 +155,9 @@ def add_eval_commands(commands: Any) -> None:
         help="cascade margin threshold: escalate this share of --dataset's queries (first stage: --first-stage)",
     )
     cal.add_argument("--first-stage", help="backend whose top-1 margin gates escalation (default: the first free one)")
+    cal.add_argument("--max-cost", type=float, help="--fit-adaptive: target mean cost per query, US$")
+    cal.add_argument("--max-cost-share", type=float, help="--fit-adaptive: target mean cost as a share of --of's cost")
+    cal.add_argument("--no-dataset-runs", action="store_true", help="do not add the dataset folder's runs/*.run as replay tiers")
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
@@ -156,7 +184,42 @@ def _harness(args: argparse.Namespace, dataset: Any) -> Any:
     from router.config import load_config
     from router.offline.evaluation import EvalHarness
 
-    return EvalHarness(dataset, load_config(args.config), memo=not args.no_memo, cache=args.cache, progress=not args.no_progress)
+    config = load_config(args.config)
+    if not getattr(args, "no_dataset_runs", False):
+        config = with_dataset_runs(config, dataset)
+    return EvalHarness(dataset, config, memo=not args.no_memo, cache=args.cache, progress=not args.no_progress)
+
+
+def with_dataset_runs(config: Any, dataset: Any) -> Any:
+    """The config plus a ``type: replay`` tier for each of the dataset's recorded runs it does not declare.
+
+    Such a tier is named after its file and has no price (its cost is unknown: quality rows only, and no
+    ceiling can admit it) until the config declares it; a notice on stderr says how."""
+    from router.backends.replay import ReplayConfig
+
+    declared = {Path(getattr(cfg, "run", "")).resolve() for cfg in config.backends.values() if getattr(cfg, "run", None)}
+    missing = {name: path for name, path in dataset.runs.items() if Path(path).resolve() not in declared}
+    if not missing:
+        return config
+    added: dict[str, Any] = {}
+    for name, path in missing.items():
+        key = name if name not in config.backends else f"run-{name}"
+        added[key] = ReplayConfig(
+            run=str(path),
+            spec={"provider": "replay", "pricing": {"scheme": "per_call", "usd": None, "source": "not declared"}},
+        )
+    snippet = "\n".join(
+        f"  {key}:\n    type: replay\n    run: {cfg.run}\n    spec:\n      license: <license>\n"
+        "      data_leaves_premises: <true for an API>\n      pricing: {scheme: per_token, usd: <price>}\n"
+        "      latency: {per_doc_ms: <ms>}"
+        for key, cfg in added.items()
+    )
+    print(
+        f"{dataset.name}: recorded runs {', '.join(sorted(added))} added as replay tiers with no price (quality only; "
+        "no cost ceiling admits them). To price them, declare them in your config under backends:\n" + snippet,
+        file=sys.stderr,
+    )
+    return config.model_copy(update={"backends": {**config.backends, **added}})
 
 
 def _decision_log(path: str) -> Any:
@@ -207,28 +270,56 @@ def _targets(args: argparse.Namespace) -> tuple[float | None, float | None]:
 
 
 # -- eval ---------------------------------------------------------------------------------------------
+CV_POLICIES = ("learned", "constrained", "adaptive")
+
+
+def _share_ceiling(args: argparse.Namespace, tiers: list[Any]) -> float | None:
+    """--max-cost-share SHARE [--of TIER]: SHARE x that tier's measured mean $/query."""
+    if args.max_cost_share is None:
+        if args.of:
+            raise ConfigError("--of names the tier --max-cost-share is a share of: give --max-cost-share too")
+        return None
+    if args.max_cost is not None:
+        raise ConfigError("give one of --max-cost, --max-cost-share")
+    priced = [t for t in tiers if math.isfinite(t.cost_mean)]
+    if args.of:
+        named = [t for t in tiers if t.label == args.of]
+        if not named:
+            raise ConfigError(f"--of {args.of}: not a tier here (tiers: {', '.join(t.label for t in tiers)})")
+        tier = named[0]
+        if not math.isfinite(tier.cost_mean) or tier.cost_mean <= 0:
+            raise ConfigError(f"--of {args.of}: its cost is unknown or zero; declare its price in the config (spec.pricing)")
+    else:
+        if not priced:
+            raise ConfigError("--max-cost-share: no priced tier to take a share of")
+        tier = max(priced, key=lambda t: t.ndcg)
+    ceiling = float(args.max_cost_share) * float(tier.cost_mean)
+    print(
+        f"ceiling: {args.max_cost_share:g} x {tier.label}'s ${tier.cost_mean:.6g}/query = ${ceiling:.6g}/query", file=sys.stderr
+    )
+    return ceiling
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from policies.learned import option_key
     from router.config import build_policy
-    from router.offline.evaluation import (
-        build_report,
-        cross_validate,
-        cross_validate_constrained,
-        evaluate_options,
-        format_table,
-        plot_frontier,
-        write_json,
-    )
+    from router.offline.evaluation import build_report, evaluate_options, format_table, plot_frontier, write_json
+    from router.offline.evaluation.paired import describe_paired, paired_bootstrap, parse_seeds, seed_summary
     from router.offline.fitting import option_grid
 
     dataset = _load(args)
-    budget = _budgets(args)
+    seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
     with _harness(args, dataset) as harness:
         status = harness.warm_up()
         print(f"{dataset.name}: {len(dataset)} queries; backends: {status}", file=sys.stderr)
+        tier_runs = harness.tiers()
+        ceiling = _share_ceiling(args, tier_runs)
+        if ceiling is not None:
+            args.max_cost = ceiling
+        budget = _budgets(args)
         if args.decision_log:
             harness.decision_log = _decision_log(args.decision_log)
-        runs = [] if args.no_tiers else harness.tiers()
+        runs = [] if args.no_tiers else list(tier_runs)
         specs = {name: harness.backends[name].spec for name in harness.available()}
         options = option_grid(specs, args.ks)
         if args.cascades:
@@ -241,36 +332,32 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             harness.decision_log = None
             print(f"decision log: {args.decision_log} (rerank-router report {args.decision_log})", file=sys.stderr)
         extra: dict[str, Any] = {}
+        priced = [r for r in tier_runs if math.isfinite(r.cost_mean)]
+        strongest = max(priced or tier_runs, key=lambda r: r.ndcg)
         if args.cv:
             wanted = [p.strip() for p in args.cv_policies.split(",") if p.strip()]
-            unknown = sorted(set(wanted) - {"learned", "constrained"})
+            unknown = sorted(set(wanted) - set(CV_POLICIES))
             if unknown:
-                raise ConfigError(f"--cv-policies: {', '.join(unknown)} (known: learned, constrained)")
+                raise ConfigError(f"--cv-policies: {', '.join(unknown)} (known: {', '.join(CV_POLICIES)})")
             option_runs = evaluate_options(harness, options)
-            extra["cv"] = {"folds": args.cv, "seed": args.seed, "options": [option_key(o) for o in options]}
-            if "learned" in wanted:
-                quality_share, cost_share = _targets(args)
-                cv = cross_validate(
-                    harness,
-                    option_runs,
-                    options,
-                    folds=args.cv,
-                    seed=args.seed,
-                    target_quality_share=quality_share,
-                    target_cost_share=cost_share,
-                )
-                runs.append(cv.run)
-                extra["cv"]["per_fold"] = list(cv.folds)
-            if "constrained" in wanted:
-                ccv = cross_validate_constrained(harness, option_runs, options, folds=args.cv, seed=args.seed, budget=budget)
-                runs.append(ccv.run)
-                extra["cv"]["constrained_per_fold"] = list(ccv.folds)
+            extra["cv"] = {"folds": args.cv, "seeds": seeds, "options": [option_key(o) for o in options], "by_policy": {}}
+            for name in wanted:
+                per_seed = [_cv_one(args, harness, option_runs, options, name, seed, budget, strongest) for seed in seeds]
+                runs.append(per_seed[0].run)
+                entry: dict[str, Any] = {"per_fold": {str(s): list(c.folds) for s, c in zip(seeds, per_seed, strict=True)}}
+                if len(seeds) > 1:
+                    seed_runs = [c.run for c in per_seed]
+                    reference_cost = strongest.cost_mean if math.isfinite(strongest.cost_mean) else None
+                    entry["seeds"] = seed_summary(seed_runs, reference_cost)
+                    entry["paired"] = paired_bootstrap(seed_runs, strongest, seed=seeds[0])
+                extra["cv"]["by_policy"][name] = entry
+                legacy = {"learned": "per_fold", "constrained": "constrained_per_fold", "adaptive": "adaptive_per_fold"}
+                extra["cv"][legacy[name]] = list(per_seed[0].folds)  # the first seed's folds, where they always were
         sweeps: dict[str, Any] = {}
-        tiers = [r for r in runs if r.kind == "tier" and math.isfinite(r.cost_mean)]
+        tiers = [r for r in tier_runs if math.isfinite(r.cost_mean)]
         if args.sweep:
             if not tiers:
-                raise ConfigError("--sweep needs the single tiers (drop --no-tiers)")
-            strongest = max(tiers, key=lambda r: r.ndcg)
+                raise ConfigError("--sweep needs a priced tier")
             ceilings = [s * strongest.cost_mean for s in args.sweep]
             sweeps = {label: harness.sweep(label, policy, ceilings) for label, policy in policies}
         report = build_report(dataset, runs, sweeps=sweeps, extra=extra)
@@ -280,11 +367,76 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(
             f"{name}: APGR {p['apgr']:.3f}; cost to 95% of {summary['strong']['label']}'s quality: {p['cost_to_95pct_quality_usd']}"
         )
+    for name, entry in extra.get("cv", {}).get("by_policy", {}).items():
+        if "seeds" in entry:
+            s, share = entry["seeds"], entry["seeds"].get("cost_share")
+            cost = f" at {100 * share['mean']:.1f}% of {strongest.label}'s cost" if share else ""
+            print(
+                f"{name} ({args.cv}-fold CV, fold seeds {','.join(map(str, seeds))}): nDCG@10 mean {s['ndcg@10']['mean']:.4f} "
+                f"(sd {s['ndcg@10']['sd']:.4f}, min {s['ndcg@10']['min']:.4f}, max {s['ndcg@10']['max']:.4f}){cost}; "
+                + describe_paired(entry["paired"])
+            )
     if args.out:
         print(f"report: {write_json(report, args.out)}", file=sys.stderr)
     if args.plot:
         print(f"plot: {plot_frontier(runs, sweeps, args.plot, title=dataset.name)}", file=sys.stderr)
     return 0
+
+
+def _cv_one(
+    args: argparse.Namespace,
+    harness: Any,
+    option_runs: Any,
+    options: Any,
+    name: str,
+    seed: int,
+    budget: Any,
+    strongest: Any,
+) -> Any:
+    """One fold seed of one policy's cross-validation. The adaptive policy's mean-cost target:
+    --target-cost-share x the strongest tier's cost if given, else the per-query ceiling (--max-cost[-share])."""
+    from router.offline.evaluation import cross_validate, cross_validate_constrained
+    from router.offline.evaluation.paired import parse_seeds
+
+    first_seed = parse_seeds(args.seeds)[0] if args.seeds else args.seed
+    suffix = "" if seed == first_seed else f" seed {seed}"
+    if name == "learned":
+        quality_share, cost_share = _targets(args)
+        return cross_validate(
+            harness,
+            option_runs,
+            options,
+            folds=args.cv,
+            seed=seed,
+            target_quality_share=quality_share,
+            target_cost_share=cost_share,
+            label=f"learned ({args.cv}-fold CV){suffix}",
+        )
+    if name == "constrained":
+        return cross_validate_constrained(
+            harness,
+            option_runs,
+            options,
+            folds=args.cv,
+            seed=seed,
+            budget=budget,
+            label=f"constrained ({args.cv}-fold CV){suffix}",
+        )
+    from router.offline.evaluation import cross_validate_adaptive
+
+    target = args.max_cost
+    if args.target_cost_share is not None and math.isfinite(strongest.cost_mean):
+        target = args.target_cost_share * strongest.cost_mean
+    return cross_validate_adaptive(
+        harness,
+        option_runs,
+        options,
+        folds=args.cv,
+        seed=seed,
+        budget=budget,
+        target_cost=target,
+        label=f"adaptive ({args.cv}-fold CV){suffix}",
+    )
 
 
 # -- calibrate ----------------------------------------------------------------------------------------
@@ -306,19 +458,21 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             backends[name] = {**backends.get(name, {}), "quality": {**backends.get(name, {}).get("quality", {}), **quality}}
         notes.append(f"quality from {path}")
         did = True
-    if args.fit_learned or args.fit_constrained or args.escalation_share is not None:
+    adaptive: Mapping[str, Any] | None = None
+    if args.fit_learned or args.fit_constrained or args.fit_adaptive or args.escalation_share is not None:
         if not args.dataset:
-            raise ConfigError("--fit-learned, --fit-constrained and --escalation-share need --dataset")
-        learned, found, measured = _calibrate_on_dataset(args, notes)
+            raise ConfigError("--fit-learned, --fit-constrained, --fit-adaptive and --escalation-share need --dataset")
+        learned, found, measured, adaptive = _calibrate_on_dataset(args, notes)
         thresholds.update(found)
         for name, overrides in measured.items():
             backends[name] = {**backends.get(name, {}), "quality": {**backends.get(name, {}).get("quality", {}), **overrides}}
         did = True
     if not did:
         raise ConfigError(
-            "nothing to calibrate: give --latency, --quality-from, --fit-learned, --fit-constrained or --escalation-share"
+            "nothing to calibrate: give --latency, --quality-from, --fit-learned, --fit-constrained, --fit-adaptive "
+            "or --escalation-share"
         )
-    write_profile(args.out, backends=backends, thresholds=thresholds, learned=learned, notes=notes)
+    write_profile(args.out, backends=backends, thresholds=thresholds, learned=learned, adaptive=adaptive, notes=notes)
     print(f"profile: {args.out}")
     for name, values in backends.items():
         print(f"  {name}: {values}")
@@ -326,6 +480,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"  threshold {name} = {value:.6g}")
     if learned is not None:
         print(f"  learned: {len(learned['options'])} options, tradeoff {learned['tradeoff']:.4g} ({learned['target']})")
+    if adaptive is not None:
+        kept = sum(1 for w in adaptive["slopes"] if w != 0)
+        print(
+            f"  adaptive: first stage {adaptive['first_stage']}, {len(adaptive['options'])} strong options, {kept} feature "
+            f"slope(s) kept, {adaptive['min_gain_per_usd']:.4g} nDCG@10 per $ ({adaptive['target']}; {adaptive['queries']} queries)"
+        )
     return 0
 
 
@@ -366,8 +526,8 @@ def _calibrate_latency(args: argparse.Namespace, notes: list[str]) -> dict[str, 
 
 def _calibrate_on_dataset(
     args: argparse.Namespace, notes: list[str]
-) -> tuple[dict[str, Any] | None, dict[str, float], dict[str, dict[str, float]]]:
-    """(learned model, thresholds, backend -> {domain: quality}) fitted on every query of --dataset."""
+) -> tuple[dict[str, Any] | None, dict[str, float], dict[str, dict[str, float]], dict[str, Any] | None]:
+    """(learned model, thresholds, backend -> {domain: quality}, adaptive model) fitted on every query of --dataset."""
     from router.offline.calibration import fit_constrained
     from router.offline.evaluation import evaluate_options, examples_from_runs
     from router.offline.fitting import ALPHAS, calibrate_margin_threshold, fit_learned, option_grid
@@ -375,6 +535,7 @@ def _calibrate_on_dataset(
     dataset = _load(args)
     thresholds: dict[str, float] = {}
     learned: dict[str, Any] | None = None
+    adaptive: dict[str, Any] | None = None
     quality: dict[str, dict[str, float]] = {}
     with _harness(args, dataset) as harness:
         harness.warm_up()
@@ -389,9 +550,12 @@ def _calibrate_on_dataset(
             notes.append(
                 f"cascade margin of {first} for {args.escalation_share:.0%} escalation on {dataset.name} ({len(margins)} queries)"
             )
-        if args.fit_learned or args.fit_constrained:
+        if args.fit_learned or args.fit_constrained or args.fit_adaptive:
             options = option_grid(specs, args.ks)
-            examples = examples_from_runs(evaluate_options(harness, options))
+            option_runs = evaluate_options(harness, options)
+            examples = examples_from_runs(option_runs)
+            if args.fit_adaptive:
+                adaptive = _fit_adaptive(args, harness, option_runs, options, notes)
             if args.fit_constrained:
                 fit = fit_constrained(
                     options, [e.quality for e in examples.values()], fitted_on=f"{dataset.name} ({len(examples)} queries)"
@@ -416,4 +580,35 @@ def _calibrate_on_dataset(
                 learned = model.model_dump()
                 thresholds["learned.tradeoff"] = model.tradeoff
                 notes.append(f"learned policy fitted on {dataset.name}: {model.target}")
-    return learned, thresholds, quality
+    return learned, thresholds, quality, adaptive
+
+
+def _fit_adaptive(args: argparse.Namespace, harness: Any, option_runs: Any, options: Any, notes: list[str]) -> dict[str, Any]:
+    """The adaptive policy fitted on every query (first stage: the free one best alone), price for the mean-cost target."""
+    from router.offline.evaluation import escalation_examples, first_stage_of
+    from router.offline.fitting import MIN_ADAPTIVE_QUERIES, fit_adaptive
+
+    dataset = harness.dataset
+    share = args.target_cost_share if args.target_cost_share is not None else args.max_cost_share
+    target: float | None = args.max_cost
+    if share is not None:
+        tiers = [r for key, r in option_runs.items() if key.count("->") == 0 and math.isfinite(r.cost_mean) and r.cost_mean > 0]
+        named = [r for r in tiers if r.label == args.of] if args.of else tiers
+        if not named:
+            raise ConfigError(f"--fit-adaptive: no priced tier {args.of or ''} to take the cost share of")
+        reference = max(named, key=lambda r: r.ndcg)
+        target = share * reference.cost_mean
+    first = first_stage_of(option_runs, options, list(dataset.qids))
+    texts = {q.qid: q.text for q in dataset.queries}
+    examples = escalation_examples(option_runs, options, first, harness.first_stage_scores(first), texts)
+    model = fit_adaptive(
+        list(examples.values()), first, target_cost=target, fitted_on=f"{dataset.name} ({len(examples)} queries)"
+    )
+    if model.queries < MIN_ADAPTIVE_QUERIES:
+        print(
+            f"adaptive: only {model.queries} labelled queries (< {MIN_ADAPTIVE_QUERIES}): the policy will plan with the "
+            "constrained policy's curve until the profile holds a model fitted on more (add --fit-constrained for it)",
+            file=sys.stderr,
+        )
+    notes.append(f"adaptive policy fitted on {dataset.name} ({model.queries} queries): {model.target}")
+    return model.model_dump()

@@ -8,7 +8,9 @@ values into a profile (router.profile), which config hands to the policies.
 - :func:`calibrate_margin_threshold`: the cascade's escalation threshold for a target share;
 - :func:`fit_saturation_k`: the cascade curve of the constrained policy;
 - :func:`calibrate_tradeoff`: quality per dollar for a cost or quality target;
-- :func:`fit_learned`: the learned policy's per-option ridge models and tradeoff.
+- :func:`fit_learned`: the learned policy's per-option ridge models and tradeoff;
+- :func:`fit_adaptive`: the adaptive policy's escalation model (gain per strong option from first-stage
+  evidence) and its price of quality for a mean-cost target (:func:`calibrate_price`).
 """
 
 from __future__ import annotations
@@ -18,16 +20,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from policies.adaptive import FEATURES, AdaptiveModel, GainModel
 from policies.cascade import cascade_quality
 from policies.learned import LearnedModel, OptionModel, StageSpec, option_key
 from router.catalog import BackendSpec
 
 __all__ = [
     "ALPHAS",
+    "MIN_ADAPTIVE_QUERIES",
+    "EscalationExample",
     "Example",
     "TradeoffFit",
     "calibrate_margin_threshold",
+    "calibrate_price",
     "calibrate_tradeoff",
+    "fit_adaptive",
     "fit_learned",
     "fit_saturation_k",
     "option_grid",
@@ -315,4 +322,104 @@ def fit_learned(
         tradeoff=float(fit.tradeoff),
         target=f"{target}; {how} on the fitting queries: nDCG@10 {fit.mean_quality:.4f} at ${fit.mean_cost:.6f}/query",
         fitted_on=fitted_on or f"{n} queries",
+    )
+
+
+# -- the adaptive policy ---------------------------------------------------------------------------------------
+MIN_ADAPTIVE_QUERIES = 20
+"""Below this many labelled queries :func:`fit_adaptive`'s model is not used by the policy
+(``AdaptiveParams.min_queries``): it falls back to the constrained policy's cascade curve."""
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationExample:
+    """One labelled query: the first stage's escalation features, and per strong option (backend, k)
+    its measured gain in nDCG@10 over the first stage alone and its predicted cost."""
+
+    qid: str
+    features: tuple[float, ...]
+    gain: Mapping[tuple[str, int], float]
+    cost: Mapping[tuple[str, int], float]
+
+
+def calibrate_price(gains: Any, costs: Any, target_cost: float | None, *, base_cost: Any = None, iterations: int = 80) -> float:
+    """The least price of quality (nDCG@10 per $) at which escalating by ``gain - price x cost`` keeps the
+    mean cost per query within ``target_cost``; 0 when even buying the best gain everywhere stays within it.
+
+    ``gains``/``costs``: (queries, options) arrays of predicted gain and cost; ``base_cost``: per query,
+    the cost of not escalating (the first stage; default 0)."""
+    import numpy as np
+
+    g, c = np.asarray(gains, dtype=float), np.asarray(costs, dtype=float)
+    base = np.zeros(len(g)) if base_cost is None else np.asarray(base_cost, dtype=float)
+
+    def spend(price: float) -> float:
+        value = g - price * c
+        pick = np.argmax(value, axis=1)
+        rows = np.arange(len(g))
+        escalate = (value[rows, pick] > 0) & (g[rows, pick] > 0)
+        return float(np.where(escalate, c[rows, pick], base).mean())
+
+    if target_cost is None or spend(0.0) <= target_cost:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while spend(hi) > target_cost and hi < 1e12:
+        lo, hi = hi, hi * 10
+    for _ in range(iterations):  # spend is non-increasing in the price
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if spend(mid) > target_cost else (lo, mid)
+    return hi
+
+
+def fit_adaptive(
+    examples: Sequence[EscalationExample],
+    first_stage: str,
+    *,
+    target_cost: float | None = None,
+    alpha: Sequence[float] = ALPHAS,
+    fitted_on: str = "",
+) -> AdaptiveModel:
+    """The adaptive policy's escalation model and its price of quality.
+
+    Each strong option's predicted gain is its mean measured gain plus one set of slopes shared by
+    all options, fitted (ridge on standardised features) to each query's mean gain over the options
+    centred per option: which queries the strong models help, not by how much each one does, which
+    few queries cannot pin down per option. The penalty is chosen by leave-one-query-out error with
+    the one-standard-error rule: where the features carry no signal, the slopes are 0 and each option
+    predicts its mean gain (the measured curve, one point per k). ``target_cost``: mean $ per query
+    the calibrated price keeps the examples within (in-sample predicted gains; costs are predictions,
+    as the policy sees them); None: price 0 (buy the best predicted gain wherever it is positive).
+    """
+    import numpy as np
+
+    if not examples:
+        raise ValueError("fit_adaptive needs labelled queries")
+    keys = sorted({key for e in examples for key in e.gain})
+    keys = [key for key in keys if all(key in e.gain and key in e.cost for e in examples)]
+    if not keys:
+        raise ValueError("fit_adaptive: no strong option measured on every query")
+    x = np.asarray([e.features for e in examples], dtype=float)
+    y = np.asarray([[e.gain[key] for key in keys] for e in examples], dtype=float)
+    c = np.asarray([[e.cost[key] for key in keys] for e in examples], dtype=float)
+    intercepts = y.mean(axis=0)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = (x - mean) / scale
+    target = (y - intercepts).mean(axis=1)
+    slopes, chosen = (np.zeros(x.shape[1]), math.inf) if len(examples) < 3 else _ridge(z, target, alpha)
+    predicted = intercepts[None, :] + (z @ slopes)[:, None]
+    price = calibrate_price(predicted, c, target_cost)
+    described = "buy the best predicted gain" if target_cost is None else f"mean cost <= ${target_cost:.6g}/query"
+    return AdaptiveModel(
+        first_stage=first_stage,
+        features=FEATURES,
+        mean=tuple(float(v) for v in mean),
+        scale=tuple(float(v) for v in scale),
+        slopes=tuple(float(v) for v in slopes),
+        options=tuple(GainModel(backend=b, k=k, intercept=float(g)) for (b, k), g in zip(keys, intercepts, strict=True)),
+        min_gain_per_usd=price,
+        alpha=float(chosen),
+        queries=len(examples),
+        target=described,
+        fitted_on=fitted_on,
     )

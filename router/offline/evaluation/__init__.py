@@ -30,9 +30,12 @@ from router.datasets import (
 from router.offline.evaluation.crossval import (
     CrossValidation,
     cross_validate,
+    cross_validate_adaptive,
     cross_validate_constrained,
+    escalation_examples,
     evaluate_options,
     examples_from_runs,
+    first_stage_of,
     kfold,
 )
 from router.offline.evaluation.frontier import Point, apgr, cost_to_reach, pareto_frontier, strong_and_weak
@@ -66,9 +69,12 @@ __all__ = [
     "build_report",
     "cost_to_reach",
     "cross_validate",
+    "cross_validate_adaptive",
     "cross_validate_constrained",
+    "escalation_examples",
     "evaluate_options",
     "examples_from_runs",
+    "first_stage_of",
     "format_table",
     "kfold",
     "load_cranfield",

@@ -22,13 +22,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from policies.adaptive import AdaptiveModel, AdaptivePolicy, escalation_features
 from policies.learned import LearnedModel, LearnedPolicy, StageSpec, option_key, request_features
 from policies.registry import create_policy
 from router.offline.calibration import ConstrainedFit, fit_constrained
 from router.offline.evaluation.runner import Budgets, EvalHarness, QueryBudget, RunResult
-from router.offline.fitting import ALPHAS, Example, fit_learned
+from router.offline.fitting import ALPHAS, EscalationExample, Example, fit_adaptive, fit_learned
 
-__all__ = ["CrossValidation", "cross_validate", "cross_validate_constrained", "evaluate_options", "examples_from_runs", "kfold"]
+__all__ = [
+    "CrossValidation",
+    "cross_validate",
+    "cross_validate_adaptive",
+    "cross_validate_constrained",
+    "escalation_examples",
+    "evaluate_options",
+    "examples_from_runs",
+    "first_stage_of",
+    "kfold",
+]
 
 Fit = TypeVar("Fit")
 
@@ -173,3 +184,104 @@ def cross_validate_constrained(
         rows.append(_fold_row(i, train, test, run, quality=quality_by_backend, saturation_k=fit.saturation_k))
     merged = RunResult.merge(name, "policy", "constrained", held_out, harness.dataset.qrels)
     return CrossValidation(merged, tuple(fits), tuple(rows))
+
+
+def first_stage_of(runs: Mapping[str, RunResult], options: Sequence[tuple[StageSpec, ...]], qids: Sequence[str]) -> str:
+    """The free first stage of the grid's cascades with the best mean nDCG@10 alone on ``qids``."""
+    firsts = sorted({o[0][0] for o in options if len(o) > 1})
+    if not firsts:
+        raise ValueError("the option grid has no cascade: no first stage to escalate from")
+    primary = next(iter(runs.values())).measures.primary
+
+    def alone(name: str) -> float:
+        per = runs[option_key(((name, None),))].per_query
+        return sum(per.get(q, {}).get(primary, 0.0) for q in qids) / max(1, len(qids))
+
+    return max(firsts, key=alone)
+
+
+def escalation_examples(
+    runs: Mapping[str, RunResult],
+    options: Sequence[tuple[StageSpec, ...]],
+    first_stage: str,
+    scores: Mapping[str, Sequence[float]],
+    queries: Mapping[str, str],
+) -> dict[str, EscalationExample]:
+    """Per query: escalation features of ``first_stage``'s scores, and per cascade ``first_stage@all -> b@k``
+    of the grid its measured gain over ``first_stage`` alone and its predicted cost."""
+    alone = runs[option_key(((first_stage, None),))]
+    primary = alone.measures.primary
+    strong = [o for o in options if len(o) == 2 and o[0][0] == first_stage and o[1][1] is not None]
+    out: dict[str, EscalationExample] = {}
+    for qid, values in scores.items():
+        base = alone.per_query.get(qid, {}).get(primary, 0.0)
+        gain: dict[tuple[str, int], float] = {}
+        cost: dict[tuple[str, int], float] = {}
+        for o in strong:
+            backend, k = o[1][0], int(o[1][1] or 0)
+            run = runs[option_key(o)]
+            gain[(backend, k)] = run.per_query.get(qid, {}).get(primary, 0.0) - base
+            cost[(backend, k)] = _cost(run, qid)
+        out[qid] = EscalationExample(qid, escalation_features(queries[qid], values), gain, cost)
+    return out
+
+
+def cross_validate_adaptive(
+    harness: EvalHarness,
+    runs: Mapping[str, RunResult],
+    options: Sequence[tuple[StageSpec, ...]],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    budget: Budgets = None,
+    target_cost: float | None = None,
+    label: str | None = None,
+    min_queries: int | None = None,
+    scores: Mapping[str, Sequence[float]] | None = None,
+    train_size: int | None = None,
+) -> CrossValidation[AdaptiveModel]:
+    """k-fold CV of the adaptive policy: per fold, :func:`router.offline.fitting.fit_adaptive` on the
+    training queries (first stage: the free one best alone on them; slopes; price of quality for a mean
+    cost of ``target_cost`` $/query on them), then the held-out queries through a Router running it
+    under ``budget``. ``scores``: the first stage's scores by qid, if already computed. ``train_size``: fit
+    each fold on a seeded sample of this many of its training queries (how much labelled data it needs);
+    ``min_queries``: the policy's fallback threshold (1 to use the model however few queries fitted it)."""
+    qids = [q for q in harness.dataset.qids if all(q in run.per_query for run in runs.values())]
+    texts = {q.qid: q.text for q in harness.dataset.queries}
+    cache: dict[str, Mapping[str, Sequence[float]]] = {}
+    held_out: list[RunResult] = []
+    models: list[AdaptiveModel] = []
+    rows: list[dict[str, object]] = []
+    name = label or f"adaptive ({folds}-fold CV)"
+    for i, (full_train, test) in enumerate(kfold(qids, folds, seed)):
+        train = full_train
+        if train_size is not None and train_size < len(full_train):
+            train = sorted(random.Random(1000 * seed + i).sample(full_train, train_size))
+        first = first_stage_of(runs, options, train)
+        if first not in cache:
+            cache[first] = scores if scores is not None else harness.first_stage_scores(first)
+        examples = escalation_examples(runs, options, first, cache[first], texts)
+        model = fit_adaptive(
+            [examples[q] for q in train],
+            first,
+            target_cost=target_cost,
+            fitted_on=f"{harness.dataset.name}: fold {i + 1}/{folds} training queries ({len(train)})",
+        )
+        policy = AdaptivePolicy(model=model) if min_queries is None else AdaptivePolicy(model=model, min_queries=min_queries)
+        run = harness.run(f"{name} fold {i + 1}", policy, qids=test, budget=budget)
+        held_out.append(run)
+        models.append(model)
+        rows.append(
+            _fold_row(
+                i,
+                train,
+                test,
+                run,
+                first_stage=first,
+                alpha=model.alpha,
+                slopes=[round(w, 4) for w in model.slopes],
+                min_gain_per_usd=model.min_gain_per_usd,
+            )
+        )
+    merged = RunResult.merge(name, "policy", "adaptive", held_out, harness.dataset.qrels)
+    return CrossValidation(merged, tuple(models), tuple(rows))

@@ -608,6 +608,20 @@ class EvalHarness:
         queries = [q for q in self.dataset.queries if wanted is None or q.qid in wanted]
         return {q.qid: self._runner.run(one(q)) for q in _progress(queries, f"margins {backend}", self.progress)}
 
+    def first_stage_scores(self, backend: str, qids: Iterable[str] | None = None) -> dict[str, tuple[float, ...]]:
+        """qid -> ``backend``'s scores on all candidates in the retriever's order: the evidence an
+        escalation rule sees after that first stage (policies.adaptive.escalation_features)."""
+        if not self._warm:
+            self.warm_up()
+        wanted = None if qids is None else set(qids)
+        chosen = self.backends[backend]
+
+        async def one(q: LabelledQuery) -> tuple[float, ...]:
+            return tuple((await chosen.rerank(q.text, [c.text for c in q.candidates])).values)
+
+        queries = [q for q in self.dataset.queries if wanted is None or q.qid in wanted]
+        return {q.qid: self._runner.run(one(q)) for q in _progress(queries, f"scores {backend}", self.progress)}
+
     def sweep(
         self, label: str, policy: Policy, ceilings: Sequence[float], *, qids: Iterable[str] | None = None
     ) -> list[RunResult]:

@@ -1,0 +1,248 @@
+"""Escalation from first-stage evidence: pay for the strong model on the queries where it pays.
+
+The plan is a cascade whose second stage is decided after the first has run. The policy plans
+the cheap stage on all N candidates and a *menu* of strong options (which strong backend, which k),
+each checked against every rule (ceiling, deadline, license, residency) at planning time; the
+costliest of them is the planned second stage, so the plan's predicted cost and latency are the
+worst case and ceilings and deadlines hold whatever is chosen. Once the cheap stage's scores are in,
+:class:`Menu` computes :func:`escalation_features` (the score distribution: top-1 margin, top-1 to
+top-10 margin, spread, entropy of the top 10; agreement between the retriever's order and the cheap
+stage's; the top score; the query's length), predicts each strong option's gain in nDCG@10 over the
+cheap stage alone with a fitted linear model, and buys the option with the best predicted gain net
+of its price (``gain - min_gain_per_usd * cost``), or none when no option's gain is worth its price.
+The decision is a note in the explanation: ``escalated to rankgpt@20: predicted gain 0.041 for
+$0.0011``.
+
+``min_gain_per_usd`` is the price of quality: calibrated (router.offline.fitting.fit_adaptive, with
+``rerank-router calibrate --fit-adaptive``) so that the training queries' mean cost meets a target
+(a share of a tier's cost), which lets hard queries take more and easy ones less while the mean
+stays near the target. With no model, or one fitted on fewer than ``min_queries`` labelled queries,
+the policy is the constrained policy with today's cascade curve (``saturation_k``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.base import PlanningContext, assess, by_quality, plan_by, single_stage_options
+from policies.cascade import CascadeParams
+from policies.simple import ConstrainedPolicy
+from router.plan import Estimate, Evidence, Option, Plan, Stage
+
+__all__ = [
+    "FEATURES",
+    "AdaptiveModel",
+    "AdaptiveParams",
+    "AdaptivePolicy",
+    "GainModel",
+    "Menu",
+    "MenuItem",
+    "escalation_features",
+]
+
+FEATURES: tuple[str, ...] = (
+    "margin_1_2",
+    "margin_1_10",
+    "spread",
+    "entropy_top10",
+    "overlap_top10",
+    "retriever_top1_rank",
+    "top_score",
+    "query_words",
+)
+"""What :func:`escalation_features` returns, in order."""
+
+
+def escalation_features(query: str, scores: Sequence[float]) -> tuple[float, ...]:
+    """Features of a first stage's scores (in the retriever's order) that exist only once it has run.
+
+    Margins are in units of the query's score standard deviation (comparable across queries);
+    ``entropy_top10``: of the softmax of the top 10's standardised scores, over log(10) (1: flat, unsure);
+    ``overlap_top10``: share of the retriever's top 10 in the cheap stage's top 10;
+    ``retriever_top1_rank``: log(1 + rank) of the retriever's first candidate in the cheap order."""
+    n = len(scores)
+    words = math.log1p(len(query.split()))
+    if n < 2:
+        return (0.0, 0.0, 0.0, 0.0, 1.0, 0.0, float(scores[0]) if n else 0.0, words)
+    order = sorted(range(n), key=lambda i: -scores[i])
+    sd = statistics.pstdev(scores) or 1.0
+    top = [scores[i] for i in order[:10]]
+    z = [(v - top[0]) / sd for v in top]
+    weights = [math.exp(v) for v in z]
+    total = sum(weights)
+    entropy = -sum(w / total * math.log(w / total) for w in weights if w > 0) / math.log(len(top)) if len(top) > 1 else 0.0
+    overlap = len(set(order[:10]) & set(range(min(10, n)))) / min(10, n)
+    return (
+        (top[0] - top[1]) / sd,
+        (top[0] - top[-1]) / sd,
+        sd,
+        entropy,
+        overlap,
+        math.log1p(order.index(0)),
+        float(top[0]),
+        words,
+    )
+
+
+class GainModel(BaseModel):
+    """One strong option's predicted gain: ``intercept + slopes . (x - mean) / scale``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: str
+    k: int = Field(ge=1)
+    intercept: float
+    """Mean measured gain (nDCG@10 over the cheap stage alone) on the training queries."""
+
+
+class AdaptiveModel(BaseModel):
+    """A fitted escalation model (router.offline.fitting.fit_adaptive): what a profile's ``adaptive:`` holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first_stage: str
+    features: tuple[str, ...] = FEATURES
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    slopes: tuple[float, ...]
+    """Shared by every option (gains centred per option): few queries fit one set of slopes better than one per option."""
+    options: tuple[GainModel, ...]
+    min_gain_per_usd: float = Field(0.0, ge=0)
+    """Calibrated price of quality: escalate when predicted gain - this x cost > 0."""
+    alpha: float = math.inf
+    """Ridge penalty chosen by leave-one-query-out error (inf: no feature kept, each option's mean gain)."""
+    queries: int = 0
+    """Labelled queries it was fitted on."""
+    target: str = ""
+    fitted_on: str = ""
+
+    def predict(self, features: Sequence[float]) -> list[float]:
+        lift = sum(w * (x - m) / s for w, x, m, s in zip(self.slopes, features, self.mean, self.scale, strict=True))
+        return [g.intercept + lift for g in self.options]
+
+
+class AdaptiveParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: AdaptiveModel | None = None
+    """The fitted model (a profile's ``adaptive:`` section); None: today's curve (the constrained policy)."""
+    min_gain_per_usd: float | None = Field(None, ge=0)
+    """Override the model's calibrated price of quality (nDCG@10 per US$)."""
+    min_queries: int = Field(20, ge=1)
+    """A model fitted on fewer labelled queries than this is not used: the constrained policy plans instead."""
+    saturation_k: int = Field(CascadeParams().saturation_k, ge=1)
+    """The fallback's cascade curve (a profile's ``cascade.saturation_k``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MenuItem:
+    stage: Stage
+    cost_usd: float
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class Menu:
+    """The escalation rule the executor calls after the first stage (router.plan.Escalation)."""
+
+    model: AdaptiveModel
+    items: tuple[MenuItem, ...]
+    """Feasible strong options, one per model option that passed every rule."""
+    gain_index: tuple[int, ...]
+    """For each item, its option's position in ``model.options``."""
+    min_gain_per_usd: float
+    first_cost_usd: float = 0.0
+    notes: tuple[str, ...] = field(default=())
+
+    def choose(self, evidence: Evidence) -> tuple[Stage | None, str]:
+        x = escalation_features(evidence.query, evidence.scores)
+        gains = self.model.predict(x)
+        best: tuple[float, MenuItem, float] | None = None
+        for item, j in zip(self.items, self.gain_index, strict=True):
+            gain = gains[j]
+            value = gain - self.min_gain_per_usd * item.cost_usd
+            if best is None or value > best[0]:
+                best = (value, item, gain)
+        if best is None:
+            return None, "not escalated: no strong option fits the request's rules"
+        value, item, gain = best
+        name = f"{item.stage.backend}@{item.stage.candidates_in}"
+        if value <= 0 or gain <= 0:
+            return None, (
+                f"not escalated: best predicted gain {gain:.3f} ({name}) for ${item.cost_usd:.4g} is below "
+                f"{self.min_gain_per_usd:.4g} nDCG@10 per $"
+            )
+        return item.stage, f"escalated to {name}: predicted gain {gain:.3f} for ${item.cost_usd:.4g}"
+
+
+class AdaptivePolicy:
+    """Cheap stage on all, then the strong option with the best predicted gain per dollar, per query."""
+
+    def __init__(
+        self,
+        model: AdaptiveModel | Mapping[str, Any] | None = None,
+        min_gain_per_usd: float | None = None,
+        min_queries: int = 20,
+        saturation_k: int = CascadeParams().saturation_k,
+        name: str = "adaptive",
+    ) -> None:
+        self.model = model if model is None or isinstance(model, AdaptiveModel) else AdaptiveModel.model_validate(dict(model))
+        self.min_gain_per_usd = min_gain_per_usd
+        self.min_queries = min_queries
+        self.saturation_k = saturation_k
+        self.name = name
+
+    def __repr__(self) -> str:
+        fitted = "none" if self.model is None else f"{len(self.model.options)} options, {self.model.queries} queries"
+        return f"AdaptivePolicy(model={fitted}, min_gain_per_usd={self.min_gain_per_usd})"
+
+    def plan(self, ctx: PlanningContext) -> Plan:
+        model = self.model
+        if model is None or model.queries < self.min_queries:
+            why = "no fitted model" if model is None else f"model fitted on {model.queries} < {self.min_queries} queries"
+            inner = ConstrainedPolicy(saturation_k=self.saturation_k).plan(ctx)
+            return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, f"{why}: today's curve; {inner.reason}")
+        n, top_n = ctx.features.n_candidates, ctx.features.top_n
+        singles = assess(single_stage_options(ctx), ctx)
+        cheap = next((a for a in singles if a.option.backends == (model.first_stage,) and a.feasible), None)
+        if cheap is None:
+            inner = ConstrainedPolicy(saturation_k=self.saturation_k).plan(ctx)
+            why = f"first stage {model.first_stage} not feasible: today's curve"
+            return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, f"{why}; {inner.reason}")
+        first = Stage(model.first_stage, n)
+        menu: list[tuple[MenuItem, int, Option]] = []
+        assessed = list(singles)
+        for j, g in enumerate(model.options):
+            k = min(g.k, n)
+            if k < top_n or g.k >= n or g.backend not in ctx.backends:
+                continue
+            [a] = assess([ctx.estimate((first, Stage(g.backend, k)))], ctx)
+            assessed.append(a)
+            if a.feasible and a.option.estimate.cost_usd is not None:
+                menu.append(
+                    (MenuItem(Stage(g.backend, k), a.option.estimate.cost_usd, a.option.estimate.latency_ms), j, a.option)
+                )
+        if not menu:
+            return plan_by(self.name, assessed, by_quality, f"{model.first_stage}: no strong option fits", first=cheap.option)
+        price = self.min_gain_per_usd if self.min_gain_per_usd is not None else model.min_gain_per_usd
+        worst = max(menu, key=lambda m: (m[0].cost_usd, m[0].latency_ms))[2]
+        rule = Menu(model, tuple(m[0] for m in menu), tuple(m[1] for m in menu), price)
+        estimate = Estimate(
+            latency_ms=max(m[0].latency_ms for m in menu),
+            cost_usd=max(m[0].cost_usd for m in menu),
+            quality=cheap.option.estimate.quality,
+        )
+        stages = (worst.stages[0], Stage(worst.stages[1].backend, worst.stages[1].candidates_in, escalation=rule))
+        primary = Option(stages, estimate, notes=worst.notes, stage_estimates=worst.stage_estimates)
+        reason = (
+            f"{model.first_stage} on all {n}, then per query the best of {len(menu)} strong option(s) by predicted gain "
+            f"net of {price:.4g} nDCG@10 per $ (worst case ${estimate.cost_usd:.4g})"
+        )
+        fallbacks = [cheap.option, *(a.option for a in singles if a.feasible and not a.option.stages)]
+        return Plan(self.name, primary, tuple(fallbacks), tuple(assessed), reason)
