@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from policies.base import BackendView, PlanningContext, Policy
 from policies.rules import CONSTRAINT_RULES, check_all
@@ -38,7 +38,7 @@ from router.experiments.shadow import ShadowArm
 from router.features import Features, extract_features
 from router.latency import LatencyEstimator
 from router.plan import Estimate, Option, Plan
-from router.request import RerankRequest, build_request
+from router.request import RequestOptions, RerankRequest, build_request
 from router.resilience.breaker import BreakerStore
 from router.result import Explanation, RankedItem, RerankResult
 from router.settings import Budgets
@@ -168,39 +168,18 @@ class Router:
         constraints: Constraints | Mapping[str, Any] | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> RerankResult:
-        return await self._arerank(
-            self._clock(),
-            query,
-            documents,
+        options = RequestOptions(
             top_n=top_n,
             latency_budget_ms=latency_budget_ms,
             max_cost_usd=max_cost_usd,
             constraints=constraints,
             context=context,
         )
+        return await self._arerank(self._clock(), query, documents, options)
 
-    async def _arerank(
-        self,
-        started: float,
-        query: str,
-        documents: Documents,
-        *,
-        top_n: int | None,
-        latency_budget_ms: float | None,
-        max_cost_usd: float | None,
-        constraints: Constraints | Mapping[str, Any] | None,
-        context: Mapping[str, Any] | None,
-    ) -> RerankResult:
+    async def _arerank(self, started: float, query: str, documents: Documents, options: RequestOptions) -> RerankResult:
         """Steps 1-7 for a call made at ``started`` (the caller's moment, also for sync calls)."""
-        request = self._request(  # 1
-            query,
-            documents,
-            top_n=top_n,
-            latency_budget_ms=latency_budget_ms,
-            max_cost_usd=max_cost_usd,
-            constraints=constraints,
-            context=context,
-        )
+        request = self._request(query, documents, **options)  # 1
         time_left_ms = None if request.latency_budget_ms is None else request.latency_budget_ms - (self._clock() - started) * 1000
         shed = self._admission.admit(time_left_ms)
         if shed is not None:
@@ -209,7 +188,8 @@ class Router:
             await asyncio.sleep(0)  # let admitted requests' I/O through between shed answers
             return result
         try:
-            return await self._admitted(request, started, latency_budget_ms is None, max_cost_usd is None)
+            latency_default, cost_default = options.get("latency_budget_ms") is None, options.get("max_cost_usd") is None
+            return await self._admitted(request, started, latency_default, cost_default)
         finally:
             self._admission.done()
 
@@ -229,53 +209,15 @@ class Router:
             self._shadow.maybe_start(request, features, assignment)
         return result
 
-    def rerank(
-        self,
-        query: str,
-        documents: Documents,
-        *,
-        top_n: int | None = None,
-        latency_budget_ms: float | None = None,
-        max_cost_usd: float | None = None,
-        constraints: Constraints | Mapping[str, Any] | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> RerankResult:
-        """Blocking twin of :meth:`arerank`; runs on the router's own event loop thread. The deadline
-        runs from this call, not from when the loop thread picks the request up."""
-        return self._run_sync(
-            self._arerank(
-                self._clock(),
-                query,
-                documents,
-                top_n=top_n,
-                latency_budget_ms=latency_budget_ms,
-                max_cost_usd=max_cost_usd,
-                constraints=constraints,
-                context=context,
-            )
-        )
+    def rerank(self, query: str, documents: Documents, **options: Unpack[RequestOptions]) -> RerankResult:
+        """Blocking twin of :meth:`arerank` (same keyword arguments); runs on the router's own event
+        loop thread. The deadline runs from this call, not from when the loop thread picks it up."""
+        return self._run_sync(self._arerank(self._clock(), query, documents, options))
 
-    def plan(
-        self,
-        query: str,
-        documents: Documents,
-        *,
-        top_n: int | None = None,
-        latency_budget_ms: float | None = None,
-        max_cost_usd: float | None = None,
-        constraints: Constraints | Mapping[str, Any] | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> Plan:
-        """Steps 1-4 only: what would run and why, without calling any backend."""
-        request = self._request(
-            query,
-            documents,
-            top_n=top_n,
-            latency_budget_ms=latency_budget_ms,
-            max_cost_usd=max_cost_usd,
-            constraints=constraints,
-            context=context,
-        )
+    def plan(self, query: str, documents: Documents, **options: Unpack[RequestOptions]) -> Plan:
+        """Steps 1-4 only: what would run and why, without calling any backend (the keyword
+        arguments of :meth:`arerank`)."""
+        request = self._request(query, documents, **options)
         return self._plan(request, self._features(request))
 
     # -- step 1: request; step 2: features --------------------------------------------------------

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,11 +24,29 @@ from router.errors import (
 )
 from router.validation import NotBool
 
-__all__ = ["MAX_COST_USD", "MAX_LATENCY_BUDGET_MS", "RequestLimits", "RerankRequest", "build_request", "is_blank"]
+__all__ = [
+    "MAX_COST_USD",
+    "MAX_LATENCY_BUDGET_MS",
+    "RequestLimits",
+    "RequestOptions",
+    "RerankRequest",
+    "build_request",
+    "is_blank",
+]
 
 # Above these a budget is almost surely a unit mistake (seconds for ms, cents for dollars).
 MAX_LATENCY_BUDGET_MS = 600_000.0
 MAX_COST_USD = 100.0
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword arguments of one rerank call besides query and documents (``Router.arerank``)."""
+
+    top_n: int | None
+    latency_budget_ms: float | None
+    max_cost_usd: float | None
+    constraints: Constraints | Mapping[str, Any] | None
+    context: Mapping[str, Any] | None
 
 
 class RequestLimits(BaseModel):
