@@ -11,6 +11,7 @@ models is router.warmup; the shadow arm is router.experiments.shadow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import random
@@ -31,7 +32,7 @@ from router.constraints import Constraints
 from router.cost import UsageCalibrator
 from router.deadline import DeadlineGuard
 from router.decisions import DecisionLog, DecisionLogConfig, decision_from_result
-from router.errors import ConfigError
+from router.errors import ConfigError, RerankRouterError
 from router.estimate import OptionEstimator
 from router.experiments.assignment import Assignment, assign
 from router.experiments.shadow import ShadowArm
@@ -43,7 +44,7 @@ from router.resilience.breaker import BreakerStore
 from router.result import Explanation, RankedItem, RerankResult
 from router.settings import Budgets
 from router.sync import LoopThread
-from router.warmup import BackgroundLoader
+from router.warmup import BackgroundLoader, freeze_heap
 from router.warmup import warm_up as load_backends
 
 __all__ = ["Router"]
@@ -461,7 +462,25 @@ class Router:
 
         Returns backend name -> "ready" or the reason it is not.
         """
-        return load_backends(self.backends, freeze_gc=freeze_gc)
+        status = load_backends(self.backends, freeze_gc=False)
+        self._run_sync(self._prepare())  # clients for the loop sync calls run on
+        if freeze_gc:
+            freeze_heap()
+        return status
+
+    async def awarm_up(self, *, freeze_gc: bool = True) -> dict[str, str]:
+        """:meth:`warm_up` from async code: models and SDK imports load in a worker thread (the
+        loop keeps serving), then each remote tier's client is built on the running loop."""
+        status = await asyncio.to_thread(load_backends, self.backends, freeze_gc=False)
+        await self._prepare()
+        if freeze_gc:
+            freeze_heap()
+        return status
+
+    async def _prepare(self) -> None:
+        for backend in self.backends.values():
+            with contextlib.suppress(RerankRouterError):  # a tier that cannot prepare says so in availability()
+                await backend.prepare()
 
     async def adrain(self) -> None:
         """Wait for shadow runs in flight, then for the decision log to write what it holds."""

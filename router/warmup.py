@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from router.backends.base import Backend
 from router.errors import RerankRouterError
 
-__all__ = ["BackgroundLoader", "warm_up"]
+__all__ = ["BackgroundLoader", "freeze_heap", "warm_up"]
 
 
 class BackgroundLoader:
@@ -58,6 +58,11 @@ def warm_up(backends: Mapping[str, Backend], *, freeze_gc: bool = True) -> dict[
             continue
         status[name] = "ready"
     if freeze_gc:
-        gc.collect()
-        gc.freeze()
+        freeze_heap()
     return status
+
+
+def freeze_heap() -> None:
+    """Move everything alive out of the cyclic collector's view (``gc.collect(); gc.freeze()``)."""
+    gc.collect()
+    gc.freeze()

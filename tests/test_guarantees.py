@@ -222,3 +222,47 @@ async def test_4_a_burst_is_shed_at_once_not_late(make_router, fake_clock) -> No
         assert r.indices == (0, 1, 2) and r.latency_ms == 0.0 and r.actual_cost_usd == 0.0
     later = await router.arerank("doc 1", docs(3), latency_budget_ms=50)
     assert later.backends == ("local",)  # the burst is over: admitted again
+
+
+@pytest.mark.parametrize("transport", ["sdk", "httpx", "aiohttp"])
+def test_3_warm_up_builds_remote_clients_before_the_first_request(monkeypatch, transport) -> None:
+    from router.testing import LoopbackRerankServer
+
+    monkeypatch.setenv("CO_API_KEY", "test-key")
+    with LoopbackRerankServer(api_key="test-key") as server:
+        config = {
+            "backends": {
+                "cohere": {
+                    "type": "cohere",
+                    "model": "rerank-v3.5",
+                    "base_url": server.base_url("cohere"),
+                    "transport": transport,
+                    "spec": {"quality": {"web": 0.8}},
+                }
+            }
+        }
+        router = Router(config)
+        try:
+            cohere = router.backends["cohere"]
+            assert len(cohere._clients) == 0  # type: ignore[attr-defined]
+            assert router.warm_up(freeze_gc=False) == {"cohere": "ready"}
+            assert len(cohere._clients) == 1  # type: ignore[attr-defined]  # built on the sync loop, off the request
+            result = router.rerank("tea", ["green tea", "coffee"], latency_budget_ms=1_000)
+            assert result.backends == ("cohere",) and not result.degraded
+        finally:
+            router.close()
+
+
+async def test_3_awarm_up_builds_the_client_on_the_running_loop(monkeypatch) -> None:
+    from router.testing import LoopbackRerankServer
+
+    monkeypatch.setenv("CO_API_KEY", "test-key")
+    with LoopbackRerankServer(api_key="test-key") as server:
+        backend = {"type": "cohere", "model": "rerank-v3.5", "base_url": server.base_url("cohere"), "transport": "httpx"}
+        router = Router({"backends": {"cohere": backend}})
+        try:
+            assert await router.awarm_up(freeze_gc=False) == {"cohere": "ready"}
+            assert len(router.backends["cohere"]._clients) == 1  # type: ignore[attr-defined]
+            assert (await router.arerank("tea", ["green tea", "coffee"])).backends == ("cohere",)
+        finally:
+            await router.aclose()

@@ -80,6 +80,11 @@ class Backend(Protocol):
         Raises router.errors.RerankRouterError if it cannot (availability() then says why)."""
         return None
 
+    async def prepare(self) -> None:
+        """Build what a call needs on the running event loop (a pooled client belongs to one
+        loop), so the first request on it does not pay for it. Default: nothing."""
+        return None
+
     async def aclose(self) -> None: ...
 
 

@@ -608,6 +608,17 @@ class RemoteBackend(Backend):
                 return MalformedResponseError(message.format(exc_type=type(exc).__name__), backend=self.name)
         return BackendError(self._redact(f"unexpected {type(exc).__name__}: {exc}"), backend=self.name)
 
+    def load(self) -> None:
+        """Import the transport (and SDK) now, off the event loop: importing an SDK takes hundreds
+        of milliseconds that would otherwise land on the first request."""
+        modules = ["httpx", *([self.requires] if self.requires else [])]
+        self._import_sdk(lambda: [importlib.import_module(m) for m in modules])
+
+    async def prepare(self) -> None:
+        """Build this loop's pooled client (and SDK client) now."""
+        if self.availability().ok:
+            self._clients.get()
+
     def _import_sdk(self, load: Callable[[], T]) -> T:
         """``load()``, which imports from the provider SDK; if that fails, MissingDependencyError
         naming the extra to install."""
