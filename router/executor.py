@@ -79,7 +79,8 @@ class _Tally:
     rejected: Usage | None = None
     """Units billed for responses that were then rejected (malformed), retries included."""
     cut_usd: float = 0.0
-    """Predicted cost of calls cut by a timeout: the provider may still finish and bill them."""
+    """Predicted cost of calls whose bill cannot be read: cut by a timeout (the provider may still
+    finish and bill them) or answered with a body too broken to read its billed units."""
 
     def bill(self, usage: Usage | None) -> None:
         if usage is not None:
@@ -420,7 +421,10 @@ class Executor:
                         scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
                     except Exception as exc:
                         tally.bill(billed_of(exc))
-                        if isinstance(exc, BackendTimeoutError) and predicted is not None and predicted.cost_usd:
+                        unread = isinstance(exc, BackendTimeoutError) or (
+                            isinstance(exc, MalformedResponseError) and billed_of(exc) is None
+                        )
+                        if unread and predicted is not None and predicted.cost_usd:
                             tally.cut_usd += predicted.cost_usd
                         tally.last_error = str(exc)
                         raise

@@ -483,18 +483,18 @@ class RemoteBackend(Backend):
             self._check_length(result, len(batch), attach=False)  # its units are in ``billed``
             return result
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(b)) for b in batches]
-        except BaseExceptionGroup as group_error:
-            # One failed call fails the request (the others were cancelled): re-raise the first
-            # router error, so the executor can fall back with a specific reason, carrying the
-            # units of the batches that were billed before it failed.
-            first = _first_error(group_error)
+        # Every batch runs to its end even when one fails: a sibling cancelled mid-call may still be
+        # billed by the provider, and then its bill could not be counted against the ceiling.
+        outcomes = await asyncio.gather(*(one(b) for b in batches), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            # One failed call fails the request: re-raise the first router error, so the executor
+            # can fall back with a specific reason, carrying the units every answered batch billed.
+            first = _first_error(BaseExceptionGroup("batches", failures))
             for usage in billed:
                 attach_billed(first, usage)
             raise first from first.__cause__
-        results = [t.result() for t in tasks]
+        results = [o for o in outcomes if isinstance(o, BatchResult)]
         values = tuple(v for r in results for v in r.values)
         usage = results[0].usage
         for r in results[1:]:
