@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from router.backends.base import Availability, Backend, Scores, Usage, attach_billed
+from router.backends.base import Availability, Backend, Scores, Usage, attach_billed, billed_of
 from router.backends.batching import counts_tokens, plan_batches, split_request
 from router.backends.wire import WireErrors
 from router.catalog import BackendSpec
@@ -493,6 +493,9 @@ class RemoteBackend(Backend):
             first = _first_error(BaseExceptionGroup("batches", failures))
             for usage in billed:
                 attach_billed(first, usage)
+            for other in failures:  # batches answered, billed and then rejected
+                if other is not first and (usage := billed_of(other)) is not None:
+                    attach_billed(first, usage)
             raise first from first.__cause__
         results = [o for o in outcomes if isinstance(o, BatchResult)]
         values = tuple(v for r in results for v in r.values)
