@@ -494,8 +494,8 @@ class RemoteBackend(Backend):
             for usage in billed:
                 attach_billed(first, usage)
             for other in failures:  # batches answered, billed and then rejected
-                if other is not first and (usage := billed_of(other)) is not None:
-                    attach_billed(first, usage)
+                if other is not first and (rejected := billed_of(other)) is not None:
+                    attach_billed(first, rejected)
             raise first from first.__cause__
         results = [o for o in outcomes if isinstance(o, BatchResult)]
         values = tuple(v for r in results for v in r.values)
