@@ -76,6 +76,7 @@ def table(query_tokens: int = QUERY_TOKENS) -> list[dict[str, Any]]:
                 "unit_price": unit_price(spec),
                 "usd": spec.pricing.usd,
                 "source": spec.pricing.source,
+                "available_until": None if spec.available_until is None else spec.available_until.isoformat(),
                 "per_1000_queries": cells,
             }
         )
@@ -103,13 +104,15 @@ def markdown(rows: list[dict[str, Any]], query_tokens: int = QUERY_TOKENS) -> st
         "(see each entry's source in the catalog) and change: check them against your contract and override",
         "`spec.pricing` in config. *unknown*: no public price was found; *needs $/GPU-hour*: a self-hosted",
         "model, priced by your GPU's hourly cost × the seconds a call holds it (set `spec.pricing.usd`).",
+        "*ended*: the provider stopped serving the model on that date (`available_until`); the planner refuses it.",
         "",
         "| model | provider | unit price | " + " | ".join(columns) + " |",
         "|---|---|---|" + "---:|" * len(columns),
     ]
     for row in rows:
         cells = [_money(row["per_1000_queries"][c.replace("×", "x")]) for c in columns]
-        lines.append(f"| `{row['model']}` | {row['provider']} | {row['unit_price']} | " + " | ".join(cells) + " |")
+        provider = row["provider"] if row["available_until"] is None else f"{row['provider']} (*ended* {row['available_until']})"
+        lines.append(f"| `{row['model']}` | {provider} | {row['unit_price']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ lists every reason an option was turned down. Add a rule by writing a function o
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from policies.context import PlanningContext, Rule
@@ -18,8 +19,10 @@ __all__ = [
     "allowed_backend",
     "available",
     "check_all",
+    "in_service",
     "license_ok",
     "residency_ok",
+    "today",
     "within_cost_ceiling",
     "within_doc_limits",
     "within_latency_budget",
@@ -32,6 +35,25 @@ def available(option: Option, ctx: PlanningContext) -> Rejection | None:
         view = ctx.backends[stage.backend]
         if not view.availability.ok:
             return Rejection("available", f"{stage.backend}: {view.availability.reason}")
+    return None
+
+
+def today() -> dt.date:
+    """Today's date in UTC, read by :func:`in_service` on every check (tests monkeypatch it)."""
+    return dt.datetime.now(dt.UTC).date()
+
+
+def in_service(option: Option, ctx: PlanningContext) -> Rejection | None:
+    """A backend whose provider has stopped serving it (``spec.available_until`` reached) is refused."""
+    day = today()
+    for name in option.backends:
+        spec = ctx.backends[name].spec
+        if spec.ended(day):
+            why = f"; {spec.lifecycle}" if spec.lifecycle else ""
+            return Rejection(
+                "available_until",
+                f"{name}: {spec.model} is no longer served (available_until {spec.available_until:%Y-%m-%d}){why}",
+            )
     return None
 
 
@@ -125,6 +147,7 @@ def within_latency_budget(option: Option, ctx: PlanningContext) -> Rejection | N
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     available,
+    in_service,
     allowed_backend,
     license_ok,
     residency_ok,
@@ -135,8 +158,10 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 )
 
 
-CONSTRAINT_RULES: tuple[Rule, ...] = (allowed_backend, license_ok, residency_ok)
-"""The rules no plan may break whatever budgets allow: the executor re-checks them before every call."""
+CONSTRAINT_RULES: tuple[Rule, ...] = (in_service, allowed_backend, license_ok, residency_ok)
+"""The rules no plan may break whatever budgets allow: the executor re-checks them before every call.
+``in_service`` is one: no budget makes an ended provider answer, a policy of your own that skips
+:data:`DEFAULT_RULES` must not reach it either, and a plan made before the date is re-checked on it."""
 
 
 def check_all(option: Option, ctx: PlanningContext, rules: Sequence[Rule]) -> tuple[Rejection, ...]:

@@ -7,6 +7,7 @@ The shipped catalog (``catalog.yaml`` beside this module) is seeded from public 
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Mapping
 from importlib import resources
@@ -15,14 +16,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.constraints import license_allows_commercial_use
+from router.errors import ConfigError
 from router.validation import FiniteFloat, NotBool, config_error, load_yaml
 
 __all__ = [
     "BackendSpec",
     "LatencyParams",
+    "LicenseChange",
     "Pricing",
     "PromptTemplate",
     "ScoreScale",
+    "ServedAs",
     "deep_merge",
     "load_catalog",
     "merge_spec",
@@ -65,6 +69,33 @@ class LatencyParams(BaseModel):
     source: str = ""
 
 
+class LicenseChange(BaseModel):
+    """One license a model was (or is) under, from when, and where that is written."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    license: str
+    since: dt.date | None = None
+    """The first day under this license; None: since the model's release (or not known)."""
+    source: str
+
+
+class ServedAs(BaseModel):
+    """A gateway or platform that answers requests for this model with another model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    by: str
+    """Who does it (e.g. 'Pinecone')."""
+    model: str
+    """The model that actually serves (e.g. 'rerank-v4.0-fast')."""
+    name: str = ""
+    """The name requests use there, where it differs from the catalog key."""
+    since: dt.date | None = None
+    note: str = ""
+    source: str
+
+
 class BackendSpec(BaseModel):
     """What the planner knows about one backend, independent of how it is called."""
 
@@ -103,6 +134,20 @@ class BackendSpec(BaseModel):
     model's output through). An API that maps its scores to [0, 1] itself ignores it."""
     logit_scale: FiniteFloat = Field(1.0, gt=0)
     """For a 'logit' score scale: the divisor inside the sigmoid."""
+    license_history: tuple[LicenseChange, ...] = ()
+    """The licenses the model has been under, oldest first, each with its source; the last is
+    ``license`` (the shipped catalog is checked for that). Empty: only ``license`` is known."""
+    available_until: dt.date | None = None
+    """The day (UTC) the provider stops serving this model, e.g. an API's sunset date: from that day
+    on the router refuses to plan it, in fallbacks too (policies.rules.in_service). None: no end
+    announced. A config may set it (a contract's end) or clear it (``null``: a mirror still serves)."""
+    lifecycle: str = ""
+    """What happened or will happen to the provider, with its source; quoted in the rejection."""
+    aliases: tuple[str, ...] = ()
+    """Other names providers and gateways use for this model (notes: the router does not resolve
+    them; point a backend at this entry with ``catalog:``)."""
+    served_as: tuple[ServedAs, ...] = ()
+    """Where requests for this model are answered by another one (its scores then differ)."""
     pricing: Pricing = Pricing()
     latency: LatencyParams = LatencyParams()
     rpm: FiniteFloat | None = Field(None, gt=0)
@@ -120,6 +165,10 @@ class BackendSpec(BaseModel):
     @property
     def commercial_use(self) -> bool | None:
         return license_allows_commercial_use(self.license)
+
+    def ended(self, today: dt.date) -> bool:
+        """Whether the provider no longer serves this model on ``today`` (``available_until`` reached)."""
+        return self.available_until is not None and today >= self.available_until
 
     def quality_for(self, domain: str) -> float | None:
         if domain in self.quality:
@@ -158,4 +207,7 @@ def load_catalog() -> Mapping[str, BackendSpec]:
             entries[key] = BackendSpec.model_validate({"model": key, **value})
         except ValidationError as exc:  # a broken shipped catalog is a bug: fail loudly
             raise config_error(exc, prefix=f"catalog[{key}]") from exc
+        history = entries[key].license_history
+        if history and history[-1].license != entries[key].license:
+            raise ConfigError(f"catalog[{key}]: license_history ends in {history[-1].license}, license is {entries[key].license}")
     return entries

@@ -247,6 +247,9 @@ def test_template_and_score_scale_are_catalog_fields():
         "zerank-2": 5.0,
         "zerank-1": 5.0,
         "zerank-1-small": 5.0,
+        "zeroentropy/zerank-1": 5.0,
+        "nvidia/llama-nemotron-rerank-1b-v2": 1.0,
+        "nvidia/llama-nemotron-rerank-500m-v2": 1.0,
     }
 
 

@@ -1,5 +1,5 @@
-"""Rerank servers and APIs over plain HTTP (httpx): self-hosted vLLM, TEI and Infinity, and the
-Cohere- or Jina-compatible rerank APIs (ZeroEntropy, Jina, Mixedbread, ...).
+"""Rerank servers and APIs over plain HTTP (httpx): self-hosted vLLM, TEI, Infinity and NVIDIA NIM,
+the Mixedbread API, and the Cohere- or Jina-compatible rerank APIs (Jina, ...).
 
 One backend, one ``protocol`` per wire format (:data:`WIRE_FORMATS`, one :class:`WireFormat` each;
 paths are relative to ``base_url``; ``path:`` overrides them):
@@ -14,8 +14,19 @@ paths are relative to ``base_url``; ``path:`` overrides them):
 | ``cohere-compatible`` | ``/v2/rerank``     | ``{model, query, documents, top_n}``                 | ``results[].relevance_score`` |
 | ``jina-compatible`` | ``/v1/rerank``       | ``{model, query, documents, top_n}``                 | ``results[].relevance_score`` |
 | ``zeroentropy``     | ``/v1/models/rerank``| ``{model, query, documents, top_n, latency?}``       | ``results[].relevance_score`` |
+| ``nim``             | ``/v1/ranking``      | ``{model, query: {text}, passages: [{text}], truncate}`` | ``rankings[].logit`` (raw logits) |
+| ``mixedbread``      | ``/v1/reranking``    | ``{model, query, input, top_k, return_input}``       | ``data[].score``          |
 
-Usage: ``usage.total_tokens`` (vLLM, Jina), ``total_tokens`` (ZeroEntropy) or
+ZeroEntropy's hosted API was sunset on 2026-09-04: the catalog's ``zerank-*`` API entries carry that
+``available_until`` and the planner refuses them (policies.rules.in_service); serve the open weights
+(``zeroentropy/zerank-2``, CC-BY-NC-4.0) with vLLM instead. NVIDIA NIM (``nim``) answers raw logits
+whatever the model (NIM reranking docs), which ``score_mapping: auto`` maps by a sigmoid; ``truncate``
+(default ``END``; NIM's own default ``NONE`` answers 400 for a pair over the model's context) cuts long pairs.
+Mixedbread (``base_url: https://api.mixedbread.com``) answers scores on [0, 1]; ``model`` is its
+full name (``mixedbread-ai/mxbai-rerank-large-v2``) and ``catalog: mxbai-rerank-large-v2`` picks the
+API's entry.
+
+Usage: ``usage.total_tokens`` (vLLM, Jina, NIM, Mixedbread), ``total_tokens`` (ZeroEntropy) or
 ``meta.billed_units.search_units`` (Cohere-compatible) where the response gives them (Infinity's
 ``usage`` counts characters, so it is not reported as tokens). A
 self-hosted model's cost is its ``per_gpu_hour`` price x the observed seconds (router.cost).
@@ -39,9 +50,11 @@ an on-premise request turns it down and its explanation says why. ``path`` is a 
 Score scale (``score_mapping:``): ``identity`` for servers that return [0, 1] (vLLM and Infinity with
 their default activation, TEI without raw scores, the APIs); ``sigmoid`` for raw logits, mapped by
 1 / (1 + exp(-score / score_scale)); with it TEI and Infinity are asked for raw scores. ``auto``:
-sigmoid with the spec's ``logit_scale`` where the spec's ``score_scale`` is ``logit`` and the server
-passes the model's output through (the catalog says so of the zerank models, whose output is the raw
-"yes" logit; facts: sigmoid(score / 5) gives 0-1; the ZeroEntropy API maps its own), identity otherwise.
+sigmoid where the protocol itself answers logits (``nim``) or where the spec's ``score_scale`` is
+``logit`` and the server passes the model's output through, identity otherwise. The scale is the
+spec's ``logit_scale`` for a logit-scale model, 1 otherwise (the catalog gives the zerank models 5:
+their output is the raw "yes" logit, and facts say sigmoid(score / 5) gives 0-1; the ZeroEntropy API
+maps its own).
 
 Connections are pooled: one ``httpx.AsyncClient`` per event loop (``max_connections``).
 
@@ -89,7 +102,18 @@ __all__ = [
     "qwen3_reranker_query",
 ]
 
-Protocol = Literal["vllm-v1", "vllm-v2", "vllm-score", "tei", "infinity", "cohere-compatible", "jina-compatible", "zeroentropy"]
+Protocol = Literal[
+    "vllm-v1",
+    "vllm-v2",
+    "vllm-score",
+    "tei",
+    "infinity",
+    "cohere-compatible",
+    "jina-compatible",
+    "zeroentropy",
+    "nim",
+    "mixedbread",
+]
 
 # Qwen3-Reranker's prompt (model card; vLLM examples/offline_inference/qwen3_reranker.py).
 _QWEN3_SYSTEM = 'Judge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be "yes" or "no".'
@@ -141,6 +165,9 @@ class HttpConfig(RemoteConfig):
     """vLLM: let the server cut each (query, document) prompt to this many tokens."""
     latency: Literal["fast", "slow"] | None = None
     """ZeroEntropy's latency mode."""
+    truncate: Literal["END", "NONE"] = "END"
+    """NVIDIA NIM: ``END`` cuts a pair longer than the model's context (as ``max_tokens_per_doc``
+    predicts); ``NONE`` (NIM's default) makes the server refuse the whole request with a 400."""
     max_connections: int = Field(16, ge=1, le=1024)
     internal_hosts: tuple[str, ...] = ()
     """Host names inside your network (exact names, or ``.domain`` for every name under it): with
@@ -177,6 +204,8 @@ class WireFormat:
     passes_model_scores: bool = True
     """True: scores are the served model's own output, on the spec's ``score_scale``; False: an API
     that maps them to [0, 1] itself."""
+    answers_logits: bool = False
+    """True: the protocol answers raw logits whatever the model (NIM's ``rankings[].logit``)."""
 
 
 def _rerank_body(c: HttpConfig, query: str, documents: list[str], raw: bool) -> dict[str, Any]:
@@ -217,6 +246,18 @@ def _zeroentropy_body(c: HttpConfig, query: str, documents: list[str], raw: bool
     return body
 
 
+def _nim_body(c: HttpConfig, query: str, documents: list[str], raw: bool) -> dict[str, Any]:
+    return {"model": c.model, "query": {"text": query}, "passages": [{"text": d} for d in documents], "truncate": c.truncate}
+
+
+def _mixedbread_body(c: HttpConfig, query: str, documents: list[str], raw: bool) -> dict[str, Any]:
+    return {"model": c.model, "query": query, "input": documents, "top_k": len(documents), "return_input": False}
+
+
+def _rankings(payload: Any) -> Any:
+    return _get(payload, "rankings")
+
+
 def _results(payload: Any) -> Any:
     return _get(payload, "results")
 
@@ -245,6 +286,10 @@ WIRE_FORMATS: Mapping[Protocol, WireFormat] = MappingProxyType(
         "cohere-compatible": WireFormat("rerank API", "/v2/rerank", _rerank_body, _results),
         "jina-compatible": WireFormat("rerank API", "/v1/rerank", _rerank_body, _results),
         "zeroentropy": WireFormat("ZeroEntropy", "/v1/models/rerank", _zeroentropy_body, _results, passes_model_scores=False),
+        "nim": WireFormat("NVIDIA NIM", "/v1/ranking", _nim_body, _rankings, score_key="logit", answers_logits=True),
+        "mixedbread": WireFormat(
+            "Mixedbread", "/v1/reranking", _mixedbread_body, _data, score_key="score", passes_model_scores=False
+        ),
     }
 )
 """Every protocol's wire format, keyed by the config's ``protocol``."""
@@ -269,10 +314,10 @@ class HttpBackend(RemoteBackend):
         self.template = template
         self.instruction = config.instruction or QWEN3_DEFAULT_INSTRUCTION
         kind = config.score_mapping
-        logits = spec.score_scale == "logit" and self.wire.passes_model_scores
+        model_logits = spec.score_scale == "logit" and self.wire.passes_model_scores
         if kind == "auto":
-            kind = "sigmoid" if logits else "identity"
-        scale = config.score_scale or (spec.logit_scale if logits else 1.0)
+            kind = "sigmoid" if model_logits or self.wire.answers_logits else "identity"
+        scale = config.score_scale or (spec.logit_scale if model_logits else 1.0)
         self.score_mapping = ScoreMapping(kind, scale)
         self.path = config.path or self.wire.path
         self.label = self.wire.label

@@ -13,12 +13,18 @@ its own prefix, so one server serves them all:
 | ``infinity``  | ``srv.base_url("infinity")``   | ``POST /rerank``                               |
 | ``zeroentropy`` | ``srv.base_url("zeroentropy")`` | ``POST /v1/models/rerank``                  |
 | ``jina``      | ``srv.base_url("jina")``       | ``POST /v1/rerank``                            |
+| ``nim``       | ``srv.base_url("nim")``        | ``POST /v1/ranking`` (NVIDIA NIM, raw logits)  |
+| ``mixedbread`` | ``srv.base_url("mixedbread")`` | ``POST /v1/reranking``                        |
 
 Scores come from ``score(query, document)`` (default: :func:`~router.testing.word_overlap`, on
-[0, 1]; TEI and Infinity return its logit when asked for raw scores). Billing is computed the way
+[0, 1]; TEI and Infinity return its logit when asked for raw scores, NIM always, as the real one
+answers ``rankings[].logit``). NIM with ``truncate: NONE`` refuses a request holding a pair longer than
+the model's context (its catalog ``max_tokens_per_doc``, 8,192 for a model it does not know) with
+400 ``Input length N exceeds maximum allowed token size M``, as NIM does. Mixedbread refuses more than
+1,000 inputs and answers errors as ``{type, url, message, details}`` (the shape of its documented 429). Billing is computed the way
 each provider documents it: Cohere search units (one per query and up to 100 documents, a document
 longer than the model's context counting as several chunks), Voyage ``total_tokens`` = query tokens
-x documents + document tokens, prompt tokens for vLLM, ZeroEntropy and Jina, and characters for
+x documents + document tokens, prompt tokens for vLLM, ZeroEntropy, Jina, NIM and Mixedbread, and characters for
 Infinity (whose ``usage.prompt_tokens`` counts characters, as a real infinity-emb 0.0.78 does). Tokens are counted by
 ``token_counter(family, text)``; the default is the router's own estimate for the tokenizer family
 of the requested model (router.tokens), so predicted and billed units agree exactly when the
@@ -48,19 +54,32 @@ from router.testing.fake import word_overlap
 
 __all__ = ["PROVIDERS", "Fault", "LoopbackRerankServer", "RecordedRequest"]
 
-PROVIDERS = ("cohere", "voyage", "vllm", "tei", "infinity", "zeroentropy", "jina")
+PROVIDERS = ("cohere", "voyage", "vllm", "tei", "infinity", "zeroentropy", "jina", "nim", "mixedbread")
 
 IndexFault = Literal["out_of_range", "negative", "duplicate", "missing", "string"]
 
 # Context per Cohere model for search-unit chunking (facts: v4 32,768 tokens, v3.5 4,096).
 _COHERE_CONTEXT = {"rerank-v4.0-pro": 32_768, "rerank-v4.0-fast": 32_768, "rerank-v3.5": 4_096}
 _COHERE_DEFAULT_MAX_TOKENS_PER_DOC = 4_096
-# Most documents per request: Cohere 10,000 (docs x chunks), Voyage 1,000 (facts), Infinity 2,048 (seen).
-_MAX_DOCUMENTS = {"cohere": 10_000, "voyage": 1_000, "infinity": 2_048}
+# Most documents per request: Cohere 10,000 (docs x chunks), Voyage 1,000 (facts), Infinity 2,048 (seen),
+# Mixedbread 1,000 inputs (its API reference).
+_MAX_DOCUMENTS = {"cohere": 10_000, "voyage": 1_000, "infinity": 2_048, "mixedbread": 1_000}
 # Providers whose request validation answers 422 (FastAPI / axum) rather than 400.
-_VALIDATION_422 = ("tei", "infinity")
+_VALIDATION_422 = ("tei", "infinity", "nim")
 # Tokenizer family used for billing when the requested model is not in the catalog.
-_DEFAULT_FAMILY = {"cohere": "cohere", "voyage": "voyage", "zeroentropy": "qwen3", "jina": "xlm-roberta"}
+_DEFAULT_FAMILY = {"cohere": "cohere", "voyage": "voyage", "zeroentropy": "qwen3", "jina": "xlm-roberta", "nim": "llama3"}
+# NIM: the context of a model the catalog does not know (NVIDIA's 8,192-token rerankers; stargate/data-api #2532).
+_NIM_DEFAULT_CONTEXT = 8_192
+# Mixedbread's error "type" per status: 429's is documented (api-reference/rate-limits); the rest follow it.
+_MIXEDBREAD_TYPES = {
+    400: "bad_request_error",
+    401: "unauthorized_error",
+    402: "payment_required_error",
+    403: "forbidden_error",
+    404: "not_found_error",
+    422: "unprocessable_entity_error",
+    429: "too_many_requests_error",
+}
 
 
 @dataclass(frozen=True)
@@ -324,6 +343,8 @@ class LoopbackRerankServer:
             ("infinity", "/rerank"): self._infinity,
             ("zeroentropy", "/v1/models/rerank"): self._zeroentropy,
             ("jina", "/v1/rerank"): self._jina,
+            ("nim", "/v1/ranking"): self._nim,
+            ("mixedbread", "/v1/reranking"): self._mixedbread,
         }
         route = routes.get((provider, path))
         if route is None:
@@ -460,6 +481,48 @@ class LoopbackRerankServer:
             "results": self._ranked(query, documents, body.get("top_n"), "relevance_score"),
         }
 
+    def _nim(self, body: Mapping[str, Any]) -> Any:
+        query_obj, passages = body.get("query"), body.get("passages")
+        query = query_obj.get("text") if isinstance(query_obj, dict) else None
+        if not isinstance(query, str) or not query:
+            raise _RequestError(422, "query.text must be a non-empty string")
+        if not isinstance(passages, list) or not passages or not all(isinstance(p, dict) for p in passages):
+            raise _RequestError(422, "passages must be a non-empty list of {text} objects")
+        documents = [p.get("text") for p in passages]
+        if not all(isinstance(d, str) for d in documents):
+            raise _RequestError(422, "passages must be a non-empty list of {text} objects")
+        truncate = body.get("truncate", "NONE")
+        if truncate not in ("END", "NONE"):
+            raise _RequestError(422, "truncate must be one of 'END', 'NONE'")
+        model = body.get("model")
+        context = _nim_context(model)
+        q = self._tokens("nim", model, query)
+        lengths = [q + self._tokens("nim", model, d) for d in documents]
+        if truncate == "NONE" and max(lengths) > context:
+            raise _RequestError(400, f"Input length {max(lengths)} exceeds maximum allowed token size {context}")
+        tokens = sum(min(n, context) for n in lengths)
+        rankings = [{"index": r["index"], "logit": _logit(r["score"])} for r in self._ranked(query, documents, None, "score")]
+        return {"rankings": rankings, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    def _mixedbread(self, body: Mapping[str, Any]) -> Any:
+        query, documents = self._inputs("mixedbread", body, "query", "input")
+        model = body.get("model")
+        tokens = self._prompt_tokens("mixedbread", model, query, documents)
+        top_k = body.get("top_k")
+        data = self._ranked(query, documents, top_k, "score")
+        for r in data:
+            r["object"] = "rank_result"
+            if body.get("return_input"):
+                r["input"] = documents[r["index"]]
+        return {
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "model": model,
+            "data": data,
+            "object": "list",
+            "top_k": top_k if isinstance(top_k, int) and not isinstance(top_k, bool) else len(documents),
+            "return_input": bool(body.get("return_input")),
+        }
+
 
 class _RequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
@@ -480,11 +543,18 @@ def _error_body(provider: str, status: int, message: str) -> Any:
     if provider in ("vllm", "infinity"):
         kind = "BadRequestError" if status < 500 else "InternalServerError"
         return {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    return {"detail": message}  # Voyage, ZeroEntropy, Jina (FastAPI style)
+    if provider == "mixedbread":
+        kind = _MIXEDBREAD_TYPES.get(status, "internal_server_error" if status >= 500 else "bad_request_error")
+        return {"type": kind, "url": "https://www.mixedbread.com/api-reference", "message": message, "details": {}}
+    if provider == "nim" and status == 422:  # NIM serves with uvicorn / FastAPI: request validation
+        return {"detail": [{"type": "value_error", "loc": ["body"], "msg": message, "input": None}]}
+    return {"detail": message}  # Voyage, ZeroEntropy, Jina, NIM (FastAPI style)
 
 
 def _corrupt(payload: Any, kind: IndexFault) -> None:
-    items: list[dict[str, Any]] = payload if isinstance(payload, list) else payload.get("results") or payload.get("data") or []
+    items: list[dict[str, Any]] = (
+        payload if isinstance(payload, list) else payload.get("results") or payload.get("data") or payload.get("rankings") or []
+    )
     if not items:
         return
     n = len(items)
@@ -503,6 +573,13 @@ def _corrupt(payload: Any, kind: IndexFault) -> None:
 def _logit(p: float) -> float:
     p = min(max(p, 1e-4), 1 - 1e-4)
     return math.log(p / (1 - p))
+
+
+def _nim_context(model: object) -> int:
+    from router.catalog import load_catalog
+
+    spec = load_catalog().get(str(model)) if model is not None else None
+    return spec.max_tokens_per_doc if spec is not None and spec.max_tokens_per_doc else _NIM_DEFAULT_CONTEXT
 
 
 def _family(provider: str, model: object) -> str:
