@@ -6,11 +6,16 @@ from collections.abc import Mapping
 
 from router.catalog import BackendSpec
 from router.cost import UsageCalibrator, predict_cost_usd
-from router.features import Features
+from router.features import Features, TokenStats
 from router.latency import LatencyEstimator, item_tokens
 from router.plan import Estimate, Option, Stage
 
 __all__ = ["OptionEstimator"]
+
+
+def _extra_tokens(spec: BackendSpec, stats: TokenStats) -> int:
+    """What an item adds to a document's tokens (the query and special tokens for a pair)."""
+    return item_tokens(spec, stats, (0,), truncate=False)[0]
 
 
 class OptionEstimator:
@@ -49,7 +54,7 @@ class OptionEstimator:
         correction = self._usage.correction(backend) if self._usage is not None else 1.0
         stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms, correction)
         cap = spec.max_tokens_per_doc
-        if cap is not None:
+        if cap is not None and docs and max(docs) + _extra_tokens(spec, stats) > cap:  # else none is cut
             cut = sum(1 for t in item_tokens(spec, stats, docs, truncate=False) if t > cap)
             if cut:
                 notes.append(f"{backend}: {cut} item(s) over its {cap}-token context are truncated")

@@ -10,6 +10,7 @@ log(observed / predicted)), so a slower or faster machine is absorbed without re
 from __future__ import annotations
 
 import math
+import operator
 import threading
 from collections.abc import Sequence
 
@@ -27,14 +28,15 @@ def item_tokens(spec: BackendSpec, stats: TokenStats, docs: Sequence[int] | None
     """Tokens per scored item as the model sees them (truncated to its context unless told not to)."""
     cap = (spec.max_tokens_per_doc if truncate else None) or 10**9
     doc_tokens = stats.docs if docs is None else docs
-    if spec.input == "pair":
-        return [min(stats.query + d + _PAIR_SPECIAL, cap) for d in doc_tokens]
-    return [min(d + _SINGLE_SPECIAL, cap) for d in doc_tokens]
+    extra = stats.query + _PAIR_SPECIAL if spec.input == "pair" else _SINGLE_SPECIAL
+    if not doc_tokens or max(doc_tokens) + extra <= cap:  # nothing to truncate: no min() per item
+        return [d + extra for d in doc_tokens]
+    return [min(d + extra, cap) for d in doc_tokens]
 
 
 def predict_latency_ms(params: LatencyParams, tokens: Sequence[int]) -> float:
     total = float(sum(tokens))
-    squares = float(sum(t * t for t in tokens))
+    squares = float(sum(map(operator.mul, tokens, tokens)))
     return params.overhead_ms + params.per_doc_ms * len(tokens) + params.per_token_ms * total + params.per_token_sq_ms * squares
 
 
