@@ -258,7 +258,8 @@ class Router:
         """Step 2 off the event loop when it is long: exact token counts for many long candidates
         take tens of milliseconds (tokenizers releases the GIL), time in which every other request
         on this loop would otherwise wait, deadline timers included."""
-        chars = sum(len(d.text) for d in request.documents)
+        # The clipped texts' characters (known from step 1): a document clipped is itself over the line.
+        chars = request.scoring_chars_for(self.config.limits.max_document_chars)
         if chars < OFFLOAD_FEATURES_CHARS or not self._counters.any_exact():
             return self._features(request, started)
         return await asyncio.to_thread(self._features, request, started)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from router.request import RerankRequest
-from router.tokens import TokenCounter, TokenCounters, TokenizersCounter
+from router.tokens import EstimatedTokenCounter, TokenCounter, TokenCounters, TokenizersCounter
 
 __all__ = ["CHARS_PER_TOKEN_BOUND", "EXACT_COUNT_SHARE", "Features", "TokenStats", "extract_features"]
 
@@ -69,23 +69,33 @@ def extract_features(
     :data:`EXACT_COUNT_SHARE` of it, the family's counts are estimated from characters instead
     (and a note says so)."""
     texts = request.texts_for_scoring(max_document_chars)
+    longest = max(map(len, texts), default=0)
     stats: dict[str, TokenStats] = {}
     notes: list[str] = []
     reads = read_tokens or {}
+    # Families whose counters count alike (estimates at one ratio) share one count of the same prefixes.
+    shared: dict[tuple[float, int], list[int]] = {}
     for family in sorted(set(families)):
         limit = reads.get(family)
         cap = max_document_chars if limit is None else min(max_document_chars, limit * CHARS_PER_TOKEN_BOUND)
-        clipped = [t if len(t) <= cap else t[:cap] for t in texts]
+        whole = cap >= longest  # no text is longer than the prefix counted
+        clipped = texts if whole else [t if len(t) <= cap else t[:cap] for t in texts]
         counter: TokenCounter = counters.get(family)
         if counter.exact and time_left_ms is not None and isinstance(counter, TokenizersCounter):
-            predicted = counter.predict_ms(len(request.query) + sum(len(t) for t in clipped))
+            chars = request.scoring_chars_for(max_document_chars) if whole else sum(len(t) for t in clipped)
+            predicted = counter.predict_ms(len(request.query) + chars)
             if predicted > EXACT_COUNT_SHARE * max(time_left_ms, 0.0):
                 counter = counters.estimate(family)
                 notes.append(
                     f"{family} token counts estimated: counting exactly would take ~{predicted:.0f} ms "
                     f"of the {max(time_left_ms, 0.0):.0f} ms left"
                 )
-        counts = counter.count([request.query, *clipped])
+        key = (counter.chars_per_token, min(cap, longest)) if type(counter) is EstimatedTokenCounter else None
+        counts = shared.get(key) if key is not None else None
+        if counts is None:
+            counts = counter.count([request.query, *clipped])
+            if key is not None:
+                shared[key] = counts
         stats[family] = TokenStats(family=family, exact=counter.exact, query=counts[0], docs=tuple(counts[1:]))
     domain = str(request.context.get("domain") or default_domain)
     return Features(
