@@ -123,6 +123,13 @@ _new = object.__new__
 _set = object.__setattr__
 
 
+# The slots' own setters (what the frozen __init__ reaches through object.__setattr__).
+_SET_TEXT, _SET_ID, _SET_METADATA = (Document.__dict__[name].__set__ for name in ("text", "id", "metadata"))
+_N_IDS = 1024
+_IDS = tuple(map(str, range(_N_IDS)))
+"""Positions as ids, made once."""
+
+
 def _document(text: str, doc_id: str, metadata: FrozenMap) -> Document:
     """A Document from fields already checked by :func:`_checked` (no second check)."""
     document: Document = _new(Document)
@@ -172,9 +179,17 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
     seen: dict[str, int] = {}
     chars = clipped = 0
     cap = max_chars if max_chars is not None else -1
+    new, set_text, set_id, set_metadata = _new, _SET_TEXT, _SET_ID, _SET_METADATA
     for position, item in enumerate(documents):
-        document = _document(item, str(position), _EMPTY) if type(item) is str else _one(item, position)
-        doc_id = document.id
+        if type(item) is str:  # the common case, inline: no call, no check beyond the type
+            doc_id = _IDS[position] if position < _N_IDS else str(position)
+            document = new(Document)
+            set_text(document, item)
+            set_id(document, doc_id)
+            set_metadata(document, _EMPTY)
+        else:
+            document = _one(item, position)
+            doc_id = document.id
         if doc_id in seen:
             raise DuplicateIdError(
                 f"documents[{position}] and documents[{seen[doc_id]}] share the id {echo(doc_id)}; "
