@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from router.request import RerankRequest
@@ -27,14 +28,24 @@ class TokenStats:
     exact: bool
     query: int
     docs: tuple[int, ...]
+    doc_sum: int = field(init=False, repr=False, compare=False)
+    """Σ docs, Σ docs², max(docs): computed once, so the planner's latency model needs no pass."""
+    doc_sq_sum: int = field(init=False, repr=False, compare=False)
+    doc_max: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        docs = self.docs
+        object.__setattr__(self, "doc_sum", sum(docs))
+        object.__setattr__(self, "doc_sq_sum", sum(map(operator.mul, docs, docs)))
+        object.__setattr__(self, "doc_max", max(docs, default=0))
 
     @property
     def total(self) -> int:
-        return sum(self.docs)
+        return self.doc_sum
 
     @property
     def max(self) -> int:
-        return max(self.docs, default=0)
+        return self.doc_max
 
 
 @dataclass(frozen=True, slots=True)
