@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -61,6 +61,19 @@ class Features:
         return self.tokens[family]
 
 
+def _estimated_counts(counter: TokenCounter, query: str, texts: Sequence[str]) -> list[int] | None:
+    """``counter.count([query, *texts])`` for an :class:`EstimatedTokenCounter`, in C-level passes:
+    where every text is long enough that ``round(len / ratio)`` is at least 1, its ``max(1, ...)``
+    and empty-text cases cannot apply (division is monotonic). None otherwise (count as usual)."""
+    if type(counter) is not EstimatedTokenCounter:
+        return None
+    ratio = counter.chars_per_token
+    lengths = list(map(len, texts))
+    if not lengths or min(lengths) / ratio <= 0.5:
+        return None
+    return [*counter.count([query]), *map(round, map(ratio.__rtruediv__, lengths))]
+
+
 def extract_features(
     request: RerankRequest,
     families: Iterable[str],
@@ -103,6 +116,8 @@ def extract_features(
                 )
         key = (counter.chars_per_token, min(cap, longest)) if type(counter) is EstimatedTokenCounter else None
         counts = shared.get(key) if key is not None else None
+        if counts is None:
+            counts = _estimated_counts(counter, request.query, clipped) if key is not None else None
         if counts is None:
             counts = counter.count([request.query, *clipped])
             if key is not None:
