@@ -126,6 +126,7 @@ _set = object.__setattr__
 # The slots' own setters (what the frozen __init__ reaches through object.__setattr__).
 _SET_TEXT, _SET_ID, _SET_METADATA = (Document.__dict__[name].__set__ for name in ("text", "id", "metadata"))
 _N_IDS = 1024
+_PLAIN_STR = {str}
 _IDS = tuple(map(str, range(_N_IDS)))
 """Positions as ids, made once."""
 
@@ -174,12 +175,25 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
             f"{count} documents is over limits.max_documents={max_documents}; "
             "pre-filter the candidates or raise the limit in config"
         )
-    out: list[Document] = []
-    texts: list[str] = []
-    seen: dict[str, int] = {}
-    chars = clipped = 0
     cap = max_chars if max_chars is not None else -1
     new, set_text, set_id, set_metadata = _new, _SET_TEXT, _SET_ID, _SET_METADATA
+    if count <= _N_IDS and set(map(type, documents)) == _PLAIN_STR:
+        # Only plain strings: their ids are their positions, unique by construction; nothing to check.
+        plain: list[Document] = []
+        for text, doc_id in zip(documents, _IDS, strict=False):
+            document = new(Document)
+            set_text(document, text)
+            set_id(document, doc_id)
+            set_metadata(document, _EMPTY)
+            plain.append(document)
+        if cap < 0 or max(map(len, documents)) <= cap:
+            return Normalized(tuple(plain), tuple(documents), sum(map(len, documents)), 0)
+        texts = tuple(t if len(t) <= cap else t[:cap] for t in documents)
+        return Normalized(tuple(plain), texts, sum(map(len, texts)), sum(1 for t in documents if len(t) > cap))
+    out: list[Document] = []
+    texts_: list[str] = []
+    seen: dict[str, int] = {}
+    chars = clipped = 0
     for position, item in enumerate(documents):
         if type(item) is str:  # the common case, inline: no call, no check beyond the type
             doc_id = _IDS[position] if position < _N_IDS else str(position)
@@ -203,6 +217,6 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
             text = text[:cap]
             size = cap
             clipped += 1
-        texts.append(text)
+        texts_.append(text)
         chars += size
-    return Normalized(tuple(out), tuple(texts), chars, clipped)
+    return Normalized(tuple(out), tuple(texts_), chars, clipped)
