@@ -338,7 +338,9 @@ class Executor:
             values = call.scores.values
             # Best first; reverse=True keeps a sort stable, so ties keep the prior order.
             ranked = sorted(range(len(subset)), key=values.__getitem__, reverse=True)
-            execution.order = [subset[k] for k in ranked] + execution.order[len(subset) :]
+            # At the first stage the subset is the prefix 0..k-1: its positions are the ranks themselves.
+            head = ranked if position == 0 else [subset[k] for k in ranked]
+            execution.order = head + execution.order[len(subset) :]
             execution.scores.update(zip(subset, values, strict=True))
             report = self._report(
                 stage, backend, len(subset), started, predicted, call=call, rejected=tally.rejected, cut_usd=tally.cut_usd
