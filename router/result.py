@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.documents import Document, FrozenMap
-from router.plan import Plan
+from router.plan import Option, Plan
 
 __all__ = ["Explanation", "OptionReport", "RankedItem", "RerankResult", "StageReport"]
 
@@ -118,9 +118,17 @@ class Explanation:
 
     @classmethod
     def from_plan(cls, plan: Plan, notes: tuple[str, ...]) -> Explanation:
+        names: dict[int, str] = {}  # an Option's name is built each time it is read: once per option here
+
+        def name(option: Option) -> str:
+            known = names.get(id(option))
+            if known is None:
+                known = names[id(option)] = option.name
+            return known
+
         options = tuple(
             OptionReport(
-                name=a.option.name,
+                name=name(a.option),
                 latency_ms=a.option.estimate.latency_ms,
                 cost_usd=a.option.estimate.cost_usd,
                 quality=a.option.estimate.quality,
@@ -131,9 +139,9 @@ class Explanation:
         )
         return cls(
             policy=plan.policy,
-            chosen=plan.primary.name,
+            chosen=name(plan.primary),
             reason=plan.reason,
-            fallbacks=tuple(o.name for o in plan.fallbacks),
+            fallbacks=tuple(map(name, plan.fallbacks)),
             options=options,
             notes=notes,
         )
