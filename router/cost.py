@@ -31,14 +31,18 @@ def predict_usage(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int
     """``token_correction``: billed / estimated tokens learnt for this backend (UsageCalibrator)."""
     pricing = spec.pricing
     cap = spec.max_tokens_per_doc
-    docs = [min(d, cap) if cap else d for d in doc_tokens]
+    longest = max(doc_tokens, default=0)
+    docs = [min(d, cap) for d in doc_tokens] if cap and longest > cap else list(doc_tokens)
     if pricing.scheme == "per_search_unit":
         chunk = pricing.chunk_tokens
-        chunks = [max(1, math.ceil((query_tokens + d) / chunk)) for d in docs] if chunk else [1] * len(docs)
         # The split the backend will make; each provider call is billed on its own, so a split
         # list can cost one unit more per call.
         batches = split_request(spec, query_tokens, docs)
-        units = sum(math.ceil(sum(chunks[b.start : b.stop]) / pricing.docs_per_unit) for b in batches)
+        if not chunk or query_tokens + min(longest, cap or longest) <= chunk:  # one chunk per document
+            units = sum(math.ceil(len(b) / pricing.docs_per_unit) for b in batches)
+        else:
+            chunks = [max(1, math.ceil((query_tokens + d) / chunk)) for d in docs]
+            units = sum(math.ceil(sum(chunks[b.start : b.stop]) / pricing.docs_per_unit) for b in batches)
         return Usage(search_units=units, requests=len(batches))
     if pricing.scheme == "per_token":
         tokens = query_tokens * len(docs) + sum(docs)

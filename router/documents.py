@@ -18,7 +18,7 @@ from typing import Any
 from router.errors import DuplicateIdError, InvalidDocumentsError, TooManyDocumentsError
 from router.validation import echo
 
-__all__ = ["Document", "DocumentInput", "FrozenMap", "normalize_documents"]
+__all__ = ["Document", "DocumentInput", "FrozenMap", "Normalized", "normalize_documents", "normalize_for_scoring"]
 
 
 class FrozenMap(Mapping[str, Any]):
@@ -104,7 +104,7 @@ def _one(item: object, position: int) -> Document:
         return item
     where = f"documents[{position}]"
     if isinstance(item, str):
-        return Document(item, str(position), _EMPTY)
+        return _document(item, str(position), _EMPTY)
     if isinstance(item, Mapping):
         if "text" not in item:
             keys = sorted(map(str, itertools.islice(item, 8)))
@@ -113,10 +113,31 @@ def _one(item: object, position: int) -> Document:
             )
         raw_id = item.get("id")
         text, doc_id, metadata = _checked(item["text"], str(position) if raw_id is None else raw_id, item.get("metadata"), where)
-        return Document(text, doc_id, metadata)
+        return _document(text, doc_id, metadata)
     raise InvalidDocumentsError(
         f"{where} is {type(item).__name__}; each document must be a str, a mapping with a 'text' key, or a router.Document"
     )
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+# The slots' own setters (what the frozen __init__ reaches through object.__setattr__).
+_SET_TEXT, _SET_ID, _SET_METADATA = (Document.__dict__[name].__set__ for name in ("text", "id", "metadata"))
+_N_IDS = 1024
+_PLAIN_STR = {str}
+_IDS = tuple(map(str, range(_N_IDS)))
+"""Positions as ids, made once."""
+
+
+def _document(text: str, doc_id: str, metadata: FrozenMap) -> Document:
+    """A Document from fields already checked by :func:`_checked` (no second check)."""
+    document: Document = _new(Document)
+    _set(document, "text", text)
+    _set(document, "id", doc_id)
+    _set(document, "metadata", metadata)
+    return document
 
 
 def normalize_documents(documents: object, *, max_documents: int | None = None) -> tuple[Document, ...]:
@@ -127,6 +148,23 @@ def normalize_documents(documents: object, *, max_documents: int | None = None) 
     it is never dropped); a non-string text, an id that is not a str or int, metadata that is not a
     mapping, an empty list or a duplicate id is an :class:`InvalidDocumentsError`.
     """
+    return normalize_for_scoring(documents, max_documents=max_documents).documents
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """What one pass over the documents yields: the Documents, their texts clipped for scoring,
+    the total characters of those texts and how many were clipped."""
+
+    documents: tuple[Document, ...]
+    texts: tuple[str, ...]
+    chars: int
+    clipped: int
+
+
+def normalize_for_scoring(documents: object, *, max_documents: int | None = None, max_chars: int | None = None) -> Normalized:
+    """:func:`normalize_documents`, and in the same pass each text clipped to ``max_chars`` (None:
+    not clipped), the clipped texts' total characters and the number of texts clipped."""
     if isinstance(documents, str | bytes) or not isinstance(documents, Sequence):
         raise InvalidDocumentsError(f"documents must be a list (or other sequence) of documents, got {type(documents).__name__}")
     count = len(documents)
@@ -137,15 +175,48 @@ def normalize_documents(documents: object, *, max_documents: int | None = None) 
             f"{count} documents is over limits.max_documents={max_documents}; "
             "pre-filter the candidates or raise the limit in config"
         )
+    cap = max_chars if max_chars is not None else -1
+    new, set_text, set_id, set_metadata = _new, _SET_TEXT, _SET_ID, _SET_METADATA
+    if count <= _N_IDS and set(map(type, documents)) == _PLAIN_STR:
+        # Only plain strings: their ids are their positions, unique by construction; nothing to check.
+        plain: list[Document] = []
+        for text, doc_id in zip(documents, _IDS, strict=False):
+            document = new(Document)
+            set_text(document, text)
+            set_id(document, doc_id)
+            set_metadata(document, _EMPTY)
+            plain.append(document)
+        if cap < 0 or max(map(len, documents)) <= cap:
+            return Normalized(tuple(plain), tuple(documents), sum(map(len, documents)), 0)
+        texts = tuple(t if len(t) <= cap else t[:cap] for t in documents)
+        return Normalized(tuple(plain), texts, sum(map(len, texts)), sum(1 for t in documents if len(t) > cap))
     out: list[Document] = []
+    texts_: list[str] = []
     seen: dict[str, int] = {}
+    chars = clipped = 0
     for position, item in enumerate(documents):
-        document = _one(item, position)
-        if document.id in seen:
+        if type(item) is str:  # the common case, inline: no call, no check beyond the type
+            doc_id = _IDS[position] if position < _N_IDS else str(position)
+            document = new(Document)
+            set_text(document, item)
+            set_id(document, doc_id)
+            set_metadata(document, _EMPTY)
+        else:
+            document = _one(item, position)
+            doc_id = document.id
+        if doc_id in seen:
             raise DuplicateIdError(
-                f"documents[{position}] and documents[{seen[document.id]}] share the id {echo(document.id)}; "
+                f"documents[{position}] and documents[{seen[doc_id]}] share the id {echo(doc_id)}; "
                 "ids must be unique (omit ids to use positions)"
             )
-        seen[document.id] = position
+        seen[doc_id] = position
         out.append(document)
-    return tuple(out)
+        text = document.text
+        size = len(text)
+        if 0 <= cap < size:
+            text = text[:cap]
+            size = cap
+            clipped += 1
+        texts_.append(text)
+        chars += size
+    return Normalized(tuple(out), tuple(texts_), chars, clipped)

@@ -258,7 +258,8 @@ class Router:
         """Step 2 off the event loop when it is long: exact token counts for many long candidates
         take tens of milliseconds (tokenizers releases the GIL), time in which every other request
         on this loop would otherwise wait, deadline timers included."""
-        chars = sum(len(d.text) for d in request.documents)
+        # The clipped texts' characters (known from step 1): a document clipped is itself over the line.
+        chars = request.scoring_chars_for(self.config.limits.max_document_chars)
         if chars < OFFLOAD_FEATURES_CHARS or not self._counters.any_exact():
             return self._features(request, started)
         return await asyncio.to_thread(self._features, request, started)
@@ -269,10 +270,7 @@ class Router:
         plan = Plan(policy="admission", primary=keep, fallbacks=(), assessed=(), reason=reason)
         result = RerankResult(
             request_id=request.request_id,
-            items=tuple(
-                RankedItem(index=i, id=d.id, score=None, text=d.text, metadata=d.metadata)
-                for i, d in enumerate(request.documents)
-            ),
+            items=RankedItem._many(request.documents, range(len(request.documents)), _no_score),
             top_n=request.top_n,
             stages=(),
             latency_ms=(self._clock() - started) * 1000,
@@ -389,10 +387,7 @@ class Router:
             degraded, degraded_reason = True, f"{breaker_note}; {degraded_reason or served}"
         if deadline is not None and (late_s := self._clock() - deadline) >= 0:
             self.deadline_guard.observe(late_s * 1000)
-        items = tuple(
-            RankedItem(index=i, id=d.id, score=execution.scores.get(i), text=d.text, metadata=d.metadata)
-            for i, d in ((i, request.documents[i]) for i in execution.order)
-        )
+        items = RankedItem._many(request.documents, execution.order, execution.scores.get)
         notes = (*request.notes, *features.notes, *execution.notes)
         if assignment is not None and arm is None:
             notes = (*notes, f"experiment {assignment.experiment}: arm {assignment.arm} ({assignment.reason})")
@@ -527,6 +522,10 @@ class Router:
     def breaker_states(self) -> dict[str, str]:
         """Each backend's circuit-breaker state: ``closed``, ``open`` or ``half_open``."""
         return {name: str(breaker.status()[0].value) for name, breaker in self._executor.breakers.items()}
+
+
+def _no_score(_: int) -> None:
+    return None
 
 
 def _read_tokens(backends: Mapping[str, Backend]) -> dict[str, int | None]:

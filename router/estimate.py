@@ -6,11 +6,16 @@ from collections.abc import Mapping
 
 from router.catalog import BackendSpec
 from router.cost import UsageCalibrator, predict_cost_usd
-from router.features import Features
-from router.latency import LatencyEstimator, item_tokens
+from router.features import Features, TokenStats
+from router.latency import LatencyEstimator, item_tokens, stage_sums
 from router.plan import Estimate, Option, Stage
 
 __all__ = ["OptionEstimator"]
+
+
+def _extra_tokens(spec: BackendSpec, stats: TokenStats) -> int:
+    """What an item adds to a document's tokens (the query and special tokens for a pair)."""
+    return item_tokens(spec, stats, (0,), truncate=False)[0]
 
 
 class OptionEstimator:
@@ -40,8 +45,11 @@ class OptionEstimator:
         # A later stage's inputs are not known before the earlier one runs: use the first
         # candidates_in documents' lengths as the proxy.
         docs = stats.docs[:candidates_in]
-        tokens = item_tokens(spec, stats, docs)
-        stage_ms = self._latency.predict(backend, spec.latency, tokens)
+        sums = stage_sums(spec, stats, candidates_in)
+        if sums is not None:  # no pass over the documents
+            stage_ms = self._latency.predict_sums(backend, spec.latency, *sums)
+        else:
+            stage_ms = self._latency.predict(backend, spec.latency, item_tokens(spec, stats, docs))
         notes: list[str] = []
         if backend in self._cold and spec.cold_start_ms:
             stage_ms += spec.cold_start_ms
@@ -49,7 +57,11 @@ class OptionEstimator:
         correction = self._usage.correction(backend) if self._usage is not None else 1.0
         stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms, correction)
         cap = spec.max_tokens_per_doc
-        if cap is not None:
+        if (
+            cap is not None
+            and docs
+            and (stats.doc_max if len(docs) == len(stats.docs) else max(docs)) + _extra_tokens(spec, stats) > cap
+        ):  # else none is cut
             cut = sum(1 for t in item_tokens(spec, stats, docs, truncate=False) if t > cap)
             if cut:
                 notes.append(f"{backend}: {cut} item(s) over its {cap}-token context are truncated")

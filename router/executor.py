@@ -110,10 +110,18 @@ Admissible = Callable[[Option], Sequence[Rejection]]
 """The hard rules an option must pass before any of its stages is called (policies.rules.CONSTRAINT_RULES)."""
 
 
+_PLAIN_NUMBERS = frozenset({float, int})
+
+
 def _validate(scores: Scores, expected: int, backend: str) -> tuple[float, ...]:
     values = scores.values
     if len(values) != expected:
         raise MalformedResponseError(f"returned {len(values)} scores for {expected} documents", backend=backend)
+    try:  # the common case in two C-level passes: plain numbers whose sum is finite are all finite
+        if set(map(type, values)) <= _PLAIN_NUMBERS and math.isfinite(sum(values)):
+            return values
+    except (OverflowError, TypeError):
+        pass  # the checks below say what is wrong (or raise as they always did)
     if any(not isinstance(v, int | float) for v in values):
         raise MalformedResponseError("returned a non-numeric score", backend=backend)
     if any(not math.isfinite(v) for v in values):
@@ -285,13 +293,19 @@ class Executor:
             subset = execution.order[: stage.candidates_in]
             predicted = option.stage_estimates[position] if position < len(option.stage_estimates) else None
             stats = features.token_stats(backend.spec.tokenizer_family)
-            tokens = item_tokens(backend.spec, stats, [stats.docs[i] for i in subset])
+            if position == 0:  # the order is still the retriever's: the subset is a prefix
+                doc_tokens = list(stats.docs[: len(subset)])
+                stage_texts = list(texts[: len(subset)])
+            else:
+                doc_tokens = [stats.docs[i] for i in subset]
+                stage_texts = [texts[i] for i in subset]
+            tokens = item_tokens(backend.spec, stats, doc_tokens)
             started = self._clock()
             tally = _Tally()
             try:
                 call = await self._call(
                     stage,
-                    [texts[i] for i in subset],
+                    stage_texts,
                     query,
                     first_deadline if position == 0 else deadline,
                     sum(tokens),
@@ -321,11 +335,14 @@ class Executor:
                 execution.degraded_reason = f"{report.error}; kept the order of the stages before it"
                 return execution, None
             elapsed = (self._clock() - started) * 1000
-            self._learn(stage.backend, backend, call, tokens, stats.query, [stats.docs[i] for i in subset], elapsed)
+            self._learn(stage.backend, backend, call, tokens, stats.query, doc_tokens, elapsed)
             values = call.scores.values
-            ranked = sorted(range(len(subset)), key=lambda k: -values[k])  # stable: ties keep the prior order
-            execution.order = [subset[k] for k in ranked] + execution.order[len(subset) :]
-            execution.scores.update({subset[k]: values[k] for k in range(len(subset))})
+            # Best first; reverse=True keeps a sort stable, so ties keep the prior order.
+            ranked = sorted(range(len(subset)), key=values.__getitem__, reverse=True)
+            # At the first stage the subset is the prefix 0..k-1: its positions are the ranks themselves.
+            head = ranked if position == 0 else [subset[k] for k in ranked]
+            execution.order = head + execution.order[len(subset) :]
+            execution.scores.update(zip(subset, values, strict=True))
             report = self._report(
                 stage, backend, len(subset), started, predicted, call=call, rejected=tally.rejected, cut_usd=tally.cut_usd
             )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import operator
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from router.request import RerankRequest
-from router.tokens import TokenCounter, TokenCounters, TokenizersCounter
+from router.tokens import EstimatedTokenCounter, TokenCounter, TokenCounters, TokenizersCounter
 
 __all__ = ["CHARS_PER_TOKEN_BOUND", "EXACT_COUNT_SHARE", "Features", "TokenStats", "extract_features"]
 
@@ -27,14 +28,24 @@ class TokenStats:
     exact: bool
     query: int
     docs: tuple[int, ...]
+    doc_sum: int = field(init=False, repr=False, compare=False)
+    """Σ docs, Σ docs², max(docs): computed once, so the planner's latency model needs no pass."""
+    doc_sq_sum: int = field(init=False, repr=False, compare=False)
+    doc_max: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        docs = self.docs
+        object.__setattr__(self, "doc_sum", sum(docs))
+        object.__setattr__(self, "doc_sq_sum", sum(map(operator.mul, docs, docs)))
+        object.__setattr__(self, "doc_max", max(docs, default=0))
 
     @property
     def total(self) -> int:
-        return sum(self.docs)
+        return self.doc_sum
 
     @property
     def max(self) -> int:
-        return max(self.docs, default=0)
+        return self.doc_max
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,19 @@ class Features:
 
     def token_stats(self, family: str) -> TokenStats:
         return self.tokens[family]
+
+
+def _estimated_counts(counter: TokenCounter, query: str, texts: Sequence[str]) -> list[int] | None:
+    """``counter.count([query, *texts])`` for an :class:`EstimatedTokenCounter`, in C-level passes:
+    where every text is long enough that ``round(len / ratio)`` is at least 1, its ``max(1, ...)``
+    and empty-text cases cannot apply (division is monotonic). None otherwise (count as usual)."""
+    if type(counter) is not EstimatedTokenCounter:
+        return None
+    ratio = counter.chars_per_token
+    lengths = list(map(len, texts))
+    if not lengths or min(lengths) / ratio <= 0.5:
+        return None
+    return [*counter.count([query]), *map(round, map(ratio.__rtruediv__, lengths))]
 
 
 def extract_features(
@@ -69,23 +93,35 @@ def extract_features(
     :data:`EXACT_COUNT_SHARE` of it, the family's counts are estimated from characters instead
     (and a note says so)."""
     texts = request.texts_for_scoring(max_document_chars)
+    longest = max(map(len, texts), default=0)
     stats: dict[str, TokenStats] = {}
     notes: list[str] = []
     reads = read_tokens or {}
+    # Families whose counters count alike (estimates at one ratio) share one count of the same prefixes.
+    shared: dict[tuple[float, int], list[int]] = {}
     for family in sorted(set(families)):
         limit = reads.get(family)
         cap = max_document_chars if limit is None else min(max_document_chars, limit * CHARS_PER_TOKEN_BOUND)
-        clipped = [t if len(t) <= cap else t[:cap] for t in texts]
+        whole = cap >= longest  # no text is longer than the prefix counted
+        clipped = texts if whole else [t if len(t) <= cap else t[:cap] for t in texts]
         counter: TokenCounter = counters.get(family)
         if counter.exact and time_left_ms is not None and isinstance(counter, TokenizersCounter):
-            predicted = counter.predict_ms(len(request.query) + sum(len(t) for t in clipped))
+            chars = request.scoring_chars_for(max_document_chars) if whole else sum(len(t) for t in clipped)
+            predicted = counter.predict_ms(len(request.query) + chars)
             if predicted > EXACT_COUNT_SHARE * max(time_left_ms, 0.0):
                 counter = counters.estimate(family)
                 notes.append(
                     f"{family} token counts estimated: counting exactly would take ~{predicted:.0f} ms "
                     f"of the {max(time_left_ms, 0.0):.0f} ms left"
                 )
-        counts = counter.count([request.query, *clipped])
+        key = (counter.chars_per_token, min(cap, longest)) if type(counter) is EstimatedTokenCounter else None
+        counts = shared.get(key) if key is not None else None
+        if counts is None:
+            counts = _estimated_counts(counter, request.query, clipped) if key is not None else None
+        if counts is None:
+            counts = counter.count([request.query, *clipped])
+            if key is not None:
+                shared[key] = counts
         stats[family] = TokenStats(family=family, exact=counter.exact, query=counts[0], docs=tuple(counts[1:]))
     domain = str(request.context.get("domain") or default_domain)
     return Features(

@@ -10,13 +10,14 @@ log(observed / predicted)), so a slower or faster machine is absorbed without re
 from __future__ import annotations
 
 import math
+import operator
 import threading
 from collections.abc import Sequence
 
 from router.catalog import BackendSpec, LatencyParams
 from router.features import TokenStats
 
-__all__ = ["LatencyEstimator", "fit_latency_params", "item_tokens", "predict_latency_ms"]
+__all__ = ["LatencyEstimator", "fit_latency_params", "item_tokens", "latency_from_sums", "predict_latency_ms", "stage_sums"]
 
 # Special tokens a pair input adds ([CLS] q [SEP] d [SEP]); a single input adds two.
 _PAIR_SPECIAL = 3
@@ -27,15 +28,38 @@ def item_tokens(spec: BackendSpec, stats: TokenStats, docs: Sequence[int] | None
     """Tokens per scored item as the model sees them (truncated to its context unless told not to)."""
     cap = (spec.max_tokens_per_doc if truncate else None) or 10**9
     doc_tokens = stats.docs if docs is None else docs
-    if spec.input == "pair":
-        return [min(stats.query + d + _PAIR_SPECIAL, cap) for d in doc_tokens]
-    return [min(d + _SINGLE_SPECIAL, cap) for d in doc_tokens]
+    extra = stats.query + _PAIR_SPECIAL if spec.input == "pair" else _SINGLE_SPECIAL
+    if not doc_tokens or max(doc_tokens) + extra <= cap:  # nothing to truncate: no min() per item
+        return [d + extra for d in doc_tokens]
+    return [min(d + extra, cap) for d in doc_tokens]
 
 
 def predict_latency_ms(params: LatencyParams, tokens: Sequence[int]) -> float:
-    total = float(sum(tokens))
-    squares = float(sum(t * t for t in tokens))
-    return params.overhead_ms + params.per_doc_ms * len(tokens) + params.per_token_ms * total + params.per_token_sq_ms * squares
+    return latency_from_sums(params, len(tokens), sum(tokens), sum(map(operator.mul, tokens, tokens)))
+
+
+def latency_from_sums(params: LatencyParams, n: int, total: int, squares: int) -> float:
+    """:func:`predict_latency_ms` from the number of items, Σt and Σt²."""
+    return (
+        params.overhead_ms + params.per_doc_ms * n + params.per_token_ms * float(total) + params.per_token_sq_ms * float(squares)
+    )
+
+
+def stage_sums(spec: BackendSpec, stats: TokenStats, candidates_in: int) -> tuple[int, int, int] | None:
+    """(n, Σt, Σt²) of :func:`item_tokens` over the first ``candidates_in`` documents, from the
+    stats' precomputed sums, exactly (integers); None where that needs a pass (items truncated,
+    or only part of the documents)."""
+    docs = stats.docs
+    n = len(docs)
+    if candidates_in < n:
+        return None
+    extra = stats.query + _PAIR_SPECIAL if spec.input == "pair" else _SINGLE_SPECIAL
+    cap = spec.max_tokens_per_doc
+    if n and cap is not None and stats.doc_max + extra > cap:
+        return None
+    total = stats.doc_sum + n * extra
+    squares = stats.doc_sq_sum + 2 * extra * stats.doc_sum + n * extra * extra
+    return n, total, squares
 
 
 def fit_latency_params(samples: Sequence[tuple[Sequence[int], float]], source: str = "") -> LatencyParams:
@@ -68,6 +92,10 @@ class LatencyEstimator:
 
     def predict(self, backend: str, params: LatencyParams, tokens: Sequence[int]) -> float:
         return predict_latency_ms(params, tokens) * self.correction(backend)
+
+    def predict_sums(self, backend: str, params: LatencyParams, n: int, total: int, squares: int) -> float:
+        """:meth:`predict` from the number of items, Σt and Σt² (:func:`stage_sums`)."""
+        return latency_from_sums(params, n, total, squares) * self.correction(backend)
 
     def observe(self, backend: str, params: LatencyParams, tokens: Sequence[int], observed_ms: float) -> None:
         raw = predict_latency_ms(params, tokens)

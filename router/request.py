@@ -6,7 +6,7 @@ import math
 import numbers
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, Any, TypedDict
@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypedDict
 from pydantic import BaseModel, ConfigDict, Field
 
 from router.constraints import Constraints, coerce_constraints
-from router.documents import Document, normalize_documents
+from router.documents import Document, normalize_for_scoring
 from router.errors import (
     EmptyQueryError,
     InvalidBudgetError,
@@ -75,9 +75,22 @@ class RerankRequest:
     request_id: str
     clipped_documents: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    scoring_texts: tuple[str, ...] = ()
+    """Each document's text clipped to ``scoring_max_chars``, made while the documents were checked."""
+    scoring_max_chars: int = -1
+    scoring_chars: int = -1
+    """The total characters of ``scoring_texts`` (-1: not known)."""
 
-    def texts_for_scoring(self, max_chars: int) -> list[str]:
+    def texts_for_scoring(self, max_chars: int) -> Sequence[str]:
+        if max_chars == self.scoring_max_chars and len(self.scoring_texts) == len(self.documents):
+            return self.scoring_texts
         return [d.text[:max_chars] for d in self.documents]
+
+    def scoring_chars_for(self, max_chars: int) -> int:
+        """The total characters of :meth:`texts_for_scoring`."""
+        if max_chars == self.scoring_max_chars and self.scoring_chars >= 0:
+            return self.scoring_chars
+        return sum(len(t) for t in self.texts_for_scoring(max_chars))
 
 
 # Characters that show nothing: a query made only of these is empty (a NUL, a zero-width space,
@@ -145,7 +158,8 @@ def build_request(
         )
     if is_blank(query):
         raise EmptyQueryError("query is empty (nothing but whitespace or invisible characters); pass the user's search text")
-    docs = normalize_documents(documents, max_documents=limits.max_documents)
+    normalized = normalize_for_scoring(documents, max_documents=limits.max_documents, max_chars=limits.max_document_chars)
+    docs = normalized.documents
     notes: list[str] = []
     if top_n is None:
         n_top = len(docs)
@@ -168,7 +182,7 @@ def build_request(
     if context is not None and not isinstance(context, Mapping):
         raise InvalidRequestError(f"context must be a mapping, got {type(context).__name__}")
     ctx = MappingProxyType(dict(context or {}))
-    clipped = sum(1 for d in docs if len(d.text) > limits.max_document_chars)
+    clipped = normalized.clipped
     if clipped:
         notes.append(f"{clipped} document(s) clipped to {limits.max_document_chars} characters for scoring")
     return RerankRequest(
@@ -182,4 +196,7 @@ def build_request(
         request_id=str(ctx.get("request_id") or uuid.uuid4().hex),
         clipped_documents=clipped,
         notes=tuple(notes),
+        scoring_texts=normalized.texts,
+        scoring_max_chars=limits.max_document_chars,
+        scoring_chars=normalized.chars,
     )

@@ -10,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.documents import FrozenMap
-from router.plan import Plan
+from router.documents import Document, FrozenMap
+from router.plan import Option, Plan
 
 __all__ = ["Explanation", "OptionReport", "RankedItem", "RerankResult", "StageReport"]
+
+_new = object.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,37 @@ class RankedItem:
     def to_dict(self) -> dict[str, Any]:
         """``{"index", "id", "score", "text", "metadata"}``, JSON-ready."""
         return _fields(self)
+
+    @classmethod
+    def _many(
+        cls, documents: Sequence[Document], order: Iterable[int], score_of: Callable[[int], float | None]
+    ) -> tuple[RankedItem, ...]:
+        """``RankedItem(i, d.id, score_of(i), d.text, d.metadata)`` for each position ``i`` in
+        ``order`` (``d = documents[i]``), as the constructor would build them (the router's hot
+        path: the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
+        new, frozen = _new, FrozenMap
+        out: list[RankedItem] = []
+        append = out.append
+        for i in order:
+            d = documents[i]
+            metadata = d.metadata
+            if type(metadata) is not frozen:
+                append(cls(i, d.id, score_of(i), d.text, metadata))
+                continue
+            item = new(cls)
+            _SET_INDEX(item, i)
+            _SET_ID(item, d.id)
+            _SET_SCORE(item, score_of(i))
+            _SET_TEXT(item, d.text)
+            _SET_METADATA(item, metadata)
+            append(item)
+        return tuple(out)
+
+
+# The slots' own setters (what the frozen __init__ reaches through object.__setattr__).
+_SET_INDEX, _SET_ID, _SET_SCORE, _SET_TEXT, _SET_METADATA = (
+    RankedItem.__dict__[name].__set__ for name in ("index", "id", "score", "text", "metadata")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +118,17 @@ class Explanation:
 
     @classmethod
     def from_plan(cls, plan: Plan, notes: tuple[str, ...]) -> Explanation:
+        names: dict[int, str] = {}  # an Option's name is built each time it is read: once per option here
+
+        def name(option: Option) -> str:
+            known = names.get(id(option))
+            if known is None:
+                known = names[id(option)] = option.name
+            return known
+
         options = tuple(
             OptionReport(
-                name=a.option.name,
+                name=name(a.option),
                 latency_ms=a.option.estimate.latency_ms,
                 cost_usd=a.option.estimate.cost_usd,
                 quality=a.option.estimate.quality,
@@ -98,9 +139,9 @@ class Explanation:
         )
         return cls(
             policy=plan.policy,
-            chosen=plan.primary.name,
+            chosen=name(plan.primary),
             reason=plan.reason,
-            fallbacks=tuple(o.name for o in plan.fallbacks),
+            fallbacks=tuple(map(name, plan.fallbacks)),
             options=options,
             notes=notes,
         )

@@ -1,0 +1,100 @@
+"""The hot path's shortcuts (issue 13) give exactly what the plain code gives."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from router.backends.base import Scores
+from router.catalog import LatencyParams
+from router.documents import normalize_documents, normalize_for_scoring
+from router.errors import MalformedResponseError
+from router.executor import _validate
+from router.features import TokenStats, _estimated_counts
+from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
+from router.result import RankedItem
+from router.tokens import EstimatedTokenCounter
+
+
+def test_estimated_counts_match_the_counter() -> None:
+    rng = random.Random(1)
+    for _ in range(5_000):
+        counter = EstimatedTokenCounter("f", rng.choice([4.52, 4.49, 4.0, 2.5, 2.0, 1.0]))
+        query = "q" * rng.randint(0, 5)
+        texts = ["x" * rng.randint(0, 30) for _ in range(rng.randint(0, 6))]
+        got = _estimated_counts(counter, query, texts)
+        if got is not None:
+            assert got == counter.count([query, *texts])
+
+
+def test_stage_sums_match_item_tokens() -> None:
+    rng = random.Random(2)
+    params = LatencyParams(overhead_ms=1.3, per_doc_ms=0.01, per_token_ms=3e-4, per_token_sq_ms=1.1e-7)
+    for _ in range(2_000):
+        stats = TokenStats("f", False, rng.randint(0, 50), tuple(rng.randint(0, 600) for _ in range(rng.randint(0, 50))))
+        spec = SimpleNamespace(input=rng.choice(["pair", "single"]), max_tokens_per_doc=rng.choice([None, 300, 512]))
+        sums = stage_sums(spec, stats, len(stats.docs))  # type: ignore[arg-type]
+        if sums is not None:
+            tokens = item_tokens(spec, stats)  # type: ignore[arg-type]
+            assert sums == (len(tokens), sum(tokens), sum(t * t for t in tokens))
+            assert latency_from_sums(params, *sums) == predict_latency_ms(params, tokens)
+    assert stage_sums(SimpleNamespace(input="pair", max_tokens_per_doc=10), TokenStats("f", False, 5, (9,)), 1) is None  # type: ignore[arg-type]
+
+
+def test_token_stats_pickle_and_compare_as_before() -> None:
+    stats = TokenStats("f", True, 3, (1, 2))
+    assert pickle.loads(pickle.dumps(stats)) == stats == TokenStats("f", True, 3, (1, 2))
+    assert (stats.total, stats.max, stats.doc_sq_sum) == (3, 2, 5)
+
+
+def test_ranked_items_built_fast_equal_the_constructor() -> None:
+    docs = normalize_documents(["a", {"text": "b", "id": 7, "metadata": {"k": 1}}])
+    items = RankedItem._many(docs, [1, 0], {1: 0.5}.get)
+    assert items == (RankedItem(1, "7", 0.5, "b", {"k": 1}), RankedItem(0, "0", None, "a"))
+    assert pickle.loads(pickle.dumps(items)) == items
+    assert [i.to_dict() for i in items] == [
+        {"index": 1, "id": "7", "score": 0.5, "text": "b", "metadata": {"k": 1}},
+        {"index": 0, "id": "0", "score": None, "text": "a", "metadata": {}},
+    ]
+    with pytest.raises(AttributeError):
+        items[0].score = 1.0  # type: ignore[misc]
+
+
+def test_one_pass_collects_clipped_texts() -> None:
+    out = normalize_for_scoring(["abcdef", {"text": "ab"}], max_chars=4)
+    assert out.texts == ("abcd", "ab") and out.chars == 6 and out.clipped == 1
+    assert [d.text for d in out.documents] == ["abcdef", "ab"]
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ((0.5, 1, True), None),
+        ((math.inf, "x"), "non-numeric"),
+        ((math.nan, 0.5), "non-finite"),
+        ((1e308, 1e308), None),
+        ((10**400, 0.5), OverflowError),
+    ],
+)
+def test_validate_as_before(values: tuple[object, ...], error: object) -> None:
+    scores = Scores(values=values)  # type: ignore[arg-type]
+    if error is None:
+        assert _validate(scores, len(values), "b") == values
+    elif error is OverflowError:
+        with pytest.raises(OverflowError):
+            _validate(scores, len(values), "b")
+    else:
+        with pytest.raises(MalformedResponseError, match=str(error)):
+            _validate(scores, len(values), "b")
+
+
+def test_reverse_sort_keeps_ties_in_order() -> None:
+    rng = random.Random(3)
+    for _ in range(2_000):
+        values = [rng.choice([0.0, -0.0, 0.5, 1, 1.0, 0.25]) for _ in range(rng.randint(1, 30))]
+        n = len(values)
+        assert sorted(range(n), key=lambda k: -values[k]) == sorted(range(n), key=values.__getitem__, reverse=True)
