@@ -397,6 +397,7 @@ def run_one(router: Router, server: BillingServer, ledger: Ledger, spy: SocketSp
     }
     if bad is not None:
         kwargs[bad[0]] = bad[1]
+    server.wait_idle()  # a call an earlier example gave up on may still be billed: not this one's spend
     before_usd, before_attempts = ledger.usd, len(spy.attempts)
     try:
         result = router.rerank(kwargs.pop("query"), kwargs.pop("documents"), **kwargs)
