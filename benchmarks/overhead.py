@@ -165,7 +165,7 @@ def run(repeats: int, model_repeats: int, with_tiny: bool) -> dict[str, Any]:
 
         def plan_estimated(query: str = query, docs: list[str] = docs) -> Any:
             req = router._request(query, docs)
-            return router._plan(req, features_estimated(req))
+            return router.plan_request(req, features_estimated(req))
 
         n_repeats = max(5, repeats // 10) if n >= 1000 else repeats
         plan = router.plan(query, docs)

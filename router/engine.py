@@ -181,8 +181,7 @@ class Router:
     async def _arerank(self, started: float, query: str, documents: Documents, options: RequestOptions) -> RerankResult:
         """Steps 1-7 for a call made at ``started`` (the caller's moment, also for sync calls)."""
         request = self._request(query, documents, **options)  # 1
-        time_left_ms = None if request.latency_budget_ms is None else request.latency_budget_ms - (self._clock() - started) * 1000
-        shed = self._admission.admit(time_left_ms)
+        shed = self._admission.admit(self._time_left_ms(request, started))
         if shed is not None:
             result = self._shed(request, started, shed.reason)
             self._admission.shed_done()
@@ -219,7 +218,7 @@ class Router:
         """Steps 1-4 only: what would run and why, without calling any backend (the keyword
         arguments of :meth:`arerank`)."""
         request = self._request(query, documents, **options)
-        return self._plan(request, self._features(request))
+        return self.plan_request(request, self._features(request))
 
     # -- step 1: request; step 2: features --------------------------------------------------------
     def _request(self, query: object, documents: object, **kwargs: Any) -> RerankRequest:
@@ -241,9 +240,6 @@ class Router:
             counter = backend.token_counter()
             if counter is not None:
                 self._counters.register(counter)
-        time_left_ms = None
-        if started is not None and request.latency_budget_ms is not None:
-            time_left_ms = request.latency_budget_ms - (self._clock() - started) * 1000
         return extract_features(
             request,
             self._read_tokens,
@@ -251,8 +247,14 @@ class Router:
             default_domain=self.config.domain,
             max_document_chars=self.config.limits.max_document_chars,
             read_tokens=self._read_tokens,
-            time_left_ms=time_left_ms,
+            time_left_ms=None if started is None else self._time_left_ms(request, started),
         )
+
+    def _time_left_ms(self, request: RerankRequest, started: float) -> float | None:
+        """What is left of the request's latency budget, from the moment the caller called."""
+        if request.latency_budget_ms is None:
+            return None
+        return request.latency_budget_ms - (self._clock() - started) * 1000
 
     async def _afeatures(self, request: RerankRequest, started: float | None = None) -> Features:
         """Step 2 off the event loop when it is long: exact token counts for many long candidates
@@ -299,12 +301,9 @@ class Router:
         """Step 4 for a built request: the policy's plan over every backend as it stands now."""
         return (policy or self.policy).plan(self._context(request, features))
 
-    _plan = plan_request
-
-    def _context(self, request: RerankRequest, features: Features, *, ignore_breakers: bool = False) -> PlanningContext:
+    def _context(self, request: RerankRequest, features: Features) -> PlanningContext:
         views = {
-            name: BackendView(name=name, spec=b.spec, availability=self._availability(name, ignore_breakers))
-            for name, b in self.backends.items()
+            name: BackendView(name=name, spec=b.spec, availability=self._availability(name)) for name, b in self.backends.items()
         }
         cold = frozenset(name for name, view in views.items() if view.availability.ok and not view.availability.warm)
         for name in cold:
@@ -319,26 +318,29 @@ class Router:
             estimate=estimator.estimate,
         )
 
-    def _availability(self, name: str, ignore_breakers: bool = False) -> Availability:
+    def _availability(self, name: str) -> Availability:
         """The backend's own availability, closed off while its circuit breaker is open."""
         availability = self.backends[name].availability()
-        why = None if ignore_breakers else self._executor.open_breaker(name)
+        why = self._executor.open_breaker(name)
         if availability.ok and why is not None:
-            return Availability(False, why, warm=availability.warm)
+            return _BreakerClosed(False, why, warm=availability.warm)
         return availability
 
     def _breaker_degradation(self, ctx: PlanningContext, plan: Plan, policy: Policy) -> str | None:
         """Why the plan is not what the policy would choose with every backend healthy (an open
-        circuit breaker took a backend out), or None when it is."""
-        open_ = {n: why for n in self.backends if (why := self._executor.open_breaker(n)) is not None}
-        if not open_ or not any(ctx.backends[n].availability.reason == why for n, why in open_.items()):
+        circuit breaker took a backend out), or None when it is. Reads the breakers as planning
+        saw them (a shared breaker store costs a Redis round trip per read)."""
+        open_ = {n: v.availability.reason for n, v in ctx.backends.items() if isinstance(v.availability, _BreakerClosed)}
+        if not open_:
             return None
         healthy = policy.plan(
             dataclasses.replace(
                 ctx,
                 backends=MappingProxyType(
                     {
-                        name: dataclasses.replace(view, availability=self._availability(name, ignore_breakers=True))
+                        name: dataclasses.replace(view, availability=self.backends[name].availability())
+                        if name in open_
+                        else view
                         for name, view in ctx.backends.items()
                     }
                 ),
@@ -526,6 +528,12 @@ class Router:
 
 def _no_score(_: int) -> None:
     return None
+
+
+class _BreakerClosed(Availability):
+    """Availability closed by an open circuit breaker (the backend itself would serve)."""
+
+    __slots__ = ()
 
 
 def _read_tokens(backends: Mapping[str, Backend]) -> dict[str, int | None]:

@@ -395,16 +395,9 @@ class Executor:
     def _refusal(self, option: Option, error: ConstraintViolationError) -> StageReport:
         stage = option.stages[0]
         predicted = option.stage_estimates[0] if option.stage_estimates else None
-        report = self._report(
-            stage,
-            self._backends[stage.backend],
-            stage.candidates_in,
-            self._clock(),
-            predicted,
-            error=_describe(error, ""),
-            attempts=0,
+        return self._report(
+            stage, self._backends[stage.backend], stage.candidates_in, self._clock(), predicted, error=str(error), attempts=0
         )
-        return report
 
     # -- one backend call: breaker, limits, retries, hedging, deadline ----------------------------
     async def _call(
@@ -437,9 +430,10 @@ class Executor:
                     try:
                         scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
                     except Exception as exc:
-                        tally.bill(billed_of(exc))
+                        billed = billed_of(exc)
+                        tally.bill(billed)
                         unread = isinstance(exc, BackendTimeoutError) or (
-                            isinstance(exc, MalformedResponseError) and billed_of(exc) is None
+                            isinstance(exc, MalformedResponseError) and billed is None
                         )
                         if unread and predicted is not None and predicted.cost_usd:
                             tally.cut_usd += predicted.cost_usd
@@ -467,8 +461,7 @@ class Executor:
         already = tally.cut_usd
         if tally.rejected is not None:
             already += billed_cost_usd(self._backends[name].spec, tally.rejected, 0.0) or 0.0
-        left = spend.left()
-        return left is None or already + predicted.cost_usd <= left + CEILING_TOLERANCE_USD
+        return spend.fits(already + predicted.cost_usd)
 
     async def _attempt(
         self,
