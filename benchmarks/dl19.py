@@ -338,7 +338,7 @@ def dl19(args: argparse.Namespace, dataset: Dataset) -> dict[str, Any]:
         sweeps["adaptive (CV)"] = adaptive.pop("sweep_runs")
         sweeps["fixed options (tiers + cascades)"] = [*tiers, *cascades]
         seeds = [_seed_row(seed, c, strongest) for seed, c in constrained_cv.items() if seed < args.seeds]
-        paired = _paired(
+        paired = paired_bootstrap(
             [c.run for seed, c in constrained_cv.items() if seed < args.seeds] or [ccv.run], strongest, seed=args.seed
         )
         runs = [*tiers, *cascades, *policies, cv.run, ccv.run, oracle]
@@ -604,30 +604,6 @@ def _seed_row(seed: int, cv: Any, strongest: RunResult) -> dict[str, Any]:
         "saturation_k": [fit.saturation_k for fit in cv.models],
         "tier_mix": run.tier_mix,
         "meets_target": run.ndcg >= strongest.ndcg and share <= CEILING_SHARE,
-    }
-
-
-def _paired(runs: Sequence[RunResult], reference: RunResult, *, seed: int, resamples: int = 10_000) -> dict[str, Any]:
-    """Per query: the runs' mean nDCG@10 minus the reference's; wins/ties/losses and a bootstrap interval
-    of the mean difference (how far 43 queries pin it down)."""
-    import numpy as np
-
-    primary = reference.measures.primary
-    qids = sorted(reference.per_query)
-    ours = np.asarray([[r.per_query.get(q, {}).get(primary, 0.0) for q in qids] for r in runs]).mean(axis=0)
-    theirs = np.asarray([reference.per_query[q].get(primary, 0.0) for q in qids])
-    diff = ours - theirs
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {
-        "queries": len(qids),
-        "wins": int((diff > 1e-9).sum()),
-        "ties": int((abs(diff) <= 1e-9).sum()),
-        "losses": int((diff < -1e-9).sum()),
-        "mean_difference": float(diff.mean()),
-        "ci95": [float(low), float(high)],
-        "resamples": resamples,
     }
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +37,7 @@ from router.plan import Estimate, Evidence, Option, Plan, Stage
 
 __all__ = [
     "FEATURES",
+    "MIN_QUERIES",
     "AdaptiveModel",
     "AdaptiveParams",
     "AdaptivePolicy",
@@ -57,6 +58,9 @@ FEATURES: tuple[str, ...] = (
     "query_words",
 )
 """What :func:`escalation_features` returns, in order."""
+
+MIN_QUERIES = 20
+"""A model fitted on fewer labelled queries than this is not used: the constrained policy plans instead."""
 
 
 def escalation_features(query: str, scores: Sequence[float]) -> tuple[float, ...]:
@@ -134,7 +138,7 @@ class AdaptiveParams(BaseModel):
     """The fitted model (a profile's ``adaptive:`` section); None: today's curve (the constrained policy)."""
     min_gain_per_usd: float | None = Field(None, ge=0)
     """Override the model's calibrated price of quality (nDCG@10 per US$)."""
-    min_queries: int = Field(20, ge=1)
+    min_queries: int = Field(MIN_QUERIES, ge=1)
     """A model fitted on fewer labelled queries than this is not used: the constrained policy plans instead."""
     saturation_k: int = Field(CascadeParams().saturation_k, ge=1)
     """The fallback's cascade curve (a profile's ``cascade.saturation_k``)."""
@@ -157,8 +161,6 @@ class Menu:
     gain_index: tuple[int, ...]
     """For each item, its option's position in ``model.options``."""
     min_gain_per_usd: float
-    first_cost_usd: float = 0.0
-    notes: tuple[str, ...] = field(default=())
 
     def choose(self, evidence: Evidence) -> tuple[Stage | None, str]:
         x = escalation_features(evidence.query, evidence.scores)
@@ -188,7 +190,7 @@ class AdaptivePolicy:
         self,
         model: AdaptiveModel | Mapping[str, Any] | None = None,
         min_gain_per_usd: float | None = None,
-        min_queries: int = 20,
+        min_queries: int = MIN_QUERIES,
         saturation_k: int = CascadeParams().saturation_k,
         name: str = "adaptive",
     ) -> None:
@@ -202,19 +204,21 @@ class AdaptivePolicy:
         fitted = "none" if self.model is None else f"{len(self.model.options)} options, {self.model.queries} queries"
         return f"AdaptivePolicy(model={fitted}, min_gain_per_usd={self.min_gain_per_usd})"
 
+    def _todays_curve(self, ctx: PlanningContext, why: str) -> Plan:
+        """The constrained policy's plan (today's cascade curve), with why the model is not used."""
+        inner = ConstrainedPolicy(saturation_k=self.saturation_k).plan(ctx)
+        return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, f"{why}: today's curve; {inner.reason}")
+
     def plan(self, ctx: PlanningContext) -> Plan:
         model = self.model
         if model is None or model.queries < self.min_queries:
             why = "no fitted model" if model is None else f"model fitted on {model.queries} < {self.min_queries} queries"
-            inner = ConstrainedPolicy(saturation_k=self.saturation_k).plan(ctx)
-            return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, f"{why}: today's curve; {inner.reason}")
+            return self._todays_curve(ctx, why)
         n, top_n = ctx.features.n_candidates, ctx.features.top_n
         singles = assess(single_stage_options(ctx), ctx)
         cheap = next((a for a in singles if a.option.backends == (model.first_stage,) and a.feasible), None)
         if cheap is None:
-            inner = ConstrainedPolicy(saturation_k=self.saturation_k).plan(ctx)
-            why = f"first stage {model.first_stage} not feasible: today's curve"
-            return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, f"{why}; {inner.reason}")
+            return self._todays_curve(ctx, f"first stage {model.first_stage} not feasible")
         first = Stage(model.first_stage, n)
         menu: list[tuple[MenuItem, int, Option]] = []
         assessed = list(singles)

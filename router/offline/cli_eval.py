@@ -395,11 +395,11 @@ def _cv_one(
 ) -> Any:
     """One fold seed of one policy's cross-validation. The adaptive policy's mean-cost target:
     --target-cost-share x the strongest tier's cost if given, else the per-query ceiling (--max-cost[-share])."""
-    from router.offline.evaluation import cross_validate, cross_validate_constrained
+    from router.offline.evaluation import cross_validate, cross_validate_adaptive, cross_validate_constrained
     from router.offline.evaluation.paired import parse_seeds
 
     first_seed = parse_seeds(args.seeds)[0] if args.seeds else args.seed
-    suffix = "" if seed == first_seed else f" seed {seed}"
+    label = f"{name} ({args.cv}-fold CV)" + ("" if seed == first_seed else f" seed {seed}")
     if name == "learned":
         quality_share, cost_share = _targets(args)
         return cross_validate(
@@ -410,32 +410,15 @@ def _cv_one(
             seed=seed,
             target_quality_share=quality_share,
             target_cost_share=cost_share,
-            label=f"learned ({args.cv}-fold CV){suffix}",
+            label=label,
         )
     if name == "constrained":
-        return cross_validate_constrained(
-            harness,
-            option_runs,
-            options,
-            folds=args.cv,
-            seed=seed,
-            budget=budget,
-            label=f"constrained ({args.cv}-fold CV){suffix}",
-        )
-    from router.offline.evaluation import cross_validate_adaptive
-
+        return cross_validate_constrained(harness, option_runs, options, folds=args.cv, seed=seed, budget=budget, label=label)
     target = args.max_cost
     if args.target_cost_share is not None and math.isfinite(strongest.cost_mean):
         target = args.target_cost_share * strongest.cost_mean
     return cross_validate_adaptive(
-        harness,
-        option_runs,
-        options,
-        folds=args.cv,
-        seed=seed,
-        budget=budget,
-        target_cost=target,
-        label=f"adaptive ({args.cv}-fold CV){suffix}",
+        harness, option_runs, options, folds=args.cv, seed=seed, budget=budget, target_cost=target, label=label
     )
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from policies.adaptive import FEATURES, AdaptiveModel, GainModel
+from policies.adaptive import FEATURES, MIN_QUERIES, AdaptiveModel, GainModel
 from policies.cascade import cascade_quality
 from policies.learned import LearnedModel, OptionModel, StageSpec, option_key
 from router.catalog import BackendSpec
@@ -326,7 +326,7 @@ def fit_learned(
 
 
 # -- the adaptive policy ---------------------------------------------------------------------------------------
-MIN_ADAPTIVE_QUERIES = 20
+MIN_ADAPTIVE_QUERIES = MIN_QUERIES
 """Below this many labelled queries :func:`fit_adaptive`'s model is not used by the policy
 (``AdaptiveParams.min_queries``): it falls back to the constrained policy's cascade curve."""
 
@@ -342,23 +342,21 @@ class EscalationExample:
     cost: Mapping[tuple[str, int], float]
 
 
-def calibrate_price(gains: Any, costs: Any, target_cost: float | None, *, base_cost: Any = None, iterations: int = 80) -> float:
+def calibrate_price(gains: Any, costs: Any, target_cost: float | None, *, iterations: int = 80) -> float:
     """The least price of quality (nDCG@10 per $) at which escalating by ``gain - price x cost`` keeps the
     mean cost per query within ``target_cost``; 0 when even buying the best gain everywhere stays within it.
 
-    ``gains``/``costs``: (queries, options) arrays of predicted gain and cost; ``base_cost``: per query,
-    the cost of not escalating (the first stage; default 0)."""
+    ``gains``/``costs``: (queries, options) arrays of predicted gain and cost; not escalating costs 0."""
     import numpy as np
 
     g, c = np.asarray(gains, dtype=float), np.asarray(costs, dtype=float)
-    base = np.zeros(len(g)) if base_cost is None else np.asarray(base_cost, dtype=float)
 
     def spend(price: float) -> float:
         value = g - price * c
         pick = np.argmax(value, axis=1)
         rows = np.arange(len(g))
         escalate = (value[rows, pick] > 0) & (g[rows, pick] > 0)
-        return float(np.where(escalate, c[rows, pick], base).mean())
+        return float(np.where(escalate, c[rows, pick], 0.0).mean())
 
     if target_cost is None or spend(0.0) <= target_cost:
         return 0.0

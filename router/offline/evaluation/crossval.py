@@ -91,6 +91,10 @@ class CrossValidation(Generic[Fit]):
     folds: tuple[dict[str, object], ...]
 
 
+def _fitted_on(harness: EvalHarness, i: int, folds: int, train: Sequence[str]) -> str:
+    return f"{harness.dataset.name}: fold {i + 1}/{folds} training queries ({len(train)})"
+
+
 def _fold_row(i: int, train: Sequence[str], test: Sequence[str], run: RunResult, **fitted: object) -> dict[str, object]:
     """One fold's line in the report: sizes, what was fitted, and the held-out result."""
     return {
@@ -133,7 +137,7 @@ def cross_validate(
             target_cost_share=target_cost_share,
             alpha=alpha,
             tokenizer_family=tokenizer_family,
-            fitted_on=f"{harness.dataset.name}: fold {i + 1}/{folds} training queries ({len(train)})",
+            fitted_on=_fitted_on(harness, i, folds, train),
         )
         run = harness.run(f"{name} fold {i + 1}", LearnedPolicy(model=model), qids=test, budget=budget)
         held_out.append(run)
@@ -170,9 +174,7 @@ def cross_validate_constrained(
     name = label or f"constrained ({folds}-fold CV)"
     for i, (train, test) in enumerate(kfold(qids, folds, seed)):
         quality = [{key: per[q].get(primary, 0.0) for key, per in table.items()} for q in train]
-        fit = fit_constrained(
-            options, quality, fitted_on=f"{harness.dataset.name}: fold {i + 1}/{folds} training queries ({len(train)})"
-        )
+        fit = fit_constrained(options, quality, fitted_on=_fitted_on(harness, i, folds, train))
         params: dict[str, object] = fit.policy_params()
         if cascade_k:
             params["cascade_k"] = tuple(cascade_k)
@@ -248,7 +250,7 @@ def cross_validate_adaptive(
     ``min_queries``: the policy's fallback threshold (1 to use the model however few queries fitted it)."""
     qids = [q for q in harness.dataset.qids if all(q in run.per_query for run in runs.values())]
     texts = {q.qid: q.text for q in harness.dataset.queries}
-    cache: dict[str, Mapping[str, Sequence[float]]] = {}
+    cache: dict[str, dict[str, EscalationExample]] = {}  # by first stage: the same for every fold
     held_out: list[RunResult] = []
     models: list[AdaptiveModel] = []
     rows: list[dict[str, object]] = []
@@ -259,13 +261,14 @@ def cross_validate_adaptive(
             train = sorted(random.Random(1000 * seed + i).sample(full_train, train_size))
         first = first_stage_of(runs, options, train)
         if first not in cache:
-            cache[first] = scores if scores is not None else harness.first_stage_scores(first)
-        examples = escalation_examples(runs, options, first, cache[first], texts)
+            first_scores = scores if scores is not None else harness.first_stage_scores(first)
+            cache[first] = escalation_examples(runs, options, first, first_scores, texts)
+        examples = cache[first]
         model = fit_adaptive(
             [examples[q] for q in train],
             first,
             target_cost=target_cost,
-            fitted_on=f"{harness.dataset.name}: fold {i + 1}/{folds} training queries ({len(train)})",
+            fitted_on=_fitted_on(harness, i, folds, train),
         )
         policy = AdaptivePolicy(model=model) if min_queries is None else AdaptivePolicy(model=model, min_queries=min_queries)
         run = harness.run(f"{name} fold {i + 1}", policy, qids=test, budget=budget)
