@@ -209,7 +209,6 @@ class Gateway:
         return (None if budget is None else float(budget)), (None if cost is None else float(cost))
 
     def _check_limits(self, wire: WireRequest) -> None:
-        assert self.router is not None
         limits = self.service.limits
         max_docs = limits.max_documents or self.config.limits.max_documents
         if len(wire.documents) > max_docs:
@@ -361,7 +360,6 @@ class Gateway:
     def _answer(
         self, fmt: WireFormat, result: RerankResult, wire: WireRequest, pin: str | None, headers: dict[str, str]
     ) -> Response:
-        assert self.router is not None
         served = ">".join(result.backends) or "none"
         model = ">".join(result.models) or (pin or "auto")
         headers.update(
