@@ -239,12 +239,7 @@ def in_process_router(upstream_port: int, config_path: Path, requests: int) -> d
                 latencies.append(time.perf_counter() - started)
         await router.aclose()
 
-    try:
-        import uvloop
-
-        uvloop.run(go())
-    except ImportError:
-        asyncio.run(go())
+    _runner()(go())
     latencies.sort()
     return {
         "requests": requests,
@@ -253,13 +248,17 @@ def in_process_router(upstream_port: int, config_path: Path, requests: int) -> d
     }
 
 
-def run_load(port: int, raw: bytes, concurrency: int, requests: int, warmup: int) -> dict[str, Any]:
+def _runner() -> Any:
+    """``uvloop.run`` where uvloop is installed (as the gateway's workers use it), else ``asyncio.run``."""
     try:
         import uvloop
-
-        runner: Any = uvloop.run
     except ImportError:
-        runner = asyncio.run
+        return asyncio.run
+    return uvloop.run
+
+
+def run_load(port: int, raw: bytes, concurrency: int, requests: int, warmup: int) -> dict[str, Any]:
+    runner = _runner()
     runner(load(port, raw, min(concurrency, 16), warmup))
     return dict(runner(load(port, raw, concurrency, requests)))
 

@@ -34,7 +34,7 @@ from policies.registry import create_policy
 from router import Router, RouterConfig, load_config
 from router.constraints import Constraints, coerce_constraints
 from router.documents import normalize_documents
-from router.errors import ConfigError, InvalidRequestError, RerankRouterError, TooManyDocumentsError
+from router.errors import InvalidRequestError, RerankRouterError, TooManyDocumentsError
 from router.result import Explanation, RankedItem, RerankResult
 from router.service.admission import Admission, Overloaded
 from router.service.config import ServiceConfig
@@ -42,6 +42,7 @@ from router.service.metrics import CONTENT_TYPE, Metrics
 from router.service.pinning import PinnablePolicy, pinned
 from router.service.tenants import CapRefused, Reservation, Tenant, Tenants
 from router.service.wire import WireError, WireFormat, WireRequest, document_texts, error_body, parse, render
+from router.validation import config_error
 
 __all__ = ["Gateway", "create_app"]
 
@@ -58,8 +59,7 @@ def service_config(config: RouterConfig) -> ServiceConfig:
     try:
         return ServiceConfig.model_validate(config.service or {})
     except ValidationError as exc:
-        lines = [f"service.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+        raise config_error(exc, prefix="service") from None
 
 
 def _header_number(request: Request, name: str) -> float | None:
@@ -107,7 +107,6 @@ class Gateway:
         self.metrics = Metrics() if self.service.metrics else None
         self.ready = False
         self.draining = False
-        self.draining_started = False
         self.warm_status: dict[str, str] = {}
         self._warm_task: asyncio.Task[None] | None = None
         self.valid_models: tuple[str, ...] = ()
@@ -116,12 +115,13 @@ class Gateway:
     # -- lifecycle ----------------------------------------------------------------------------------
     async def startup(self) -> None:
         shared = self.config.shared_state
+        prefix = "rerank-router"
+        url: Any = ""
         if shared is not None:
             from router.resilience.redis_store import redis_client
 
-            self.redis = redis_client(shared.url())
-        prefix = shared.key_prefix if shared is not None else "rerank-router"
-        url = shared.url() if shared is not None else ""
+            prefix, url = shared.key_prefix, shared.url()
+            self.redis = redis_client(url)
         self.tenants = Tenants(self.service, client=self.redis, prefix=prefix, url=url)
         if self.router is None:
             base = create_policy(self.config.policy.name, self.config.policy.params)
@@ -151,12 +151,11 @@ class Gateway:
         self.draining = True
         if self._warm_task is not None and not self._warm_task.done():
             self._warm_task.cancel()
-        if self.router is not None and self._given_router is None:
+        if self.router is not None:
             await self.router.adrain()
-            # aclose on this loop, where the Router's clients live (close() would use its own thread).
-            await self.router.aclose()
-        elif self.router is not None:
-            await self.router.adrain()
+            if self._given_router is None:
+                # aclose on this loop, where the Router's clients live (close() would use its own thread).
+                await self.router.aclose()
         if self.redis is not None:
             self.redis.close()
 
@@ -210,7 +209,6 @@ class Gateway:
         return (None if budget is None else float(budget)), (None if cost is None else float(cost))
 
     def _check_limits(self, wire: WireRequest) -> None:
-        assert self.router is not None
         limits = self.service.limits
         max_docs = limits.max_documents or self.config.limits.max_documents
         if len(wire.documents) > max_docs:
@@ -362,7 +360,6 @@ class Gateway:
     def _answer(
         self, fmt: WireFormat, result: RerankResult, wire: WireRequest, pin: str | None, headers: dict[str, str]
     ) -> Response:
-        assert self.router is not None
         served = ">".join(result.backends) or "none"
         model = ">".join(result.models) or (pin or "auto")
         headers.update(
@@ -497,7 +494,7 @@ def create_app(
         if gw.metrics is None:
             return _json({"error": "metrics are off (service.metrics: false)"}, 404, {})
         if gw.router is not None:
-            gw.metrics.breakers(breaker_states(gw.router))
+            gw.metrics.breakers(gw.router.breaker_states())
         data = await asyncio.to_thread(gw.metrics.exposition) if gw.metrics.multiprocess else gw.metrics.exposition()
         return Response(data, media_type=CONTENT_TYPE)
 
@@ -514,8 +511,3 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gw
     return app
-
-
-def breaker_states(router: Router) -> dict[str, str]:
-    """Each backend's circuit-breaker state."""
-    return router.breaker_states()

@@ -64,6 +64,7 @@ class _DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
         super().__init__(config)
         self.gateway = gateway
+        self._grace_started = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit:
@@ -72,8 +73,8 @@ class _DrainingServer(uvicorn.Server):
             return
         self.gateway.draining = True
         grace = self.gateway.service.drain.grace_s
-        if grace > 0 and not self.gateway.draining_started:
-            self.gateway.draining_started = True
+        if grace > 0 and not self._grace_started:
+            self._grace_started = True
             timer = threading.Timer(grace, self._stop)
             timer.daemon = True
             timer.start()
