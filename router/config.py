@@ -250,14 +250,15 @@ def apply_profile(config: RouterConfig) -> RouterConfig:
     if config.profile is None and not paths:
         return config
     backends = dict(config.backends)
-    if config.profile is not None:
-        for name, overrides in load_profile(config.profile).backends.items():
+    profile = None if config.profile is None else load_profile(config.profile)  # read once, for all below
+    if profile is not None:
+        for name, overrides in profile.backends.items():
             cfg = backends.get(name)
             if cfg is not None:
                 backends[name] = cfg.model_copy(update={"spec": deep_merge(cfg.spec, overrides)})
 
     def resolved(policy: PolicyConfig) -> PolicyConfig:
-        return policy.model_copy(update={"params": policy_params(policy.name, policy.params, config.profile)})
+        return policy.model_copy(update={"params": policy_params(policy.name, policy.params, profile)})
 
     update: dict[str, Any] = {"backends": backends, "profile": None, "policy": resolved(config.policy)}
     if config.experiment is not None:

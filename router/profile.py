@@ -81,7 +81,7 @@ def _thresholds(profile: Profile) -> dict[str, Any]:
     return out
 
 
-def policy_params(name: str, params: Mapping[str, Any], profile: str | os.PathLike[str] | None) -> dict[str, Any]:
+def policy_params(name: str, params: Mapping[str, Any], profile: str | os.PathLike[str] | Profile | None) -> dict[str, Any]:
     """A policy's params with profile values filled in: what ``create_policy`` is handed.
 
     ``params.profile`` (a profile for this policy alone) wins over the params beside it, as a
@@ -89,7 +89,8 @@ def policy_params(name: str, params: Mapping[str, Any], profile: str | os.PathLi
     what the params leave unset. The constrained policy takes the ``cascade.*`` thresholds, the
     learned policy the ``learned:`` section as its ``model``, the adaptive policy the ``adaptive:``
     section as its ``model`` and ``cascade.saturation_k`` for its fallback (today's curve, used while
-    the profile has no model). Other policies are left as given.
+    the profile has no model). Other policies are left as given. ``profile`` may be given already
+    read (config reads the top-level one once for every policy and backend).
     """
     out = dict(params)
     own = out.pop("profile", None)
@@ -100,7 +101,7 @@ def policy_params(name: str, params: Mapping[str, Any], profile: str | os.PathLi
     for path, wins in ((own, True), (profile, False)):
         if path is None:
             continue
-        found = load_profile(path)
+        found = path if isinstance(path, Profile) else load_profile(path)
         if name == "constrained":
             values = _thresholds(found)
         elif name == "adaptive":
