@@ -111,7 +111,7 @@ class RouterRanker:
         if not documents:
             return {"documents": []}
         options = self._options(top_k, latency_budget_ms, max_cost_usd, constraints, context)
-        result = self._handle.get().rerank(query, [d.content or "" for d in documents], **options.kwargs())
+        result = self._handle.get().rerank(query, _texts(documents), **options.kwargs())
         return {"documents": _documents(documents, result, options.top_n)}
 
     @component.output_types(documents=list[Document])
@@ -129,13 +129,17 @@ class RouterRanker:
         if not documents:
             return {"documents": []}
         options = self._options(top_k, latency_budget_ms, max_cost_usd, constraints, context)
-        result = await self._handle.get().arerank(query, [d.content or "" for d in documents], **options.kwargs())
+        result = await self._handle.get().arerank(query, _texts(documents), **options.kwargs())
         return {"documents": _documents(documents, result, options.top_n)}
+
+
+def _texts(documents: list[Document]) -> list[str]:
+    return [d.content or "" for d in documents]
 
 
 def _documents(documents: list[Document], result: RerankResult, top_k: int | None) -> list[Document]:
     out = []
-    for rank, item in enumerate(result.items[:top_k] if top_k is not None else result.items):
+    for rank, item in enumerate(result.items[:top_k]):
         source = documents[item.index]
         meta = {**source.meta, "rerank_router": result_info(result, item.index, rank)}
         out.append(dataclasses.replace(source, score=item.score, meta=meta))

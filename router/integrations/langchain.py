@@ -18,7 +18,6 @@ or per copy (``reranker.with_options(latency_budget_ms=100)``). Needs the ``lang
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,8 +56,7 @@ class RouterReranker(BaseDocumentCompressor):
     _handle: RouterHandle = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        config: str | os.PathLike[str] | Mapping[str, Any] | None = self.router_config
-        self._handle = RouterHandle(self.router, config)
+        self._handle = RouterHandle(self.router, self.router_config)
 
     def with_options(self, **overrides: Any) -> RouterReranker:
         """A copy with other settings (same Router), e.g. ``with_options(constraints={"on_premise": True})``."""
@@ -102,7 +100,7 @@ class RouterReranker(BaseDocumentCompressor):
 
 def _documents(documents: Sequence[Document], result: RerankResult, top_n: int | None) -> list[Document]:
     out = []
-    for rank, item in enumerate(result.items[:top_n] if top_n is not None else result.items):
+    for rank, item in enumerate(result.items[:top_n]):
         source = documents[item.index]
         metadata = {**source.metadata, "relevance_score": item.score, "rerank_router": result_info(result, item.index, rank)}
         out.append(source.model_copy(update={"metadata": metadata}, deep=True))

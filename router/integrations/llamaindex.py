@@ -16,7 +16,6 @@ like LlamaIndex's own rerankers; ``apostprocess_nodes`` awaits the router on the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from router import RerankResult, Router
@@ -99,13 +98,12 @@ class RouterNodePostprocessor(BaseNodePostprocessor):
 
     def _end(self, nodes: list[NodeWithScore], result: RerankResult, top_n: int | None) -> list[NodeWithScore]:
         out = []
-        for rank, item in enumerate(result.items[:top_n] if top_n is not None else result.items):
+        for rank, item in enumerate(result.items[:top_n]):
             source = nodes[item.index]
             node = source.node
-            info: Mapping[str, Any] = result_info(result, item.index, rank)
             if self.keep_retrieval_score:
                 node.metadata["retrieval_score"] = source.score
-            node.metadata["rerank_router"] = dict(info)
+            node.metadata["rerank_router"] = result_info(result, item.index, rank)
             for keys in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
                 keys.extend(k for k in _HIDDEN if k not in keys)
             out.append(NodeWithScore(node=node, score=item.score))
