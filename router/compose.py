@@ -70,12 +70,14 @@ def compose(
 
     redis: Any = None
     shared = config.shared_state
+    redis_url = None
     if shared is not None:  # replicas share breakers and the shadow spend cap (router.resilience.redis_store)
         from router.resilience.redis_store import RedisBreakerStore, SharedStateOutage, redis_client
 
-        redis = redis_client(shared.url())
+        redis_url = shared.url()  # read from the environment once
+        redis = redis_client(redis_url)
         if breaker_store is None:
-            outage = SharedStateOutage("circuit breakers fall back to closed, not shared", shared.url())
+            outage = SharedStateOutage("circuit breakers fall back to closed, not shared", redis_url)
             breaker_store = RedisBreakerStore(redis, prefix=shared.key_prefix, clock=clock, wall_clock=wall_clock, outage=outage)
 
     accounting = Accounting()
@@ -98,7 +100,7 @@ def compose(
         if experiment.shadow is not None:
             s = experiment.shadow
             cap: SpendLimiter
-            if shared is not None:
+            if shared is not None and redis_url is not None:
                 from router.resilience.redis_store import SharedStateOutage
 
                 cap = RedisSpendCap(
@@ -106,7 +108,7 @@ def compose(
                     s.spend_window_s,
                     client=redis,
                     key=f"{shared.key_prefix}:spend:{experiment.name}:{s.name}",
-                    outage=SharedStateOutage(f"shadow arm {s.name} skipped", shared.url()),
+                    outage=SharedStateOutage(f"shadow arm {s.name} skipped", redis_url),
                 )
             else:
                 cap = SpendCap(s.max_spend_usd, s.spend_window_s)
