@@ -490,7 +490,7 @@ class RemoteBackend(Backend):
         if failures:
             # One failed call fails the request: re-raise the first router error, so the executor
             # can fall back with a specific reason, carrying the units every answered batch billed.
-            first = _first_error(BaseExceptionGroup("batches", failures))
+            first = _first_error(failures)
             for usage in billed:
                 attach_billed(first, usage)
             for other in failures:  # batches answered, billed and then rejected
@@ -634,18 +634,6 @@ class RemoteBackend(Backend):
             raise MissingDependencyError(message, backend=self.name) from exc
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaves: list[BaseException] = []
-
-    def walk(g: BaseExceptionGroup[BaseException]) -> None:
-        for e in g.exceptions:
-            if isinstance(e, BaseExceptionGroup):
-                walk(e)
-            else:
-                leaves.append(e)
-
-    walk(group)
-    for e in leaves:
-        if isinstance(e, BackendError):
-            return e
-    return leaves[0]
+def _first_error(failures: Sequence[BaseException]) -> BaseException:
+    """The first router error among ``failures`` (in batch order), else the first failure."""
+    return next((e for e in failures if isinstance(e, BackendError)), failures[0])

@@ -197,16 +197,10 @@ def _read_reranking(payload: Any, n: int) -> tuple[list[tuple[object, object]], 
                 pairs.append((index, item["relevance_score"]))
                 continue
         index = _attr(item, "index")
-        if isinstance(index, bool):
-            index_ok = True
-        elif isinstance(index, int):
-            if not -n <= index < n:
-                raise IndexError(index)
-            index_ok = True
-        else:
-            index_ok = False
-        if not index_ok:
+        if not isinstance(index, int):
             raise TypeError(f"list indices must be integers, not {type(index).__name__}")
+        if not isinstance(index, bool) and not -n <= index < n:  # a bool indexes as 0 or 1
+            raise IndexError(index)
         pairs.append((index, _attr(item, "relevance_score")))
     return pairs, _attr(_attr(payload, "usage"), "total_tokens")
 
