@@ -423,11 +423,12 @@ def run_one(router: Router, server: BillingServer, ledger: Ledger, spy: SocketSp
         assert spent <= ceiling + 1e-9, (spent, ceiling, [(s.backend, s.ok, s.error) for s in result.stages])
     stages = [(s.backend, s.ok, s.error, s.cost_usd) for s in result.stages]
     reported = result.actual_cost_usd or 0.0
-    if any(s.error and "timed out" in s.error for s in result.stages):
-        # A call cut at the deadline may still be billed by the provider, and the router cannot
-        # see that bill (pinned by test_a_call_cut_at_the_deadline_is_reported): a lower bound.
-        event("a call was cut at the deadline")
-        assert reported <= spent + 1e-9, (reported, spent, stages)
+    if any(s.error and ("timed out" in s.error or "not valid JSON" in s.error) for s in result.stages):
+        # A bill the router cannot read (a call cut at the deadline, an answer that is not JSON) is
+        # booked at its predicted cost (README, "The ceiling caps the whole request"): the provider
+        # may or may not have billed it, so the report may be above the counted spend, never below.
+        event("a bill the router could not read")
+        assert spent <= reported + 1e-9, (reported, spent, stages)
     else:
         assert reported == pytest.approx(spent, abs=1e-9), (reported, spent, stages)
     # On premise: no connection to anything but loopback.
