@@ -9,17 +9,23 @@ unwinding a late call, and every later request keeps its own deadline.
 
 ``c`` is learnt from the process's CPU time per completed request; until enough requests have
 completed it is the configured ``cpu_ms_per_request``.
+
+Work already queued on the loop counts too. When thousands of requests arrive at once, every one
+of them takes its first step (and is admitted or shed) before any admitted request's I/O is read:
+an admitted request's answer waits behind the whole queue. So the callbacks ready to run when a
+request arrives (:func:`queued_callbacks`) are charged at the learnt cost of a shed answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Admission", "AdmissionConfig", "Shed"]
+__all__ = ["Admission", "AdmissionConfig", "Shed", "queued_callbacks"]
 
 
 class AdmissionConfig(BaseModel):
@@ -35,6 +41,20 @@ class AdmissionConfig(BaseModel):
     """Always admit at least this many requests at once, whatever the estimate says."""
     learn_every: int = Field(16, ge=1)
     """Completed requests per update of the learnt CPU cost."""
+    shed_ms_per_request: float = Field(0.1, gt=0)
+    """The loop's CPU per queued callback (about one shed answer) before it has measured its own."""
+
+
+def queued_callbacks() -> int:
+    """Callbacks ready to run on the running loop before the caller's next step.
+
+    asyncio has no public call for this; CPython's event loops keep them in ``_ready``. Loops
+    without it (uvloop) count 0: admission then sees only the requests in flight."""
+    try:
+        ready = asyncio.get_running_loop()._ready  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        return 0
+    return len(ready)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,33 +79,52 @@ class Admission:
         self.in_flight = 0
         self.shed_count = 0
         self._cpu_ms = self.config.cpu_ms_per_request
+        self._shed_ms = self.config.shed_ms_per_request
         self._busy_since = 0.0
         self._busy_s = 0.0
         self._shed_s = 0.0
         self._shed_mark: float | None = None
+        self._step_mark: float | None = None
         self._done = 0
 
     @property
     def cpu_ms_per_request(self) -> float:
         return self._cpu_ms
 
+    @property
+    def shed_ms_per_request(self) -> float:
+        return self._shed_ms
+
     def _close_shed(self, now: float) -> None:
         if self._shed_mark is not None:
             self._shed_s += now - self._shed_mark
             self._shed_mark = None
 
-    def admit(self, time_left_ms: float | None) -> Shed | None:
-        """None (and the request counts as in flight until :meth:`done`), or why it is shed."""
+    def _learn_step(self, now: float) -> None:
+        """From one shed decision to the next admission decision, with no admitted request
+        finishing in between: what one more queued arrival costs the loop (its shed answer, the
+        next arrival's task and request building, whatever the caller does around the call)."""
+        if self._step_mark is not None:
+            step_ms = (now - self._step_mark) * 1000
+            self._step_mark = None
+            if 0 < step_ms < 5 * self._cpu_ms:  # a long gap holds other work: not one step
+                self._shed_ms = 0.9 * self._shed_ms + 0.1 * step_ms
+
+    def admit(self, time_left_ms: float | None, queued: int = 0) -> Shed | None:
+        """None (and the request counts as in flight until :meth:`done`), or why it is shed.
+        ``queued``: callbacks that will run on the loop before this request's next step."""
         config = self.config
         now = self._cpu_clock()
         self._close_shed(now)
+        self._learn_step(now)
         if config.enabled and time_left_ms is not None and self.in_flight >= config.min_in_flight:
-            expected = (self.in_flight + 1) * self._cpu_ms
+            expected = (self.in_flight + 1) * self._cpu_ms + queued * self._shed_ms
             if expected > time_left_ms:
                 self.shed_count += 1
-                self._shed_mark = now
+                self._shed_mark = self._step_mark = now
+                behind = f" behind {queued} queued steps" if queued else ""
                 return Shed(
-                    f"overloaded: {self.in_flight} requests in flight at ~{self._cpu_ms:.1f} ms of CPU each "
+                    f"overloaded: {self.in_flight} requests in flight at ~{self._cpu_ms:.1f} ms of CPU each{behind} "
                     f"would finish this one ~{expected:.0f} ms from now, {time_left_ms:.0f} ms left"
                 )
         if self.in_flight == 0:
@@ -100,7 +139,7 @@ class Admission:
     def done(self) -> None:
         """An admitted request finished."""
         now = self._cpu_clock()
-        self._shed_mark = None  # an open shed interval now holds admitted work too: not counted as shed
+        self._shed_mark = self._step_mark = None  # an open shed interval now holds admitted work too
         self.in_flight -= 1
         self._done += 1
         if self.in_flight == 0:

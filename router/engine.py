@@ -23,7 +23,7 @@ from typing import Any, TypeVar, Unpack
 from policies.base import BackendView, PlanningContext, Policy
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
-from router.admission import Admission
+from router.admission import Admission, queued_callbacks
 from router.backends.base import Availability, Backend
 from router.batch import BatchOutcome, BatchRequest, arerank_many
 from router.compose import Clock, compose, default_wall_clock
@@ -125,6 +125,7 @@ class Router:
             self._shadow = ShadowArm(shadow_config, shadow_policy, cap, self.config.budgets.latency_ms, self)
         self._loader = BackgroundLoader(self.backends)
         self._admission = Admission(self.config.admission)
+        self._last_shed_task = 0
         self._read_tokens = _read_tokens(self.backends)
         self._sync = LoopThread()
         self.deadline_guard = DeadlineGuard(DEADLINE_GUARD_MS)
@@ -181,11 +182,17 @@ class Router:
     async def _arerank(self, started: float, query: str, documents: Documents, options: RequestOptions) -> RerankResult:
         """Steps 1-7 for a call made at ``started`` (the caller's moment, also for sync calls)."""
         request = self._request(query, documents, **options)  # 1
-        shed = self._admission.admit(self._time_left_ms(request, started))
+        shed = self._admission.admit(self._time_left_ms(request, started), queued_callbacks())
         if shed is not None:
             result = self._shed(request, started, shed.reason)
             self._admission.shed_done()
-            await asyncio.sleep(0)  # let admitted requests' I/O through between shed answers
+            # Answered in this step: yielding would put the answer behind everything queued (a
+            # burst of thousands). Only a caller that loops on shed answers without ever awaiting
+            # anything else is made to yield, or it would keep the loop from every admitted request.
+            task = id(asyncio.current_task())
+            if task == self._last_shed_task:
+                await asyncio.sleep(0)
+            self._last_shed_task = task
             return result
         try:
             latency_default, cost_default = options.get("latency_budget_ms") is None, options.get("max_cost_usd") is None

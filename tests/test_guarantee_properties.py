@@ -516,6 +516,27 @@ def test_a_split_request_with_one_failed_batch_stays_within_the_ceiling(
     assert spent <= 0.004 + 1e-9, spent
 
 
+def test_an_unreadable_batch_of_a_split_request_counts_at_its_prediction(
+    env_key: None, billed: tuple[BillingServer, Ledger]
+) -> None:
+    server, ledger = billed
+    server.reset()
+    server.script([None, Fault.malformed_json()])  # one batch answered and billed, one unreadable
+    router = build_router(server, ledger, [], ListSink(), cohere_max_documents=5)
+    before = ledger.usd
+    try:
+        result = router.rerank("tea", [f"tea {i}" for i in range(10)], constraints={"on_premise": False})
+    finally:
+        router.close()
+    server.wait_idle()
+    assert sorted(result.indices) == list(range(10))
+    [cohere] = [s for s in result.stages if s.backend == "cohere"][:1]
+    assert not cohere.ok
+    # The answered batch as billed, the unreadable one at its predicted unit: never less than billed.
+    assert cohere.cost_usd == pytest.approx(2 * COHERE_UNIT_USD)
+    assert (result.actual_cost_usd or 0.0) >= ledger.usd - before - 1e-12
+
+
 def test_a_billed_response_with_bad_indices_is_reported(env_key: None, billed: tuple[BillingServer, Ledger]) -> None:
     server, ledger = billed
     server.reset()

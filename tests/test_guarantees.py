@@ -210,13 +210,63 @@ def test_4_admission_sheds_what_cannot_finish_in_time() -> None:
     assert admission.in_flight == 2 and admission.shed_count == 1
 
 
+def test_4_admission_charges_the_work_queued_on_the_loop() -> None:
+    from router.admission import Admission, AdmissionConfig
+
+    cpu = [0.0]
+    config = AdmissionConfig(cpu_ms_per_request=1.0, shed_ms_per_request=0.1, min_in_flight=1)
+    admission = Admission(config, cpu_clock=lambda: cpu[0])
+    assert admission.admit(100.0) is None
+    assert admission.admit(100.0, queued=900) is None  # 2 x 1 ms + 900 x 0.1 ms = 92 ms
+    shed = admission.admit(100.0, queued=1_000)  # 3 ms + 100 ms: every queued arrival runs first
+    assert shed is not None and "behind 1000 queued steps" in shed.reason
+    cpu[0] += 0.00005  # the next arrival comes 0.05 ms of CPU later: one queued step's cost
+    admission.shed_done()
+    assert admission.admit(100.0, queued=10) is None
+    assert admission.shed_ms_per_request == pytest.approx(0.9 * 0.1 + 0.1 * 0.05)
+
+
+async def test_4_queued_callbacks_counts_what_runs_before_the_next_step() -> None:
+    from router.admission import queued_callbacks
+
+    async def nothing() -> None:
+        return None
+
+    tasks = [asyncio.create_task(nothing()) for _ in range(5)]
+    assert queued_callbacks() >= 5
+    await asyncio.gather(*tasks)
+
+
+async def test_4_a_caller_looping_on_shed_answers_still_lets_the_loop_run(make_router) -> None:
+    backend = FakeBackend("local", spec=LOCAL, latency_ms=50)
+    router = make_router({"local": backend}, admission={"cpu_ms_per_request": 100.0, "min_in_flight": 1})
+    held = asyncio.create_task(router.arerank("doc 1", docs(3), latency_budget_ms=1_000))
+    await asyncio.sleep(0)  # in flight: every later request with a 50 ms budget is shed
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(ticker())
+    for _ in range(20):
+        result = await router.arerank("doc 1", docs(3), latency_budget_ms=50)
+        assert result.degraded_reason is not None and result.degraded_reason.startswith("overloaded")
+    assert ticks >= 10  # the other task ran between the shed answers
+    other.cancel()
+    await held
+
+
 async def test_4_a_burst_is_shed_at_once_not_late(make_router, fake_clock) -> None:
     backend = FakeBackend("local", spec=LOCAL, latency_ms=20, sleep=fake_clock.sleep)
     router = make_router({"local": backend}, clock=fake_clock, admission={"cpu_ms_per_request": 10.0, "min_in_flight": 4})
     results = await asyncio.gather(*(router.arerank("doc 1", docs(3), latency_budget_ms=50) for _ in range(20)))
     served = [r for r in results if r.backends == ("local",)]
     shed = [r for r in results if not r.stages]
-    assert len(served) == 5 and len(shed) == 15
+    # The fifth: (4 in flight + 1) x 10 ms, plus the 15 arrivals queued behind it x 0.1 ms, > 50 ms.
+    assert len(served) == 4 and len(shed) == 16
     for r in shed:
         assert r.degraded and r.degraded_reason is not None and r.degraded_reason.startswith("overloaded")
         assert r.indices == (0, 1, 2) and r.latency_ms == 0.0 and r.actual_cost_usd == 0.0

@@ -50,6 +50,7 @@ from router.backends.base import Availability, Backend, Scores, Usage, attach_bi
 from router.backends.batching import counts_tokens, plan_batches, split_request
 from router.backends.wire import WireErrors
 from router.catalog import BackendSpec
+from router.cost import predict_usage
 from router.errors import (
     AuthenticationError,
     BackendError,
@@ -487,6 +488,11 @@ class RemoteBackend(Backend):
         # billed by the provider, and then its bill could not be counted against the ceiling.
         outcomes = await asyncio.gather(*(one(b) for b in batches), return_exceptions=True)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            if isinstance(outcome, BaseException) and _bill_unread(outcome):
+                # Answered too broken to read its bill, or cut: the provider may have billed it,
+                # so it counts at its prediction (as the executor books a single unread call).
+                attach_billed(outcome, predict_usage(self.spec, query_tokens, doc_tokens[batch.start : batch.stop]))
         if failures:
             # One failed call fails the request: re-raise the first router error, so the executor
             # can fall back with a specific reason, carrying the units every answered batch billed.
@@ -632,6 +638,12 @@ class RemoteBackend(Backend):
                 raise
             message = f"{self.requires} is not installed: pip install 'rerank-router[{self.extra}]'"
             raise MissingDependencyError(message, backend=self.name) from exc
+
+
+def _bill_unread(exc: BaseException) -> bool:
+    """A failed call whose bill the router cannot read: cut by a timeout, or answered with a body
+    whose billed units could not be read."""
+    return isinstance(exc, BackendTimeoutError) or (isinstance(exc, MalformedResponseError) and billed_of(exc) is None)
 
 
 def _first_error(failures: Sequence[BaseException]) -> BaseException:
