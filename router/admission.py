@@ -14,6 +14,10 @@ Work already queued on the loop counts too. When thousands of requests arrive at
 of them takes its first step (and is admitted or shed) before any admitted request's I/O is read:
 an admitted request's answer waits behind the whole queue. So the callbacks ready to run when a
 request arrives (:func:`queued_callbacks`) are charged at the learnt cost of a shed answer.
+
+On a shared machine the loop gets less than a core: a millisecond of CPU takes longer than a
+millisecond. Back-to-back shed steps (a burst, nothing idle between them) measure both clocks, and
+their ratio scales the in-flight estimate.
 """
 
 from __future__ import annotations
@@ -73,9 +77,17 @@ class Admission:
     cost, so shedding does not feed on itself. Not thread-safe by design: one Router's requests run on one event loop at a time.
     """
 
-    def __init__(self, config: AdmissionConfig | None = None, cpu_clock: Callable[[], float] = time.process_time) -> None:
+    def __init__(
+        self,
+        config: AdmissionConfig | None = None,
+        cpu_clock: Callable[[], float] = time.process_time,
+        wall_clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.config = config or AdmissionConfig()
         self._cpu_clock = cpu_clock
+        self._wall_clock = wall_clock
+        self._contention = 1.0
+        """Wall time per CPU time of the loop's own work (>= 1: the machine's other jobs)."""
         self.in_flight = 0
         self.shed_count = 0
         self._cpu_ms = self.config.cpu_ms_per_request
@@ -85,6 +97,7 @@ class Admission:
         self._shed_s = 0.0
         self._shed_mark: float | None = None
         self._step_mark: float | None = None
+        self._step_wall = 0.0
         self._done = 0
 
     @property
@@ -95,36 +108,45 @@ class Admission:
     def shed_ms_per_request(self) -> float:
         return self._shed_ms
 
+    @property
+    def contention(self) -> float:
+        return self._contention
+
     def _close_shed(self, now: float) -> None:
         if self._shed_mark is not None:
             self._shed_s += now - self._shed_mark
             self._shed_mark = None
 
-    def _learn_step(self, now: float) -> None:
+    def _learn_step(self, now: float, wall: float) -> None:
         """From one shed decision to the next admission decision, with no admitted request
-        finishing in between: what one more queued arrival costs the loop (its shed answer, the
-        next arrival's task and request building, whatever the caller does around the call)."""
+        finishing in between: what one more queued arrival costs the loop in wall time (its shed
+        answer, the next arrival's task and request building, whatever the caller does around the
+        call), and how much longer than its CPU time that took."""
         if self._step_mark is not None:
-            step_ms = (now - self._step_mark) * 1000
+            cpu_ms = (now - self._step_mark) * 1000
+            wall_ms = (wall - self._step_wall) * 1000
             self._step_mark = None
-            if 0 < step_ms < 5 * self._cpu_ms:  # a long gap holds other work: not one step
-                self._shed_ms = 0.9 * self._shed_ms + 0.1 * step_ms
+            # A step with idle time in it (wall far over CPU) or other work in it is not one step.
+            if 0 < cpu_ms < 5 * self._cpu_ms and wall_ms < 4 * cpu_ms + 0.05:
+                self._shed_ms = 0.9 * self._shed_ms + 0.1 * max(wall_ms, cpu_ms)
+                self._contention = 0.9 * self._contention + 0.1 * min(max(wall_ms / cpu_ms, 1.0), 4.0)
 
     def admit(self, time_left_ms: float | None, queued: int = 0) -> Shed | None:
         """None (and the request counts as in flight until :meth:`done`), or why it is shed.
         ``queued``: callbacks that will run on the loop before this request's next step."""
         config = self.config
-        now = self._cpu_clock()
+        now, wall = self._cpu_clock(), self._wall_clock()
         self._close_shed(now)
-        self._learn_step(now)
+        self._learn_step(now, wall)
         if config.enabled and time_left_ms is not None and self.in_flight >= config.min_in_flight:
-            expected = (self.in_flight + 1) * self._cpu_ms + queued * self._shed_ms
+            expected = (self.in_flight + 1) * self._cpu_ms * self._contention + queued * self._shed_ms
             if expected > time_left_ms:
                 self.shed_count += 1
                 self._shed_mark = self._step_mark = now
+                self._step_wall = wall
                 behind = f" behind {queued} queued steps" if queued else ""
                 return Shed(
-                    f"overloaded: {self.in_flight} requests in flight at ~{self._cpu_ms:.1f} ms of CPU each{behind} "
+                    f"overloaded: {self.in_flight} requests in flight at ~{self._cpu_ms * self._contention:.1f} ms each{behind} "
                     f"would finish this one ~{expected:.0f} ms from now, {time_left_ms:.0f} ms left"
                 )
         if self.in_flight == 0:

@@ -215,15 +215,23 @@ def test_4_admission_charges_the_work_queued_on_the_loop() -> None:
 
     cpu = [0.0]
     config = AdmissionConfig(cpu_ms_per_request=1.0, shed_ms_per_request=0.1, min_in_flight=1)
-    admission = Admission(config, cpu_clock=lambda: cpu[0])
+    wall = [0.0]
+    admission = Admission(config, cpu_clock=lambda: cpu[0], wall_clock=lambda: wall[0])
     assert admission.admit(100.0) is None
     assert admission.admit(100.0, queued=900) is None  # 2 x 1 ms + 900 x 0.1 ms = 92 ms
     shed = admission.admit(100.0, queued=1_000)  # 3 ms + 100 ms: every queued arrival runs first
     assert shed is not None and "behind 1000 queued steps" in shed.reason
     cpu[0] += 0.00005  # the next arrival comes 0.05 ms of CPU later: one queued step's cost
+    wall[0] += 0.0001  # in 0.1 ms of wall time: the machine gives the loop half a core
     admission.shed_done()
     assert admission.admit(100.0, queued=10) is None
-    assert admission.shed_ms_per_request == pytest.approx(0.9 * 0.1 + 0.1 * 0.05)
+    assert admission.shed_ms_per_request == pytest.approx(0.9 * 0.1 + 0.1 * 0.1)  # wall time per queued step
+    assert admission.contention == pytest.approx(0.9 + 0.1 * 2.0)  # and in-flight work scaled by it
+    cpu[0] += 0.01
+    wall[0] += 1.0  # idle between two decisions says nothing about contention
+    admission.admit(1.0, queued=0)
+    admission.admit(100.0)
+    assert admission.contention == pytest.approx(1.1)
 
 
 async def test_4_queued_callbacks_counts_what_runs_before_the_next_step() -> None:
