@@ -40,7 +40,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
@@ -149,16 +149,22 @@ def _redact(text: str, secret: SecretStr | None) -> str:
 class PerLoop(Generic[T]):
     """One client per running event loop, made on first use there.
 
-    A pooled async client (httpx, aiohttp) belongs to the loop it was first used on. Clients of
-    loops that have closed are dropped; ``aclose`` (shutdown) closes the current loop's client and
-    asks the other loops still running to close theirs; ``aclose_current`` closes only the
-    current loop's, for a short-lived loop that is about to end.
+    A pooled async client (httpx, aiohttp) belongs to the loop it was first used on. A loop that
+    ends the way ``asyncio.run`` ends it (``loop.shutdown_asyncgens()``) closes its client itself:
+    each client comes with an async generator parked at its ``yield`` on that loop, whose cleanup
+    is what the shutdown runs (an app calling ``asyncio.run(router.arerank(...))`` in a loop would
+    otherwise leave a pool of open sockets per call). Clients of loops that closed without that are
+    dropped; ``aclose`` (shutdown) closes the current loop's client and asks the other loops still
+    running to close theirs; ``aclose_current`` closes only the current loop's.
     """
 
     def __init__(self, factory: Callable[[], T], close: Callable[[T], Awaitable[None]]) -> None:
         self._factory = factory
         self._close = close
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = weakref.WeakKeyDictionary()
+        # A plain dict: a parked generator holds its loop (asyncio's finalizer hook is the loop's
+        # method), so a weak key would never die; closed loops are pruned on the next new client.
+        self._closers: dict[asyncio.AbstractEventLoop, AsyncIterator[None]] = {}
         self._lock = threading.Lock()
 
     def get(self) -> T:
@@ -168,9 +174,34 @@ class PerLoop(Generic[T]):
             if client is None:
                 for other in [lp for lp in self._clients if lp.is_closed()]:
                     del self._clients[other]
+                for other in [lp for lp in self._closers if lp.is_closed()]:
+                    del self._closers[other]  # its finalizer does nothing on a closed loop
                 client = self._factory()
                 self._clients[loop] = client
+                self._closers[loop] = self._park_closer()
             return client
+
+    def _park_closer(self) -> AsyncIterator[None]:
+        """An async generator run to its ``yield`` now: the running loop registers it (asyncio's
+        first-iteration hook) and ``shutdown_asyncgens`` closes it, running its cleanup there."""
+        closer = self._close_at_shutdown()
+        step = closer.__anext__()
+        with contextlib.suppress(StopIteration):  # nothing before the yield awaits: one step parks it
+            step.send(None)  # type: ignore[attr-defined]
+        return closer
+
+    async def _close_at_shutdown(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            # No reference to the loop is held while parked (it would keep the loop alive).
+            loop = asyncio.get_running_loop()
+            with self._lock:
+                client = self._clients.pop(loop, None)
+                self._closers.pop(loop, None)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await self._close(client)
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -180,6 +211,7 @@ class PerLoop(Generic[T]):
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._clients.pop(loop, None)
+            self._closers.pop(loop, None)
         if client is not None:
             await self._close(client)
 
@@ -187,6 +219,7 @@ class PerLoop(Generic[T]):
         with self._lock:
             clients = list(self._clients.items())
             self._clients.clear()
+            self._closers.clear()
         current = asyncio.get_running_loop()
         for loop, client in clients:
             if loop is current:
