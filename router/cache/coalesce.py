@@ -1,0 +1,53 @@
+"""One backend call for many identical concurrent ones.
+
+The first caller of a key (the leader) starts the call as its own task; callers of the same key
+while it runs (followers) await that task. Everyone awaits it through ``asyncio.shield``: a
+cancelled leader stops waiting, the call goes on and the followers get its result. Calls are
+shared only within one event loop (a task belongs to its loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+__all__ = ["Coalescer"]
+
+T = TypeVar("T")
+
+
+class Coalescer:
+    def __init__(self) -> None:
+        self._flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bytes, asyncio.Task[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def in_flight(self) -> int:
+        return sum(len(f) for f in list(self._flights.values()))
+
+    async def run(self, key: bytes, call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """``call()``'s result, and whether it was another caller's call (True: a follower)."""
+        loop = asyncio.get_running_loop()
+        flights = self._flights.get(loop)
+        if flights is None:
+            flights = self._flights.setdefault(loop, {})
+        task = flights.get(key)
+        if task is not None and not task.done():
+            return await asyncio.shield(task), True
+        task = loop.create_task(_awaited(call))
+        flights[key] = task
+        task.add_done_callback(lambda done: _landed(flights, key, done))
+        return await asyncio.shield(task), False
+
+
+async def _awaited(call: Callable[[], Awaitable[T]]) -> T:
+    return await call()
+
+
+def _landed(flights: dict[bytes, asyncio.Task[Any]], key: bytes, task: asyncio.Task[Any]) -> None:
+    if flights.get(key) is task:
+        del flights[key]
+    if not task.cancelled():
+        task.exception()  # retrieved: a leader that stopped waiting must not leave a warning behind
