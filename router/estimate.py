@@ -81,13 +81,16 @@ class OptionEstimator:
         self, backend: str, spec: BackendSpec, stats: TokenStats, candidates_in: int, hits: Mapping[int, float]
     ) -> tuple[Estimate, tuple[str, ...]]:
         """A stage where some scores are cached (router.cache): only the rest is sent, so only the
-        rest is priced and timed. Which documents a later stage gets is not known yet: assume the
-        longest uncached ones, as many as fit (an upper bound, so the ceiling still holds)."""
+        rest is priced and timed. Which documents a stage on fewer than all candidates gets is not
+        known before the stage ahead of it runs: assume the cached ones are among them (so it goes
+        when the stage ahead ranks as it did when they were cached) and the longest uncached ones
+        fill the rest; the executor prices the documents actually missing before it calls, and
+        does not call past the ceiling."""
         n = len(stats.docs)
-        missing = [t for i, t in enumerate(stats.docs) if i not in hits]
         k = min(candidates_in, n)
-        if len(missing) > k:
-            missing = sorted(missing, reverse=True)[:k]
+        missing = [t for i, t in enumerate(stats.docs) if i not in hits]
+        if k < n:
+            missing = sorted(missing, reverse=True)[: max(0, k - (n - len(missing)))]
         cached = k - len(missing)
         quality = spec.quality_for(self._features.domain)
         if not missing:

@@ -406,6 +406,16 @@ class Executor:
             report = self._report(stage, backend, len(subset), started, predicted, attempts=0)
             saved = self._saved_usd(name, stats, subset, ())
             return values, dataclasses.replace(report, ok=True, cost_usd=0.0, cached=n_cached, saved_usd=saved)
+        if spend.ceiling is not None:
+            # The plan may have assumed which of a later stage's documents were cached: price what is missing.
+            due = self._predicted_usd(name, stats, missing)
+            if not spend.fits(due):
+                report = self._report(stage, backend, len(subset), started, predicted, attempts=0)
+                error = (
+                    f"{name}: not called: its {len(missing)} uncached document(s) are predicted at ${due or 0:.6f}, "
+                    f"over the ${spend.left() or 0:.6f} left under the cost ceiling"
+                )
+                return None, dataclasses.replace(report, error=error, cached=n_cached, cache_misses=0)
         sent = [texts[i] for i in missing]
         doc_tokens = [stats.docs[i] for i in missing]
         tokens = item_tokens(backend.spec, stats, doc_tokens)
@@ -465,21 +475,20 @@ class Executor:
                 raise  # the caller's own cancellation
             raise BackendError("the shared call was cancelled", backend=name) from None
 
-    def _saved_usd(self, name: str, stats: TokenStats, subset: Sequence[int], sent: Sequence[int]) -> float | None:
-        """Predicted cost of scoring ``subset`` minus that of scoring only ``sent``: what the cache spared."""
+    def _predicted_usd(self, name: str, stats: TokenStats, indices: Sequence[int]) -> float | None:
+        """The predicted cost of scoring ``indices`` on ``name`` (None: its price is unknown)."""
+        if not indices:
+            return 0.0
         spec = self._backends[name].spec
         if spec.pricing.scheme == "free":
             return 0.0
-        correction = self._accounting.usage.correction(name)
+        docs = [stats.docs[i] for i in indices]
+        ms = self._accounting.latency.predict(name, spec.latency, item_tokens(spec, stats, docs))
+        return predict_cost_usd(spec, stats.query, docs, ms, self._accounting.usage.correction(name))
 
-        def predicted(indices: Sequence[int]) -> float | None:
-            if not indices:
-                return 0.0
-            docs = [stats.docs[i] for i in indices]
-            ms = self._accounting.latency.predict(name, spec.latency, item_tokens(spec, stats, docs))
-            return predict_cost_usd(spec, stats.query, docs, ms, correction)
-
-        full, rest = predicted(subset), predicted(sent)
+    def _saved_usd(self, name: str, stats: TokenStats, subset: Sequence[int], sent: Sequence[int]) -> float | None:
+        """Predicted cost of scoring ``subset`` minus that of scoring only ``sent``: what the cache spared."""
+        full, rest = self._predicted_usd(name, stats, subset), self._predicted_usd(name, stats, sent)
         if full is None or rest is None:
             return None
         return max(0.0, full - rest)
