@@ -19,8 +19,9 @@ import asyncio
 import dataclasses
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from router.accounting import Accounting
 from router.backends.base import Backend, Scores, Usage, attach_billed, billed_of
@@ -406,7 +407,7 @@ class Executor:
             report = self._report(stage, backend, len(subset), started, predicted, attempts=0)
             saved = self._saved_usd(name, stats, subset, ())
             return values, dataclasses.replace(report, ok=True, cost_usd=0.0, cached=n_cached, saved_usd=saved)
-        if spend.ceiling is not None:
+        if spend.ceiling is not None and hits:
             # The plan may have assumed which of a later stage's documents were cached: price what is missing.
             due = self._predicted_usd(name, stats, missing)
             if not spend.fits(due):
@@ -460,7 +461,7 @@ class Executor:
         return values, dataclasses.replace(report, cached=n_cached, cache_misses=len(missing), saved_usd=saved)
 
     async def _shared(
-        self, coalescer: Coalescer, key: bytes, call: Callable[[], Awaitable[_Call]], deadline: float | None, name: str
+        self, coalescer: Coalescer, key: bytes, call: Callable[[], Coroutine[Any, Any, _Call]], deadline: float | None, name: str
     ) -> tuple[_Call, bool]:
         """``call`` through the coalescer, a follower's wait bounded by its own deadline."""
         timeout = None if deadline is None else deadline - self._clock()

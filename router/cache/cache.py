@@ -63,7 +63,7 @@ class CacheView:
         entry = self.backends[backend]
         entry.hits.update(zip(indices, values, strict=True))
         prefix, doc = entry.prefix, self.digests
-        self.cache.store.put_many([(prefix + doc[i], float(v)) for i, v in zip(indices, values, strict=True)])
+        self.cache.store.put_many([(prefix + doc[i], float(v)) for i, v in zip(indices, values, strict=True)])  # floats only
 
     def flight_key(self, backend: str, indices: Sequence[int]) -> bytes:
         """What identifies one backend call: namespace, backend, fingerprint, query (the prefix)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = ["Coalescer"]
@@ -27,7 +27,7 @@ class Coalescer:
     def in_flight(self) -> int:
         return sum(len(f) for f in list(self._flights.values()))
 
-    async def run(self, key: bytes, call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+    async def run(self, key: bytes, call: Callable[[], Coroutine[Any, Any, T]]) -> tuple[T, bool]:
         """``call()``'s result, and whether it was another caller's call (True: a follower)."""
         loop = asyncio.get_running_loop()
         flights = self._flights.get(loop)
@@ -36,14 +36,10 @@ class Coalescer:
         task = flights.get(key)
         if task is not None and not task.done():
             return await asyncio.shield(task), True
-        task = loop.create_task(_awaited(call))
+        task = loop.create_task(call())
         flights[key] = task
         task.add_done_callback(lambda done: _landed(flights, key, done))
         return await asyncio.shield(task), False
-
-
-async def _awaited(call: Callable[[], Awaitable[T]]) -> T:
-    return await call()
 
 
 def _landed(flights: dict[bytes, asyncio.Task[Any]], key: bytes, task: asyncio.Task[Any]) -> None:

@@ -66,7 +66,10 @@ def text_digest(text: str) -> bytes:
 def digests(texts: Sequence[str]) -> tuple[bytes, ...]:
     """One digest per text, in order."""
     blake2b = hashlib.blake2b
-    return tuple(blake2b(t.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest() for t in texts)
+    try:  # strict UTF-8 is surrogatepass's output for every string it can encode, and faster
+        return tuple([blake2b(t.encode(), digest_size=DIGEST_BYTES).digest() for t in texts])
+    except UnicodeEncodeError:
+        return tuple(map(text_digest, texts))
 
 
 def fingerprint(backend: Backend, version: str = "") -> str:

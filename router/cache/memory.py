@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["ENTRY_OVERHEAD_BYTES", "MemoryScoreStore"]
 
-ENTRY_OVERHEAD_BYTES = 256
-"""What one entry costs besides its key's bytes (CPython 3.11, 64-bit: key object header,
-a tuple of two floats, the dict slot and the ordered dict's link node)."""
+ENTRY_OVERHEAD_BYTES = 376
+"""What one entry may cost besides its key's bytes (CPython 3.11, 64-bit): the key object's header,
+a tuple of two floats, the ordered dict's link node (~200 bytes), and its share of the hash tables,
+which after evictions can hold several slots per live entry (up to ~170 bytes): an upper bound, so
+``max_bytes`` bounds what the store holds."""
 
 
 class MemoryScoreStore:
@@ -73,17 +75,30 @@ class MemoryScoreStore:
     def put_many(self, items: Iterable[tuple[bytes, float]]) -> None:
         expires = self._clock() + self.ttl_s
         entries = self._entries
+        get, move = entries.get, entries.move_to_end
         with self._lock:
+            added = 0
             for key, score in items:
-                if key in entries:
-                    entries.move_to_end(key)
+                if get(key) is None:
+                    added += ENTRY_OVERHEAD_BYTES + len(key)
                 else:
-                    self._bytes += ENTRY_OVERHEAD_BYTES + len(key)
-                entries[key] = (float(score), expires)
-            while entries and (len(entries) > self.max_entries or self._bytes > self.max_bytes):
-                old, _ = entries.popitem(last=False)
-                self._bytes -= ENTRY_OVERHEAD_BYTES + len(old)
-                self.evictions += 1
+                    move(key)
+                entries[key] = (score, expires)
+            self._bytes += added
+            if len(entries) > self.max_entries or self._bytes > self.max_bytes:
+                self._evict()
+
+    def _evict(self) -> None:
+        entries, pop = self._entries, self._entries.popitem
+        freed = evicted = 0
+        over_entries = len(entries) - self.max_entries
+        over_bytes = self._bytes - self.max_bytes
+        while entries and (evicted < over_entries or freed < over_bytes):
+            old, _ = pop(last=False)
+            freed += ENTRY_OVERHEAD_BYTES + len(old)
+            evicted += 1
+        self._bytes -= freed
+        self.evictions += evicted
 
     def clear(self) -> None:
         with self._lock:
