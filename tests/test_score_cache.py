@@ -391,3 +391,57 @@ def test_redis_down_reads_as_misses_and_the_request_is_served(make_router, caplo
     assert second.cache_hits == len(DOCS)  # this process's own store still serves
     assert "score cache kept in this process only" in caplog.text
     assert REDIS_PASSWORD not in caplog.text and REDIS_PASSWORD not in repr(router._cache)
+
+
+# -- the invariants with the cache, over random streams ---------------------------------------------------
+
+from hypothesis import event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_request = st.tuples(
+    st.lists(st.integers(0, len(DOCS) - 1), min_size=1, max_size=8, unique=True),  # which documents
+    st.sampled_from([None, 0.0, 0.0005, 0.001, 0.002, 0.01]),  # ceiling
+    st.booleans(),  # cache on for this call
+)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(requests=st.lists(_request, min_size=1, max_size=6), failing=st.sets(st.integers(0, 12), max_size=3))
+def test_invariants_with_the_cache_no_document_lost_ceiling_held_scores_unchanged(requests, failing):
+    per_token = {"pricing": {"scheme": "per_token", "usd": 4e-6}, "quality": {"web": 0.9}}
+    strong = FakeBackend(
+        "strong",
+        spec=per_token,
+        usage=Usage(tokens=40),  # under what is predicted for any list: billed <= planned
+        fail=lambda call: ServerError("down", backend="strong") if call in failing else None,
+    )
+
+    def cheap() -> FakeBackend:
+        return FakeBackend("cheap", spec={"quality": {"web": 0.5}})
+
+    policy = {
+        "name": "constrained",
+        "params": {"cascade_k": [3], "saturation_k": 3},
+    }  # a real planner: cascades, single tiers, the ceiling
+    router = Router({"backends": {}, "policy": policy, "cache": {"enabled": True}}, backends={"strong": strong, "cheap": cheap()})
+    plain = Router(
+        {"backends": {}, "policy": policy},
+        backends={"strong": FakeBackend("strong", spec=per_token, usage=Usage(tokens=40)), "cheap": cheap()},
+    )
+    seen: set[str] = set()
+    try:
+        for picks, ceiling, use_cache in requests:
+            docs = [DOCS[i] for i in picks]
+            result = router.rerank(QUERY, docs, top_n=2, max_cost_usd=ceiling, cache=use_cache)
+            seen.add(result.explanation.chosen)
+            assert sorted(result.indices) == list(range(len(docs)))
+            assert ceiling is None or (result.actual_cost_usd or 0.0) <= ceiling + 1e-12
+            assert ceiling is None or (result.predicted_cost_usd or 0.0) <= ceiling + 1e-12
+            if not result.degraded:
+                expected = plain.rerank(QUERY, docs, top_n=2, max_cost_usd=1.0)
+                if result.backends == expected.backends and len(result.stages) == len(expected.stages):
+                    assert scores(result) == scores(expected)
+    finally:
+        router.close()
+        plain.close()
+    event(f"options: {' / '.join(sorted(seen))}")

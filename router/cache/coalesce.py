@@ -9,6 +9,7 @@ shared only within one event loop (a task belongs to its loop).
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -23,16 +24,19 @@ class Coalescer:
         self._flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bytes, asyncio.Task[Any]]] = (
             weakref.WeakKeyDictionary()
         )
+        self._lock = threading.Lock()  # loops on several threads (the sync loop thread, callers' own) share the map
 
     def in_flight(self) -> int:
-        return sum(len(f) for f in list(self._flights.values()))
+        with self._lock:
+            return sum(len(f) for f in list(self._flights.values()))
 
     async def run(self, key: bytes, call: Callable[[], Coroutine[Any, Any, T]]) -> tuple[T, bool]:
         """``call()``'s result, and whether it was another caller's call (True: a follower)."""
         loop = asyncio.get_running_loop()
         flights = self._flights.get(loop)
         if flights is None:
-            flights = self._flights.setdefault(loop, {})
+            with self._lock:
+                flights = self._flights.setdefault(loop, {})
         task = flights.get(key)
         if task is not None and not task.done():
             return await asyncio.shield(task), True
