@@ -467,7 +467,7 @@ class Executor:
         timeout = None if deadline is None else deadline - self._clock()
         try:
             async with asyncio.timeout(timeout):
-                return await coalescer.run(key, call)
+                return await coalescer.run(key, call, _leaders_deadline)
         except TimeoutError as exc:
             raise DeadlineExceededError("timed out at the deadline (waiting on an identical call)", backend=name) from exc
         except asyncio.CancelledError:
@@ -651,6 +651,11 @@ class Executor:
             attach_billed(exc, scores.usage)  # charged for, then rejected: it still counts
             raise
         return scores, was_hedged
+
+
+def _leaders_deadline(exc: BaseException) -> bool:
+    """The shared call ran out of its leader's time: a follower with time left calls on its own."""
+    return isinstance(exc, DeadlineExceededError)
 
 
 def _can_afford_hedge(predicted: Estimate | None, spare_usd: float | None) -> bool:

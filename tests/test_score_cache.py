@@ -445,3 +445,16 @@ def test_invariants_with_the_cache_no_document_lost_ceiling_held_scores_unchange
         router.close()
         plain.close()
     event(f"options: {' / '.join(sorted(seen))}")
+
+
+async def test_a_follower_calls_on_its_own_when_the_leaders_deadline_cut_the_shared_call(make_router):
+    api = api_backend(latency_ms=60)
+    router = cached_router(make_router, {"api": api})
+    leader = asyncio.create_task(router.arerank(QUERY, DOCS, latency_budget_ms=30))
+    while api.call_count == 0:
+        await asyncio.sleep(0.001)
+    follower = await router.arerank(QUERY, DOCS, latency_budget_ms=5_000)
+    cut = await leader
+    assert cut.degraded and not cut.stages[0].ok
+    assert follower.backends == ("api",) and not follower.degraded and not follower.stages[0].coalesced
+    assert api.call_count == 2

@@ -30,8 +30,15 @@ class Coalescer:
         with self._lock:
             return sum(len(f) for f in list(self._flights.values()))
 
-    async def run(self, key: bytes, call: Callable[[], Coroutine[Any, Any, T]]) -> tuple[T, bool]:
-        """``call()``'s result, and whether it was another caller's call (True: a follower)."""
+    async def run(
+        self,
+        key: bytes,
+        call: Callable[[], Coroutine[Any, Any, T]],
+        own_call_after: Callable[[BaseException], bool] | None = None,
+    ) -> tuple[T, bool]:
+        """``call()``'s result, and whether it was another caller's call (True: a follower).
+        ``own_call_after``: errors of the shared call after which a follower makes its own (the
+        leader's deadline may have cut a call the follower has time for)."""
         loop = asyncio.get_running_loop()
         flights = self._flights.get(loop)
         if flights is None:
@@ -39,7 +46,12 @@ class Coalescer:
                 flights = self._flights.setdefault(loop, {})
         task = flights.get(key)
         if task is not None and not task.done():
-            return await asyncio.shield(task), True
+            try:
+                return await asyncio.shield(task), True
+            except Exception as exc:
+                if own_call_after is None or not own_call_after(exc):
+                    raise
+            return await call(), False
         task = loop.create_task(call())
         flights[key] = task
         task.add_done_callback(lambda done: _landed(flights, key, done))
