@@ -458,3 +458,14 @@ async def test_a_follower_calls_on_its_own_when_the_leaders_deadline_cut_the_sha
     assert cut.degraded and not cut.stages[0].ok
     assert follower.backends == ("api",) and not follower.degraded and not follower.stages[0].coalesced
     assert api.call_count == 2
+
+
+def test_the_gateways_native_format_passes_cache_false_through():
+    pytest.importorskip("starlette")
+    from router.service.wire import WireError, parse
+
+    body = {"query": QUERY, "documents": DOCS[:2]}
+    assert parse("native", {**body, "cache": False}).cache is False
+    assert parse("native", body).cache is None
+    with pytest.raises(WireError, match="cache must be true or false"):
+        parse("native", {**body, "cache": "no"})
