@@ -7,7 +7,8 @@ either (no import cycle between rules and the machinery that applies them).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from router.backends.base import Availability
@@ -15,6 +16,8 @@ from router.catalog import BackendSpec
 from router.constraints import Constraints
 from router.features import Features
 from router.plan import Option, Plan, Rejection, Stage
+
+_NOTHING_CACHED: Mapping[str, Mapping[int, float]] = MappingProxyType({})
 
 __all__ = ["BackendView", "PlanningContext", "Policy", "Rule", "SortKey"]
 
@@ -36,6 +39,9 @@ class PlanningContext:
     max_cost_usd: float | None
     backends: Mapping[str, BackendView]
     estimate: Callable[[tuple[Stage, ...]], Option]
+    cached: Mapping[str, Mapping[int, float]] = field(default_factory=lambda: _NOTHING_CACHED)
+    """Per backend with a score cache (router.cache), document index -> its cached score; the
+    estimates already price and time only the uncached documents."""
 
 
 @runtime_checkable

@@ -22,6 +22,7 @@ from router.accounting import Accounting
 from router.accounting.spend import RedisSpendCap, SpendCap, SpendLimiter
 from router.backends.base import Backend
 from router.backends.registry import build_backend
+from router.cache import MemoryScoreStore, ScoreCache, ScoreStore
 from router.config import RouterConfig, check_fixed_backends, policies_by_path
 from router.decisions import DecisionLog, build_decision_log
 from router.errors import ConfigError
@@ -47,6 +48,7 @@ class Composition:
     counters: TokenCounters
     decisions: DecisionLog | None
     redis: Any
+    cache: ScoreCache | None = None
 
 
 def compose(
@@ -82,6 +84,7 @@ def compose(
 
     accounting = Accounting()
     view = MappingProxyType(built)
+    cache = _score_cache(config, view, clock, redis, redis_url)
     executor = Executor(
         view,
         accounting,
@@ -128,7 +131,27 @@ def compose(
         counters=TokenCounters(config.token_estimates),
         decisions=decisions,
         redis=redis,
+        cache=cache,
     )
+
+
+def _score_cache(
+    config: RouterConfig, backends: Mapping[str, Backend], clock: Clock, redis: Any, redis_url: Any
+) -> ScoreCache | None:
+    """The score cache (config ``cache:``): this process's LRU, in front of Redis with ``shared_state:``."""
+    settings = config.cache
+    if not settings.enabled:
+        return None
+    local = MemoryScoreStore(max_entries=settings.max_entries, max_bytes=settings.max_bytes, ttl_s=settings.ttl_s, clock=clock)
+    store: ScoreStore = local
+    shared = config.shared_state
+    if shared is not None and settings.shared and redis is not None:
+        from router.cache.shared import RedisScoreStore, TieredScoreStore
+        from router.resilience.redis_store import SharedStateOutage
+
+        outage = SharedStateOutage("score cache kept in this process only", redis_url)
+        store = TieredScoreStore(local, RedisScoreStore(redis, prefix=shared.key_prefix, ttl_s=settings.ttl_s, outage=outage))
+    return ScoreCache(settings, backends, store)
 
 
 def default_wall_clock(clock: Clock | None) -> Clock:

@@ -27,6 +27,7 @@ from policies.base import Policy
 from policies.registry import create_policy
 from router.admission import AdmissionConfig
 from router.backends.registry import BACKEND_TYPES, BackendConfig
+from router.cache.config import CacheConfig
 from router.catalog import deep_merge
 from router.constraints import Constraints
 from router.decisions.config import DecisionLogConfig
@@ -134,6 +135,8 @@ class RouterConfig(BaseModel):
     """Where each decision and feedback record goes (router.decisions); none by default."""
     shared_state: SharedStateConfig | None = None
     """Redis shared by app replicas for breaker state and the shadow spend cap; none by default."""
+    cache: CacheConfig = CacheConfig()
+    """The score cache (router.cache); off by default."""
     service: dict[str, Any] | None = None
     """The gateway's ``service:`` block (tenants, limits, admission, drain), validated by
     ``rerank-router serve`` (router.service.config.ServiceConfig); the library ignores it."""

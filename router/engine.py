@@ -26,6 +26,7 @@ from router.accounting import Accounting
 from router.admission import Admission, queued_callbacks
 from router.backends.base import Availability, Backend
 from router.batch import BatchOutcome, BatchRequest, arerank_many
+from router.cache import CacheView
 from router.compose import Clock, compose, default_wall_clock
 from router.config import RouterConfig, load_config
 from router.constraints import Constraints
@@ -41,7 +42,7 @@ from router.latency import LatencyEstimator
 from router.plan import Estimate, Option, Plan
 from router.request import RequestOptions, RerankRequest, build_request
 from router.resilience.breaker import BreakerStore
-from router.result import Explanation, RankedItem, RerankResult
+from router.result import Explanation, RankedItem, RerankResult, StageReport
 from router.settings import Budgets
 from router.sync import LoopThread
 from router.warmup import BackgroundLoader, freeze_heap
@@ -118,6 +119,8 @@ class Router:
         self._executor = parts.executor
         self._counters = parts.counters
         self._redis = parts.redis
+        self._cache = parts.cache
+        """The score cache (config ``cache:``, router.cache); None when off."""
         self._arm_policies = parts.arm_policies
         self._shadow: ShadowArm | None = None
         if parts.shadow is not None:
@@ -169,7 +172,9 @@ class Router:
         max_cost_usd: float | None = None,
         constraints: Constraints | Mapping[str, Any] | None = None,
         context: Mapping[str, Any] | None = None,
+        cache: bool | None = None,
     ) -> RerankResult:
+        """``cache=False``: neither read nor write the score cache for this call (config ``cache:``)."""
         options = RequestOptions(
             top_n=top_n,
             latency_budget_ms=latency_budget_ms,
@@ -177,6 +182,8 @@ class Router:
             constraints=constraints,
             context=context,
         )
+        if cache is not None:
+            options["cache"] = cache
         return await self._arerank(self._clock(), query, documents, options)
 
     async def _arerank(self, started: float, query: str, documents: Documents, options: RequestOptions) -> RerankResult:
@@ -208,9 +215,10 @@ class Router:
             arm = self.config.experiment.arms[assignment.arm]
             request = _with_arm_budgets(request, arm.budgets, latency_default, cost_default)
             policy = self._arm_policies[assignment.arm]
-        ctx = self._context(request, features)
+        cached = self._cache_view(request)
+        ctx = self._context(request, features, cached)
         plan = policy.plan(ctx)  # 4
-        result = await self.execute(request, features, plan, started, assignment, ctx=ctx, policy=policy)  # 5, 6
+        result = await self.execute(request, features, plan, started, assignment, ctx=ctx, policy=policy, cache=cached)  # 5, 6
         self.record(result, request, features, assignment, shadow=False)  # 7
         if assignment is not None and self._shadow is not None:
             self._shadow.maybe_start(request, features, assignment)
@@ -225,7 +233,7 @@ class Router:
         """Steps 1-4 only: what would run and why, without calling any backend (the keyword
         arguments of :meth:`arerank`)."""
         request = self._request(query, documents, **options)
-        return self.plan_request(request, self._features(request))
+        return self.policy.plan(self._context(request, self._features(request), self._cache_view(request)))
 
     # -- step 1: request; step 2: features --------------------------------------------------------
     def _request(self, query: object, documents: object, **kwargs: Any) -> RerankRequest:
@@ -308,14 +316,31 @@ class Router:
         """Step 4 for a built request: the policy's plan over every backend as it stands now."""
         return (policy or self.policy).plan(self._context(request, features))
 
-    def _context(self, request: RerankRequest, features: Features) -> PlanningContext:
+    def _cache_view(self, request: RerankRequest) -> CacheView | None:
+        """What the score cache holds for this request, read once before planning (router.cache)."""
+        if self._cache is None or not request.cache:
+            return None
+        texts = request.texts_for_scoring(self.config.limits.max_document_chars)
+        return self._cache.view(self._cache.namespace(request.context), request.query, texts)
+
+    def _context(self, request: RerankRequest, features: Features, cached: CacheView | None = None) -> PlanningContext:
         views = {
             name: BackendView(name=name, spec=b.spec, availability=self._availability(name)) for name, b in self.backends.items()
         }
         cold = frozenset(name for name, view in views.items() if view.availability.ok and not view.availability.warm)
         for name in cold:
             self._loader.start(name)
-        estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features, cold, self.usage)
+        hits = None if cached is None else cached.hits()
+        estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features, cold, self.usage, hits)
+        if hits is None:
+            return PlanningContext(
+                features=features,
+                constraints=request.constraints,
+                latency_budget_ms=request.latency_budget_ms,
+                max_cost_usd=request.max_cost_usd,
+                backends=MappingProxyType(views),
+                estimate=estimator.estimate,
+            )
         return PlanningContext(
             features=features,
             constraints=request.constraints,
@@ -323,6 +348,7 @@ class Router:
             max_cost_usd=request.max_cost_usd,
             backends=MappingProxyType(views),
             estimate=estimator.estimate,
+            cached=hits,
         )
 
     def _availability(self, name: str) -> Availability:
@@ -370,9 +396,11 @@ class Router:
         *,
         ctx: PlanningContext | None = None,
         policy: Policy | None = None,
+        cache: CacheView | None = None,
     ) -> RerankResult:
         """Run ``plan`` against the request's deadline and build the accounted result. The hard
-        rules are re-checked on every option before it is called (``ctx``: the plan's context)."""
+        rules are re-checked on every option before it is called (``ctx``: the plan's context;
+        ``cache``: the score cache's view the plan was made with)."""
         ctx = ctx or self._context(request, features)
         breaker_note = self._breaker_degradation(ctx, plan, policy or self.policy)
         deadline = None
@@ -389,6 +417,7 @@ class Router:
             deadline,
             request.max_cost_usd,
             admissible=lambda option: check_all(option, ctx, CONSTRAINT_RULES),
+            cache=cache,
         )
         degraded, degraded_reason = execution.degraded, execution.degraded_reason
         if breaker_note is not None:
@@ -414,6 +443,7 @@ class Router:
             explanation=Explanation.from_plan(plan, notes),
             experiment=None if assignment is None else assignment.experiment,
             arm=arm or (None if assignment is None else assignment.arm),
+            **({} if cache is None else _cache_totals(execution.stages)),
         )
 
     # -- step 7: record -------------------------------------------------------------------------------
@@ -531,6 +561,15 @@ class Router:
     def breaker_states(self) -> dict[str, str]:
         """Each backend's circuit-breaker state: ``closed``, ``open`` or ``half_open``."""
         return {name: str(breaker.status()[0].value) for name, breaker in self._executor.breakers.items()}
+
+
+def _cache_totals(stages: Sequence[StageReport]) -> dict[str, Any]:
+    """RerankResult's cache fields from its stages: hits and savings of the stages that served."""
+    return {
+        "cache_hits": sum(s.cached for s in stages if s.ok),
+        "cache_misses": sum(s.cache_misses for s in stages),
+        "cache_saved_usd": sum(s.saved_usd or 0.0 for s in stages if s.ok),
+    }
 
 
 def _no_score(_: int) -> None:

@@ -26,8 +26,10 @@ class OptionEstimator:
         features: Features,
         cold: frozenset[str] = frozenset(),
         usage: UsageCalibrator | None = None,
+        cached: Mapping[str, Mapping[int, float]] | None = None,
     ) -> None:
         self._usage = usage
+        self._cached = cached or {}
         self._specs = specs
         self._cold = cold
         self._latency = latency
@@ -42,6 +44,10 @@ class OptionEstimator:
             return cached
         spec = self._specs[backend]
         stats = self._features.token_stats(spec.tokenizer_family)
+        hits = self._cached.get(backend)
+        if hits:
+            result = self._memo[key] = self._cached_stage(backend, spec, stats, candidates_in, hits)
+            return result
         # A later stage's inputs are not known before the earlier one runs: use the first
         # candidates_in documents' lengths as the proxy.
         docs = stats.docs[:candidates_in]
@@ -70,6 +76,35 @@ class OptionEstimator:
         result = Estimate(latency_ms=stage_ms, cost_usd=stage_cost, quality=spec.quality_for(self._features.domain)), tuple(notes)
         self._memo[key] = result
         return result
+
+    def _cached_stage(
+        self, backend: str, spec: BackendSpec, stats: TokenStats, candidates_in: int, hits: Mapping[int, float]
+    ) -> tuple[Estimate, tuple[str, ...]]:
+        """A stage where some scores are cached (router.cache): only the rest is sent, so only the
+        rest is priced and timed. Which documents a stage on fewer than all candidates gets is not
+        known before the stage ahead of it runs: assume the cached ones are among them (so it goes
+        when the stage ahead ranks as it did when they were cached) and the longest uncached ones
+        fill the rest; the executor prices the documents actually missing before it calls, and
+        does not call past the ceiling."""
+        n = len(stats.docs)
+        k = min(candidates_in, n)
+        missing = [t for i, t in enumerate(stats.docs) if i not in hits]
+        if k < n:
+            missing = sorted(missing, reverse=True)[: max(0, k - (n - len(missing)))]
+        cached = k - len(missing)
+        quality = spec.quality_for(self._features.domain)
+        if not missing:
+            return Estimate(latency_ms=0.0, cost_usd=0.0, quality=quality), (f"{backend}: all {k} scores cached",)
+        stage_ms = self._latency.predict(backend, spec.latency, item_tokens(spec, stats, missing))
+        notes = [f"{backend}: {cached} of {k} scores cached, {len(missing)} sent"] if cached > 0 else []
+        if backend in self._cold and spec.cold_start_ms:
+            stage_ms += spec.cold_start_ms
+            notes.append(f"{backend}: cold, includes ~{spec.cold_start_ms:.0f} ms to load (loading in the background)")
+        correction = self._usage.correction(backend) if self._usage is not None else 1.0
+        stage_cost = predict_cost_usd(spec, stats.query, missing, stage_ms, correction)
+        if not stats.exact:
+            notes.append(f"{backend}: token counts estimated ({spec.tokenizer_family} not loaded)")
+        return Estimate(latency_ms=stage_ms, cost_usd=stage_cost, quality=quality), tuple(notes)
 
     def estimate(self, stages: tuple[Stage, ...]) -> Option:
         if not stages:

@@ -16,14 +16,17 @@ after the backend's observed p95. Every await is bounded by the remaining budget
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from router.accounting import Accounting
 from router.backends.base import Backend, Scores, Usage, attach_billed, billed_of
-from router.cost import billed_cost_usd
+from router.cache import CacheView, Coalescer
+from router.cost import billed_cost_usd, predict_cost_usd
 from router.errors import (
     BackendError,
     BackendTimeoutError,
@@ -34,7 +37,7 @@ from router.errors import (
     MalformedResponseError,
     RateLimitedError,
 )
-from router.features import Features
+from router.features import Features, TokenStats
 from router.latency import item_tokens
 from router.plan import Estimate, Evidence, Option, Plan, Rejection, Stage
 from router.resilience import BackendLimits, CircuitBreaker, LatencyWindow, LimitPolicy, ResiliencePolicy, hedged, retrying
@@ -182,10 +185,12 @@ class Executor:
         deadline: float | None,
         max_cost_usd: float | None = None,
         admissible: Admissible | None = None,
+        cache: CacheView | None = None,
     ) -> Execution:
         """Run the plan's options in order until one serves. ``max_cost_usd`` caps everything the
         request is billed, over every option and retry, rejected responses included;
-        ``admissible`` re-checks the hard rules before an option's first call."""
+        ``admissible`` re-checks the hard rules before an option's first call; ``cache`` is the
+        request's score-cache view (router.cache): its backends get only the documents it misses."""
         failed: list[StageReport] = []
         failed_backends: set[str] = set()
         skipped: list[str] = []
@@ -226,6 +231,7 @@ class Executor:
                 deadline,
                 spend,
                 self._option_deadline(deadline, option, options[position + 1 :]),
+                cache,
             )
             if execution is None:
                 assert failure is not None
@@ -268,6 +274,7 @@ class Executor:
         deadline: float | None,
         spend: _Spend,
         first_deadline: float | None,
+        cache: CacheView | None = None,
     ) -> tuple[Execution | None, StageReport | None]:
         """The option's execution, or (None, the failed first stage's report)."""
         execution = Execution(order=list(range(len(texts))), served_by=option)
@@ -293,6 +300,28 @@ class Executor:
             subset = execution.order[: stage.candidates_in]
             predicted = option.stage_estimates[position] if position < len(option.stage_estimates) else None
             stats = features.token_stats(backend.spec.tokenizer_family)
+            entry = None if cache is None else cache.backends.get(stage.backend)
+            if entry is not None and cache is not None:  # the score cache serves what it can (router.cache)
+                stage_deadline = first_deadline if position == 0 else deadline
+                values, report = await self._cached_stage(
+                    stage, subset, texts, query, stage_deadline, predicted, spare_usd, spend, stats, cache, entry.hits
+                )
+                if values is None:
+                    if position == 0:
+                        return None, report  # run() books its cost
+                    spend.add(report.cost_usd)
+                    execution.stages.append(report)
+                    execution.degraded = True
+                    execution.degraded_reason = f"{report.error}; kept the order of the stages before it"
+                    return execution, None
+                ranked = sorted(range(len(subset)), key=values.__getitem__, reverse=True)
+                head = ranked if position == 0 else [subset[k] for k in ranked]
+                execution.order = head + execution.order[len(subset) :]
+                execution.scores.update(zip(subset, values, strict=True))
+                spend.add(report.cost_usd)
+                execution.stages.append(report)
+                previous = values
+                continue
             if position == 0:  # the order is still the retriever's: the subset is a prefix
                 doc_tokens = list(stats.docs[: len(subset)])
                 stage_texts = list(texts[: len(subset)])
@@ -350,6 +379,120 @@ class Executor:
             execution.stages.append(report)
             previous = values
         return execution, None
+
+    async def _cached_stage(
+        self,
+        stage: Stage,
+        subset: Sequence[int],
+        texts: Sequence[str],
+        query: str,
+        deadline: float | None,
+        predicted: Estimate | None,
+        spare_usd: float | None,
+        spend: _Spend,
+        stats: TokenStats,
+        cache: CacheView,
+        hits: Mapping[int, float],
+    ) -> tuple[tuple[float, ...] | None, StageReport]:
+        """One stage of a cached backend: the cached scores of ``subset``, the rest from one call
+        (shared with an identical call in flight, where coalescing is on), written back to the
+        cache. The scores in ``subset``'s order (None if the call failed) and the stage's report."""
+        name = stage.backend
+        backend = self._backends[name]
+        started = self._clock()
+        missing = [i for i in subset if i not in hits]
+        n_cached = len(subset) - len(missing)
+        if not missing:
+            values = tuple(hits[i] for i in subset)
+            report = self._report(stage, backend, len(subset), started, predicted, attempts=0)
+            saved = self._saved_usd(name, stats, subset, ())
+            return values, dataclasses.replace(report, ok=True, cost_usd=0.0, cached=n_cached, saved_usd=saved)
+        if spend.ceiling is not None and hits:
+            # The plan may have assumed which of a later stage's documents were cached: price what is missing.
+            due = self._predicted_usd(name, stats, missing)
+            if not spend.fits(due):
+                report = self._report(stage, backend, len(subset), started, predicted, attempts=0)
+                error = (
+                    f"{name}: not called: its {len(missing)} uncached document(s) are predicted at ${due or 0:.6f}, "
+                    f"over the ${spend.left() or 0:.6f} left under the cost ceiling"
+                )
+                return None, dataclasses.replace(report, error=error, cached=n_cached, cache_misses=0)
+        sent = [texts[i] for i in missing]
+        doc_tokens = [stats.docs[i] for i in missing]
+        tokens = item_tokens(backend.spec, stats, doc_tokens)
+        tally = _Tally()
+
+        async def call() -> _Call:
+            result = await self._call(stage, sent, query, deadline, sum(tokens), predicted, spare_usd, tally, spend)
+            cache.store(name, missing, result.scores.values)  # even if the caller stopped waiting
+            return result
+
+        coalescer = cache.cache.coalescer
+        try:
+            if coalescer is None:
+                result, followed = await call(), False
+            else:
+                result, followed = await self._shared(coalescer, cache.flight_key(name, missing), call, deadline, name)
+        except Exception as exc:
+            report = self._report(
+                stage,
+                backend,
+                len(subset),
+                started,
+                predicted,
+                error=_describe(exc, name),
+                attempts=tally.attempts,
+                rejected=tally.rejected,
+                cut_usd=tally.cut_usd,
+            )
+            _drop_tracebacks(exc)
+            return None, dataclasses.replace(report, cached=n_cached, cache_misses=len(missing))
+        fresh = dict(zip(missing, result.scores.values, strict=True))
+        values = tuple(fresh[i] if i in fresh else hits[i] for i in subset)
+        if followed:  # another request's call: it was billed there
+            report = self._report(stage, backend, len(subset), started, predicted, attempts=0)
+            saved = self._saved_usd(name, stats, subset, ())
+            return values, dataclasses.replace(report, ok=True, cost_usd=0.0, cached=len(subset), coalesced=True, saved_usd=saved)
+        self._learn(name, backend, result, tokens, stats.query, doc_tokens, (self._clock() - started) * 1000)
+        report = self._report(
+            stage, backend, len(subset), started, predicted, call=result, rejected=tally.rejected, cut_usd=tally.cut_usd
+        )
+        saved = self._saved_usd(name, stats, subset, missing) if n_cached else None
+        return values, dataclasses.replace(report, cached=n_cached, cache_misses=len(missing), saved_usd=saved)
+
+    async def _shared(
+        self, coalescer: Coalescer, key: bytes, call: Callable[[], Coroutine[Any, Any, _Call]], deadline: float | None, name: str
+    ) -> tuple[_Call, bool]:
+        """``call`` through the coalescer, a follower's wait bounded by its own deadline."""
+        timeout = None if deadline is None else deadline - self._clock()
+        try:
+            async with asyncio.timeout(timeout):
+                return await coalescer.run(key, call, _leaders_deadline)
+        except TimeoutError as exc:
+            raise DeadlineExceededError("timed out at the deadline (waiting on an identical call)", backend=name) from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the caller's own cancellation
+            raise BackendError("the shared call was cancelled", backend=name) from None
+
+    def _predicted_usd(self, name: str, stats: TokenStats, indices: Sequence[int]) -> float | None:
+        """The predicted cost of scoring ``indices`` on ``name`` (None: its price is unknown)."""
+        if not indices:
+            return 0.0
+        spec = self._backends[name].spec
+        if spec.pricing.scheme == "free":
+            return 0.0
+        docs = [stats.docs[i] for i in indices]
+        ms = self._accounting.latency.predict(name, spec.latency, item_tokens(spec, stats, docs))
+        return predict_cost_usd(spec, stats.query, docs, ms, self._accounting.usage.correction(name))
+
+    def _saved_usd(self, name: str, stats: TokenStats, subset: Sequence[int], sent: Sequence[int]) -> float | None:
+        """Predicted cost of scoring ``subset`` minus that of scoring only ``sent``: what the cache spared."""
+        full, rest = self._predicted_usd(name, stats, subset), self._predicted_usd(name, stats, sent)
+        if full is None or rest is None:
+            return None
+        return max(0.0, full - rest)
 
     def _learn(
         self, name: str, backend: Backend, call: _Call, tokens: list[int], query_tokens: int, doc_tokens: list[int], ms: float
@@ -508,6 +651,11 @@ class Executor:
             attach_billed(exc, scores.usage)  # charged for, then rejected: it still counts
             raise
         return scores, was_hedged
+
+
+def _leaders_deadline(exc: BaseException) -> bool:
+    """The shared call ran out of its leader's time: a follower with time left calls on its own."""
+    return isinstance(exc, DeadlineExceededError)
 
 
 def _can_afford_hedge(predicted: Estimate | None, spare_usd: float | None) -> bool:

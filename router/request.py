@@ -47,6 +47,7 @@ class RequestOptions(TypedDict, total=False):
     max_cost_usd: float | None
     constraints: Constraints | Mapping[str, Any] | None
     context: Mapping[str, Any] | None
+    cache: bool | None
 
 
 class RequestLimits(BaseModel):
@@ -80,6 +81,8 @@ class RerankRequest:
     scoring_max_chars: int = -1
     scoring_chars: int = -1
     """The total characters of ``scoring_texts`` (-1: not known)."""
+    cache: bool = True
+    """False: the score cache (router.cache) is neither read nor written for this request."""
 
     def texts_for_scoring(self, max_chars: int) -> Sequence[str]:
         if max_chars == self.scoring_max_chars and len(self.scoring_texts) == len(self.documents):
@@ -141,6 +144,7 @@ def build_request(
     max_cost_usd: object = None,
     constraints: Constraints | Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
+    cache: object = None,
     limits: RequestLimits | None = None,
     default_constraints: Constraints | None = None,
     default_latency_budget_ms: float | None = None,
@@ -182,6 +186,8 @@ def build_request(
     if context is not None and not isinstance(context, Mapping):
         raise InvalidRequestError(f"context must be a mapping, got {type(context).__name__}")
     ctx = MappingProxyType(dict(context or {}))
+    if cache is not None and not isinstance(cache, bool):
+        raise InvalidRequestError(f"cache must be a bool or None, got {type(cache).__name__}")
     clipped = normalized.clipped
     if clipped:
         notes.append(f"{clipped} document(s) clipped to {limits.max_document_chars} characters for scoring")
@@ -199,4 +205,5 @@ def build_request(
         scoring_texts=normalized.texts,
         scoring_max_chars=limits.max_document_chars,
         scoring_chars=normalized.chars,
+        cache=cache is not False,
     )

@@ -89,6 +89,15 @@ class StageReport:
     """Calls made, retries included."""
     hedged: bool = False
     """A second, hedged call was sent because the first ran past the backend's observed p95."""
+    cached: int = 0
+    """Documents whose scores came from the score cache (router.cache), or from an identical
+    call another request had in flight (``coalesced``), not from a call of this request's."""
+    cache_misses: int = 0
+    """Documents of a cached backend sent to it (0 where the backend is not cached)."""
+    coalesced: bool = False
+    """The scores came from an identical concurrent call (one backend call served both)."""
+    saved_usd: float | None = None
+    """The predicted cost of what the cache and coalescing spared; None where neither served."""
 
     def to_dict(self) -> dict[str, Any]:
         return _fields(self)
@@ -184,6 +193,12 @@ class RerankResult:
     """The experiment this request took part in (config ``experiment:``), if any."""
     arm: str | None = None
     """The arm that served it (sticky by the experiment's key)."""
+    cache_hits: int = 0
+    """Scores served from the score cache or a coalesced call, over every stage that served."""
+    cache_misses: int = 0
+    """Documents sent to cached backends."""
+    cache_saved_usd: float = 0.0
+    """The predicted cost of what the cache and coalescing spared."""
 
     def to_dict(self, *, top_only: bool = False) -> dict[str, Any]:
         """The JSON form: every attribute by name, ``items`` best first (only the first ``top_n``

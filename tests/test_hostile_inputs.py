@@ -130,6 +130,9 @@ def test_to_dict_is_json_with_the_documented_shape(result):
         "explanation",
         "experiment",
         "arm",
+        "cache_hits",  # the score cache (router.cache): 0, 0, 0.0 when it is off
+        "cache_misses",
+        "cache_saved_usd",
     }
     assert data["request_id"] == result.request_id
     assert [set(item) for item in data["items"]] == [{"index", "id", "score", "text", "metadata"}] * 3

@@ -58,7 +58,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "executor, accounting, experiments, decisions",
-        ("router.executor", "router.accounting", "router.experiments", "router.decisions"),
+        ("router.executor", "router.accounting", "router.experiments", "router.decisions", "router.cache"),
     ),
     (
         "config, engine, api",

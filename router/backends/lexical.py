@@ -38,6 +38,9 @@ class LexicalConfig(BaseModel):
 class LexicalBackend(Backend):
     config_model = LexicalConfig
     default_spec: ClassVar[dict[str, Any]] = {"provider": "local", "input": "single", "license": "MIT"}
+    scores_depend_on_candidates: ClassVar[bool] = True
+    """BM25 statistics come from the request's own candidates: a document's score is not its own
+    alone, so the score cache (router.cache) never keeps one."""
 
     def __init__(self, name: str, config: LexicalConfig, spec: BackendSpec) -> None:
         self.name = name

@@ -29,6 +29,9 @@ def stage_record(stage: StageReport) -> StageRecord:
         attempts=stage.attempts,
         hedged=stage.hedged,
         error=stage.error,
+        cached=stage.cached,
+        coalesced=stage.coalesced,
+        saved_usd=stage.saved_usd,
     )
 
 
@@ -86,6 +89,9 @@ def decision_from_result(
         shadow=shadow,
         assignment_key=assignment_key,
         tenant=tenant,
+        cache_hits=result.cache_hits,
+        cache_misses=result.cache_misses,
+        cache_saved_usd=result.cache_saved_usd,
         query_digest=key_digest(query, query_salt),
         query=query if include_text else None,
         top_texts=tuple(item.text for item in top) if include_text else None,

@@ -36,6 +36,10 @@ class StageRecord:
     hedged: bool = False
     error: str | None = None
     """The typed error's message (already scrubbed of secrets by the backend layer)."""
+    cached: int = 0
+    """Scores served by the score cache or a coalesced call (router.cache)."""
+    coalesced: bool = False
+    saved_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,10 @@ class DecisionRecord:
     """Only with ``include_text: true``; aligned with ``top_ids``."""
     kind: str = "decision"
     schema_version: int = SCHEMA_VERSION
+    cache_hits: int = 0
+    """Scores the score cache (or a coalesced call) served instead of a backend call."""
+    cache_misses: int = 0
+    cache_saved_usd: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -329,6 +329,7 @@ class Gateway:
                         max_cost_usd=cost,
                         constraints=constraints,
                         context={**wire.context, "request_id": x.request_id, "tenant": tenant.name},
+                        cache=wire.cache,
                     )
             finally:
                 if self.metrics is not None:

@@ -10,7 +10,9 @@ Families (namespace ``rerank_router_``): ``requests_total{route,status,tenant,ba
 ``billed_cost_usd_total{tenant,backend}``, ``fallbacks_total``, ``retries_total``, ``hedges_total``
 (``{backend}``), ``degraded_total{reason}``, ``deadline_misses_total{route}``,
 ``admission_rejected_total{reason}``, ``breaker_state{backend}`` (0 closed, 1 half-open, 2 open),
-``in_flight``.
+``in_flight``; the score cache's ``cache_hits_total`` / ``cache_misses_total`` (documents) and
+``cache_saved_usd_total`` (``{tenant,backend}``), and ``coalesced_total{backend}`` (stages an
+identical call in flight served).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from router.result import RerankResult
+from router.result import RerankResult, StageReport
 
 __all__ = ["CONTENT_TYPE", "Metrics", "degraded_category"]
 
@@ -72,6 +74,14 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.cache_hits = Counter(f"{_NS}_cache_hits", "Scores the score cache served.", ["tenant", "backend"], registry=r)
+        self.cache_misses = Counter(
+            f"{_NS}_cache_misses", "Documents sent to cached backends.", ["tenant", "backend"], registry=r
+        )
+        self.cache_saved = Counter(
+            f"{_NS}_cache_saved_usd", "Predicted cost the score cache spared, US dollars.", ["tenant", "backend"], registry=r
+        )
+        self.coalesced = Counter(f"{_NS}_coalesced", "Stages served by an identical call in flight.", ["backend"], registry=r)
         self.in_flight = Gauge(f"{_NS}_in_flight", "Requests in flight.", multiprocess_mode="livesum", registry=r)
 
     def observe(
@@ -92,10 +102,22 @@ class Metrics:
                 self.retries.labels(stage.backend).inc(stage.attempts - 1)
             if stage.hedged:
                 self.hedges.labels(stage.backend).inc()
+            if stage.cached or stage.cache_misses:
+                self._cache(tenant, stage)
         if result.degraded:
             self.degraded.labels(degraded_category(result.degraded_reason)).inc()
         if budget_ms is not None and seconds * 1000 > budget_ms:
             self.deadline_misses.labels(route).inc()
+
+    def _cache(self, tenant: str, stage: StageReport) -> None:
+        if stage.ok and stage.cached:
+            self.cache_hits.labels(tenant, stage.backend).inc(stage.cached)
+        if stage.cache_misses:
+            self.cache_misses.labels(tenant, stage.backend).inc(stage.cache_misses)
+        if stage.ok and stage.saved_usd:
+            self.cache_saved.labels(tenant, stage.backend).inc(stage.saved_usd)
+        if stage.ok and stage.coalesced:
+            self.coalesced.labels(stage.backend).inc()
 
     def breakers(self, states: Mapping[str, str]) -> None:
         for backend, state in states.items():

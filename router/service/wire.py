@@ -76,6 +76,8 @@ class WireRequest:
     max_cost_usd: Any = None
     constraints: Mapping[str, Any] | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    cache: bool | None = None
+    """Native format only: ``"cache": false`` skips the score cache for this request."""
 
 
 def _invalid(fmt: WireFormat, message: str) -> WireError:
@@ -138,6 +140,9 @@ def parse(fmt: WireFormat, body: Any) -> WireRequest:
     context = body.get("context") or {}
     if not isinstance(context, Mapping):
         raise _invalid(fmt, "context must be an object")
+    cache = body.get("cache")
+    if cache is not None and not isinstance(cache, bool):
+        raise _invalid(fmt, "cache must be true or false")
     return WireRequest(
         query=query,
         documents=documents,
@@ -147,6 +152,7 @@ def parse(fmt: WireFormat, body: Any) -> WireRequest:
         max_cost_usd=body.get("max_cost_usd"),
         constraints=constraints,
         context=dict(context),
+        cache=cache,
     )
 
 
