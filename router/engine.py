@@ -42,6 +42,7 @@ from router.plan import Estimate, Option, Plan
 from router.request import RequestOptions, RerankRequest, build_request
 from router.resilience.breaker import BreakerStore
 from router.result import Explanation, RankedItem, RerankResult
+from router.scores import NO_SCORES_NOTE, ScoreBook
 from router.settings import Budgets
 from router.sync import LoopThread
 from router.warmup import BackgroundLoader, freeze_heap
@@ -126,6 +127,8 @@ class Router:
         self._loader = BackgroundLoader(self.backends)
         self._admission = Admission(self.config.admission)
         self._read_tokens = _read_tokens(self.backends)
+        self._scores = ScoreBook(self.config.scores)
+        """Score maps per backend and domain, built once (router.scores)."""
         self._sync = LoopThread()
         self.deadline_guard = DeadlineGuard(DEADLINE_GUARD_MS)
         """How early backend work stops before a deadline: 5 ms, raised to the p99 of how late
@@ -281,7 +284,7 @@ class Router:
             actual_cost_usd=0.0,
             degraded=True,
             degraded_reason=f"{reason}; kept the retriever's order",
-            explanation=Explanation.from_plan(plan, request.notes),
+            explanation=Explanation.from_plan(plan, (*request.notes, NO_SCORES_NOTE)),
         )
         domain = str(request.context.get("domain") or self.config.domain)
         self.record(
@@ -389,8 +392,13 @@ class Router:
             degraded, degraded_reason = True, f"{breaker_note}; {degraded_reason or served}"
         if deadline is not None and (late_s := self._clock() - deadline) >= 0:
             self.deadline_guard.observe(late_s * 1000)
-        items = RankedItem._many(request.documents, execution.order, execution.scores.get)
+        scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain)
+        items = RankedItem._many(
+            request.documents, execution.order, scored.scores.get, execution.scores.get, execution.scored_by.get
+        )
         notes = (*request.notes, *features.notes, *execution.notes)
+        if scored.note is not None:
+            notes = (*notes, scored.note)
         if assignment is not None and arm is None:
             notes = (*notes, f"experiment {assignment.experiment}: arm {assignment.arm} ({assignment.reason})")
         return RerankResult(
@@ -407,6 +415,7 @@ class Router:
             explanation=Explanation.from_plan(plan, notes),
             experiment=None if assignment is None else assignment.experiment,
             arm=arm or (None if assignment is None else assignment.arm),
+            scores_calibrated=scored.calibrated,
         )
 
     # -- step 7: record -------------------------------------------------------------------------------
