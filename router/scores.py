@@ -142,6 +142,22 @@ class ScoreBook:
         if not raw:
             return ScoredOrder(raw, False, NO_SCORES_NOTE)
         scored = [i for i in order if i in raw] if len(raw) < len(order) else order
+        uncalibrated: set[str]
+        if not self._maps:  # nothing to map: the backends' own scales, clipped (C-level passes where possible)
+            values = list(map(raw.__getitem__, scored))
+            if min(values) < 0.0 or max(values) > 1.0:
+                values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values]
+            uncalibrated = set(scored_by.values())
+        else:
+            values, uncalibrated = self._mapped(scored, raw, scored_by, domain)
+        if any(b > a for a, b in pairwise(values)):
+            values = pool_non_increasing(values)
+        note = self._note(frozenset(uncalibrated), domain) if uncalibrated else None
+        return ScoredOrder(dict(zip(scored, values, strict=True)), not uncalibrated, note)
+
+    def _mapped(
+        self, scored: Sequence[int], raw: Mapping[int, float], scored_by: Mapping[int, str], domain: str
+    ) -> tuple[list[float], set[str]]:
         maps: dict[str, ScoreMap | None] = {}
         uncalibrated: set[str] = set()
         values: list[float] = []
@@ -151,15 +167,12 @@ class ScoreBook:
             if name in maps:
                 found = maps[name]
             else:
-                found = maps[name] = self.lookup(name, domain) if self._maps else None
+                found = maps[name] = self.lookup(name, domain)
                 if found is None:
                     uncalibrated.add(name)
             v = raw[i]
             append(found(v) if found is not None else (0.0 if v < 0.0 else 1.0 if v > 1.0 else v))
-        if any(b > a for a, b in pairwise(values)):
-            values = pool_non_increasing(values)
-        note = self._note(frozenset(uncalibrated), domain) if uncalibrated else None
-        return ScoredOrder(dict(zip(scored, values, strict=True)), not uncalibrated, note)
+        return values, uncalibrated
 
     def _note(self, names: frozenset[str], domain: str) -> str:
         key = (names, domain)
