@@ -62,8 +62,8 @@ CASCADES: dict[str, tuple[tuple[str, int | None], ...]] = {
 MIX = "random tier per query"
 
 Calibrations = dict[str, dict[str, ScoreCalibration]]
-Items = list[tuple[float | None, bool]]
-"""(score, relevant) for every candidate of a query, best first."""
+Items = list[tuple[float | None, bool, str | None]]
+"""(score, relevant, scored_by) for every candidate of a query, best first."""
 
 
 def bm25_run(dataset: Dataset, folder: Path) -> Path:
@@ -103,8 +103,8 @@ def ece(items: Sequence[tuple[float, bool]], bins: int = BINS) -> float:
 
 
 def threshold_row(queries: Sequence[Items], t: float) -> dict[str, float]:
-    relevant = sum(r for items in queries for _, r in items)
-    kept = [(s, r) for items in queries for s, r in items if s is not None and s >= t]
+    relevant = sum(r for items in queries for _, r, _ in items)
+    kept = [(s, r) for items in queries for s, r, _ in items if s is not None and s >= t]
     hits = sum(r for _, r in kept)
     return {
         "recall": hits / relevant if relevant else float("nan"),
@@ -115,13 +115,27 @@ def threshold_row(queries: Sequence[Items], t: float) -> dict[str, float]:
 
 def labelled(results: Mapping[str, RerankResult], dataset: Dataset, grade: int) -> dict[str, Items]:
     return {
-        qid: [(item.score, dataset.qrels.get(qid, {}).get(item.id, 0) >= grade) for item in result.items]
+        qid: [(item.score, dataset.qrels.get(qid, {}).get(item.id, 0) >= grade, item.scored_by) for item in result.items]
         for qid, result in results.items()
     }
 
 
 def scored(queries: Sequence[Items]) -> list[tuple[float, bool]]:
-    return [(s, r) for items in queries for s, r in items if s is not None]
+    return [(s, r) for items in queries for s, r, _ in items if s is not None]
+
+
+def by_scorer(runs: Sequence[Mapping[str, Items]]) -> dict[str, dict[str, float]]:
+    """Per backend that scored the items: mean calibrated score against the share relevant (over every seed)."""
+    acc: dict[str, list[float]] = {}
+    for run in runs:
+        for items in run.values():
+            for s, r, by in items:
+                if s is not None and by is not None:
+                    a = acc.setdefault(by, [0.0, 0.0, 0.0])
+                    a[0] += s
+                    a[1] += r
+                    a[2] += 1
+    return {by: {"mean_score": a[0] / a[2], "relevant_share": a[1] / a[2], "items": a[2]} for by, a in acc.items()}
 
 
 def fit_all(pairs: Mapping[str, Sequence[ScorePair]], qids: set[str], domain: str, seed: int, grade: int) -> Calibrations:
@@ -203,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
                 "thresholds_before": {str(t): threshold_row(list(before[label].values()), t) for t in THRESHOLDS},
             }
+            if kind == "routed":
+                row["after_by_scorer"] = by_scorer(after[label])
             if label in methods:
                 row["methods"] = {m: methods[label].count(m) for m in sorted(set(methods[label]))}
             rows[label] = row
@@ -271,6 +287,12 @@ def print_report(report: dict[str, Any]) -> None:
         if "methods" in row:
             print(f"  {label}: methods chosen per fold {row['methods']}")
     print(f"  constrained served: {report['rows']['constrained'].get('served')}")
+    for label, row in report["rows"].items():
+        for by, split in row.get("after_by_scorer", {}).items():
+            print(
+                f"  {label}: items scored by {by}: mean score {split['mean_score']:.3f}, "
+                f"share relevant {split['relevant_share']:.3f} ({split['items']:.0f} items over the seeds)"
+            )
     for t, s in report["recall_spread"].items():
         print(f"recall spread at threshold {t}: tiers {s['tiers']:.3f}, tiers and routed rows {s['tiers_and_routed']:.3f}")
     targets = report["targets"]

@@ -14,8 +14,8 @@ A profile is written by ``rerank-router calibrate`` (router.offline.calibration)
     adaptive: {...}                    # a fitted policies.adaptive escalation model
     scores:                            # score calibration per backend and domain ("*": any domain)
       bi-encoder:
-        web: {method: isotonic, x: [0.41, 0.63, ...], y: [0.0, 0.12, ...], n: 4300, source: "..."}
-        "*": {method: platt, a: 9.1, b: -6.2, n: 4300, source: "..."}
+        web: {method: isotonic, x: [0.41, 0.63, ...], y: [0.0, 0.12, ...], n: ..., source: "...", chosen_by: "..."}
+        "*": {method: platt, a: ..., b: ..., n: ..., source: "..."}
     meta: {created: "...", notes: [...]}
 
 Config reads the file once and hands the policies plain values (:func:`policy_params`): policies

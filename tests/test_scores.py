@@ -395,3 +395,17 @@ def test_calibrate_scores_writes_a_profile_a_router_then_uses(labelled, capsys):
     assert load_profile(strict).scores["strong"]["web"].relevant_grade == 3
     assert main(["--config", str(d / "config.yaml"), "calibrate", "--scores", "--out", str(strict)]) == 2
     assert "--scores needs --dataset" in capsys.readouterr().err
+
+
+def test_the_harness_returns_results_scored_by_the_calibrations_it_is_given(labelled):
+    from router.offline.evaluation import EvalHarness, OptionPolicy, load_jsonl
+
+    dataset = load_jsonl(labelled / "set.jsonl", labelled / "qrels.txt")
+    with EvalHarness(dataset, labelled / "config.yaml") as harness:
+        policy = OptionPolicy((("strong", None),))
+        plain = harness.results(policy, qids=["q0", "q1"])
+        fitted = harness.results(policy, qids=["q1"], scores={"strong": {"web": ISO}})
+    assert set(plain) == {"q0", "q1"} and set(fitted) == {"q1"}
+    assert not plain["q1"].scores_calibrated and fitted["q1"].scores_calibrated
+    iso = IsotonicMap(ISO.x, ISO.y)
+    assert [i.score for i in fitted["q1"].items] == [iso(i.raw_score) for i in plain["q1"].items]
