@@ -21,6 +21,10 @@ the mean reported with the range. Relevant: grade >= 2. Then the threshold check
 share of relevant candidates whose calibrated score is at or above a fixed threshold (0.5, 0.3)
 and the precision above it; the issue's target is that this share is within 5 points whichever
 tier served.
+
+``--overhead``: the cost of score assembly on the request path instead (no data needed): median microseconds to
+build a 100-item result the way the router did before scores were mapped (one score per item) against mapping and
+pooling them (uncalibrated, calibrated, a two-stage cascade), in one process, alternating.
 """
 
 from __future__ import annotations
@@ -145,6 +149,43 @@ def fit_all(pairs: Mapping[str, Sequence[ScorePair]], qids: set[str], domain: st
     }
 
 
+def overhead(rounds: int = 200, n: int = 100) -> dict[str, float]:
+    """Median microseconds per 100-item result: the old build (items with one score each) and the new one."""
+    import time
+
+    from router.documents import normalize_documents
+    from router.result import RankedItem
+    from router.scores import ScoreBook
+
+    rng = random.Random(0)
+    docs = normalize_documents([f"passage {i}" for i in range(n)])
+    raw = {i: rng.random() for i in range(n)}
+    order = sorted(raw, key=raw.__getitem__, reverse=True)
+    single = dict.fromkeys(raw, "a")
+    cascade = {i: ("b" if pos < 20 else "a") for pos, i in enumerate(order)}
+    iso = ScoreCalibration(method="isotonic", x=tuple(i / 40 for i in range(41)), y=tuple(i / 40 for i in range(41)))
+    books = {"uncalibrated": ScoreBook({}), "calibrated": ScoreBook({"a": {"*": iso}, "b": {"*": iso}})}
+
+    def new(book: ScoreBook, by: Mapping[int, str]) -> None:
+        scored = book.assemble(order, raw, by, "web")
+        RankedItem._many(docs, order, scored.scores.get, raw.get, by.get)
+
+    variants: dict[str, Any] = {
+        "before (one score per item)": lambda: RankedItem._many(docs, order, raw.get),
+        "uncalibrated, one stage": lambda: new(books["uncalibrated"], single),
+        "calibrated, one stage": lambda: new(books["calibrated"], single),
+        "calibrated, cascade 100 -> 20": lambda: new(books["calibrated"], cascade),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            started = time.perf_counter()
+            for _ in range(20):
+                run()
+            times[name].append((time.perf_counter() - started) / 20 * 1e6)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "trec-dl19"))
@@ -153,7 +194,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--relevant-grade", type=int, default=2)
     parser.add_argument("--cache", default=str(ROOT / "benchmarks" / "results" / "cache"))
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--overhead", action="store_true", help="time score assembly on the request path instead")
     args = parser.parse_args(argv)
+    if args.overhead:
+        medians = overhead()
+        base = medians["before (one score per item)"]
+        for name, us in medians.items():
+            print(f"{name:<32} {us:8.1f} us  ({us / base:.2f}x)")
+        if args.json:
+            Path(args.json).write_text(json.dumps(medians, indent=2), encoding="utf-8")
+        return 0
     dataset = load_dataset(args.dataset)
     grade = args.relevant_grade
     seeds = [0] if args.quick else [0, 1, 2, 3, 4]

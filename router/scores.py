@@ -143,17 +143,21 @@ class ScoreBook:
             return ScoredOrder(raw, False, NO_SCORES_NOTE)
         scored = [i for i in order if i in raw] if len(raw) < len(order) else order
         uncalibrated: set[str]
+        changed = True
         if not self._maps:  # nothing to map: the backends' own scales, clipped (C-level passes where possible)
             values = list(map(raw.__getitem__, scored))
-            if min(values) < 0.0 or max(values) > 1.0:
+            changed = min(values) < 0.0 or max(values) > 1.0
+            if changed:
                 values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values]
             uncalibrated = set(scored_by.values())
         else:
             values, uncalibrated = self._mapped(scored, raw, scored_by, domain)
         if any(b > a for a, b in pairwise(values)):
-            values = pool_non_increasing(values)
+            values, changed = pool_non_increasing(values), True
         note = self._note(frozenset(uncalibrated), domain) if uncalibrated else None
-        return ScoredOrder(dict(zip(scored, values, strict=True)), not uncalibrated, note)
+        # Unchanged (a single stage's scores on [0, 1], the common case): the backend's own mapping serves.
+        scores = dict(zip(scored, values, strict=True)) if changed else raw
+        return ScoredOrder(scores, not uncalibrated, note)
 
     def _mapped(
         self, scored: Sequence[int], raw: Mapping[int, float], scored_by: Mapping[int, str], domain: str
