@@ -395,6 +395,12 @@ def test_calibrate_scores_writes_a_profile_a_router_then_uses(labelled, capsys):
     assert load_profile(strict).scores["strong"]["web"].relevant_grade == 3
     assert main(["--config", str(d / "config.yaml"), "calibrate", "--scores", "--out", str(strict)]) == 2
     assert "--scores needs --dataset" in capsys.readouterr().err
+    args = ["--config", str(d / "config.yaml"), "calibrate", *data, "--scores", "--backends", "nope", "--out", str(strict)]
+    assert main(args) == 2
+    assert "not available: nope (available: strong)" in capsys.readouterr().err
+    args = ["--config", str(d / "config.yaml"), "calibrate", *data, "--scores", "--scores-domain", "*", "--out", str(strict)]
+    assert main(args) == 0
+    assert set(load_profile(strict).scores["strong"]) == {"web", "*"}  # merged into the profile beside the web fit
 
 
 def test_the_harness_returns_results_scored_by_the_calibrations_it_is_given(labelled):
