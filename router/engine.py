@@ -392,7 +392,11 @@ class Router:
             degraded, degraded_reason = True, f"{breaker_note}; {degraded_reason or served}"
         if deadline is not None and (late_s := self._clock() - deadline) >= 0:
             self.deadline_guard.observe(late_s * 1000)
-        scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain)
+        after = None
+        if self._scores.contextual:  # which stage each later stage ran after, for calibrations fitted per cascade
+            ran = [s.backend for s in execution.stages if s.ok]
+            after = dict(zip(ran[1:], ran, strict=False))
+        scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain, after)
         items = RankedItem._many(
             request.documents, execution.order, scored.scores.get, execution.scores.get, execution.scored_by.get
         )

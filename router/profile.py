@@ -16,6 +16,8 @@ A profile is written by ``rerank-router calibrate`` (router.offline.calibration)
       bi-encoder:
         web: {method: isotonic, x: [0.41, 0.63, ...], y: [0.0, 0.12, ...], n: ..., source: "...", chosen_by: "..."}
         "*": {method: platt, a: ..., b: ..., n: ..., source: "..."}
+      rankgpt after bi-encoder:        # rankgpt's scores as a cascade's later stage after bi-encoder
+        web: {method: isotonic, ...}
     meta: {created: "...", notes: [...]}
 
 Config reads the file once and hands the policies plain values (:func:`policy_params`): policies
@@ -43,6 +45,7 @@ __all__ = [
     "PROFILE_VERSION",
     "Profile",
     "ScoreCalibration",
+    "after_key",
     "load_profile",
     "policy_params",
 ]
@@ -59,6 +62,12 @@ PROFILE_THRESHOLDS: Mapping[str, str] = {
 
 ANY_DOMAIN = "*"
 """The ``scores:`` key of a calibration used for every domain without one of its own."""
+
+
+def after_key(backend: str, previous: str) -> str:
+    """The ``scores:`` key of ``backend``'s calibration as a cascade stage that ran after ``previous``
+    (it then scores only what ``previous`` ranked highest, which changes what a score means)."""
+    return f"{backend} after {previous}"
 
 
 class ScoreCalibration(BaseModel):
@@ -117,7 +126,8 @@ class Profile(BaseModel):
     adaptive: dict[str, Any] | None = None
     """A fitted policies.adaptive escalation model (router.offline.fitting.fit_adaptive)."""
     scores: dict[str, dict[str, ScoreCalibration]] = Field(default_factory=dict)
-    """Backend name -> domain (or ``*``) -> its score calibration (router.scores)."""
+    """Backend name (or ``"<backend> after <previous stage>"``, :func:`after_key`) -> domain (or ``*``) -> its
+    score calibration (router.scores)."""
     meta: dict[str, Any] = Field(default_factory=dict)
 
 

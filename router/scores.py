@@ -11,6 +11,12 @@ interpolation through fitted points, found by bisection) or Platt (``sigmoid(a *
 backend without one keeps its own scale, clipped to [0, 1]; the result then says its scores are
 uncalibrated (``RerankResult.scores_calibrated`` False, and a note naming the backends).
 
+A cascade's later stage scores only what the stage before it ranked highest, and being there is
+evidence of its own: at the same score those documents are relevant more (or less) often than
+across all candidates. A calibration under ``"<backend> after <previous>"`` (router.profile.after_key),
+fitted on that stage's output in that cascade (``calibrate --scores --score-cascades``), is used for
+the backend's documents when it ran right after ``previous``; the backend's own calibration otherwise.
+
 Merging so order and scores agree. The executor decides the order; mapping scores never changes
 it. In a cascade the top k carry the strong stage's scores and the rest the cheap stage's, so the
 mapped scores need not fall with rank: the last of the strong stage's k can score below the first
@@ -36,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from router.profile import ANY_DOMAIN, ScoreCalibration
+from router.profile import ANY_DOMAIN, ScoreCalibration, after_key
 
 __all__ = ["NO_SCORES_NOTE", "IsotonicMap", "PlattMap", "ScoreBook", "ScoredOrder", "build_map", "pool_non_increasing"]
 
@@ -124,21 +130,39 @@ class ScoreBook:
             (backend, domain): build_map(c) for backend, by_domain in calibrations.items() for domain, c in by_domain.items()
         }
         self._backends = frozenset(backend for backend, _ in self._maps)
+        self.contextual = any(" after " in backend for backend in self._backends)
+        """Some calibration is for a backend as a later cascade stage (:func:`router.profile.after_key`)."""
         self._notes: dict[tuple[frozenset[str], str], str] = {}
 
     def __bool__(self) -> bool:
         return bool(self._maps)
 
-    def lookup(self, backend: str, domain: str) -> ScoreMap | None:
-        """The map for ``backend`` in ``domain``, else its any-domain one, else None."""
-        if backend not in self._backends:
-            return None
-        found = self._maps.get((backend, domain))
-        return found if found is not None else self._maps.get((backend, ANY_DOMAIN))
+    def lookup(self, backend: str, domain: str, after: str | None = None) -> ScoreMap | None:
+        """The map for ``backend`` in ``domain`` (else its any-domain one) as a stage run right after
+        ``after`` where one is fitted for that, else as a backend alone; None if neither."""
+        if after is not None:
+            found = self._find(after_key(backend, after), domain)
+            if found is not None:
+                return found
+        return self._find(backend, domain)
 
-    def assemble(self, order: Sequence[int], raw: Mapping[int, float], scored_by: Mapping[int, str], domain: str) -> ScoredOrder:
+    def _find(self, key: str, domain: str) -> ScoreMap | None:
+        if key not in self._backends:
+            return None
+        found = self._maps.get((key, domain))
+        return found if found is not None else self._maps.get((key, ANY_DOMAIN))
+
+    def assemble(
+        self,
+        order: Sequence[int],
+        raw: Mapping[int, float],
+        scored_by: Mapping[int, str],
+        domain: str,
+        after: Mapping[str, str] | None = None,
+    ) -> ScoredOrder:
         """Scores for the documents of ``order`` that a backend scored (``raw``: index -> the
-        backend's score, ``scored_by``: index -> its name), mapped and made non-increasing in rank."""
+        backend's score, ``scored_by``: index -> its name), mapped and made non-increasing in rank.
+        ``after``: backend -> the stage that ran right before it in the option that served."""
         if not raw:
             return ScoredOrder(raw, False, NO_SCORES_NOTE)
         scored = [i for i in order if i in raw] if len(raw) < len(order) else order
@@ -151,7 +175,7 @@ class ScoreBook:
                 values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values]
             uncalibrated = set(scored_by.values())
         else:
-            values, uncalibrated = self._mapped(scored, raw, scored_by, domain)
+            values, uncalibrated = self._mapped(scored, raw, scored_by, domain, after or {})
         if any(b > a for a, b in pairwise(values)):
             values, changed = pool_non_increasing(values), True
         note = self._note(frozenset(uncalibrated), domain) if uncalibrated else None
@@ -160,7 +184,7 @@ class ScoreBook:
         return ScoredOrder(scores, not uncalibrated, note)
 
     def _mapped(
-        self, scored: Sequence[int], raw: Mapping[int, float], scored_by: Mapping[int, str], domain: str
+        self, scored: Sequence[int], raw: Mapping[int, float], scored_by: Mapping[int, str], domain: str, after: Mapping[str, str]
     ) -> tuple[list[float], set[str]]:
         maps: dict[str, ScoreMap | None] = {}
         uncalibrated: set[str] = set()
@@ -171,7 +195,7 @@ class ScoreBook:
             if name in maps:
                 found = maps[name]
             else:
-                found = maps[name] = self.lookup(name, domain)
+                found = maps[name] = self.lookup(name, domain, after.get(name))
                 if found is None:
                     uncalibrated.add(name)
             v = raw[i]

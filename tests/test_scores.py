@@ -29,9 +29,9 @@ from router.errors import BackendError, ConfigError
 from router.offline.calibration import write_profile
 from router.offline.score_fit import ScorePair, brier, fit_isotonic, fit_platt, fit_score_calibration, log_loss
 from router.plan import Option, Plan, Stage
-from router.profile import Profile, ScoreCalibration, load_profile
+from router.profile import Profile, ScoreCalibration, after_key, load_profile
 from router.result import RerankResult
-from router.scores import NO_SCORES_NOTE, IsotonicMap, PlattMap, ScoreBook, pool_non_increasing
+from router.scores import NO_SCORES_NOTE, IsotonicMap, PlattMap, ScoreBook, build_map, pool_non_increasing
 from router.testing import FakeBackend, FakeClock
 
 # -- the maps ------------------------------------------------------------------------------------
@@ -296,7 +296,10 @@ calibration = st.one_of(
     fails=st.lists(st.sets(st.integers(0, 3), max_size=3), min_size=3, max_size=3),
     latencies=st.lists(st.sampled_from([0.0, 5.0, 50.0, 500.0]), min_size=3, max_size=3),
     budget=st.one_of(st.none(), st.sampled_from([30.0, 120.0, 800.0])),
-    calibrations=st.dictionaries(st.sampled_from("abc"), st.dictionaries(st.sampled_from(["web", "*"]), calibration, min_size=1)),
+    calibrations=st.dictionaries(
+        st.sampled_from(["a", "b", "c", "b after a", "c after a", "a after c", "c after b"]),
+        st.dictionaries(st.sampled_from(["web", "*"]), calibration, min_size=1),
+    ),
 )
 def test_scores_never_rise_against_the_order(n, values, primary, fallbacks, fails, latencies, budget, calibrations):
     """Cascades (adaptive stages: a margin on a later stage), fallbacks after failing calls, stages
@@ -325,7 +328,10 @@ def test_scores_never_rise_against_the_order(n, values, primary, fallbacks, fail
         assert sorted(result.indices) == list(range(n))
         assert_monotone(result)
         used = {i.scored_by for i in result.items if i.scored_by is not None}
-        assert result.scores_calibrated == (bool(used) and all(b in calibrations for b in used))
+        ran = [s.backend for s in result.stages if s.ok]
+        after = dict(zip(ran[1:], ran, strict=False))
+        fitted = {b for b in used if b in calibrations or after_key(b, after.get(b, "")) in calibrations}
+        assert result.scores_calibrated == (bool(used) and fitted == used)
         event(f"stages ok: {sum(s.ok for s in result.stages)}, degraded: {result.degraded}")
         event(
             f"mapped or pooled: {any(i.score != min(1.0, max(0.0, i.raw_score)) for i in result.items if i.raw_score is not None)}"
@@ -341,7 +347,7 @@ def test_scores_never_rise_against_the_order(n, values, primary, fallbacks, fail
 def labelled(tmp_path):
     """12 queries x 8 candidates; a recorded model ranks the relevant ones high, not always first."""
     pytest.importorskip("ir_measures")
-    rows, qrels, run = [], [], []
+    rows, qrels, run, cheap = [], [], [], []
     rng = random.Random(5)
     for i in range(12):
         qid = f"q{i}"
@@ -351,10 +357,19 @@ def labelled(tmp_path):
         qrels += [f"{qid} 0 {qid}d{j} {rng.choice([2, 3]) if j in relevant else rng.choice([0, 1])}" for j in range(8)]
         order = sorted(range(8), key=lambda j: (j not in relevant) + rng.random() * 1.2)
         run += [f"{qid} Q0 {qid}d{j} {rank} {10 - rank} strong" for rank, j in enumerate(order, 1)]
+        weak = sorted(range(8), key=lambda j: (j not in relevant) + rng.random() * 3)
+        cheap += [f"{qid} Q0 {qid}d{j} {rank} {10 - rank} cheap" for rank, j in enumerate(weak, 1)]
     (tmp_path / "set.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (tmp_path / "qrels.txt").write_text("\n".join(qrels) + "\n")
     (tmp_path / "strong.run").write_text("\n".join(run) + "\n")
-    config = {"backends": {"strong": {"type": "replay", "run": str(tmp_path / "strong.run"), "spec": {"license": "MIT"}}}}
+    (tmp_path / "cheap.run").write_text("\n".join(cheap) + "\n")
+    replay = {"type": "replay", "spec": {"license": "MIT"}}
+    config = {
+        "backends": {
+            "strong": {**replay, "run": str(tmp_path / "strong.run")},
+            "cheap": {**replay, "run": str(tmp_path / "cheap.run")},
+        }
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp_path
 
@@ -397,10 +412,50 @@ def test_calibrate_scores_writes_a_profile_a_router_then_uses(labelled, capsys):
     assert "--scores needs --dataset" in capsys.readouterr().err
     args = ["--config", str(d / "config.yaml"), "calibrate", *data, "--scores", "--backends", "nope", "--out", str(strict)]
     assert main(args) == 2
-    assert "not available: nope (available: strong)" in capsys.readouterr().err
+    assert "not available: nope (available: cheap, strong)" in capsys.readouterr().err
     args = ["--config", str(d / "config.yaml"), "calibrate", *data, "--scores", "--scores-domain", "*", "--out", str(strict)]
     assert main(args) == 0
     assert set(load_profile(strict).scores["strong"]) == {"web", "*"}  # merged into the profile beside the web fit
+
+
+def test_calibrate_scores_fits_a_cascade_stage_and_the_router_uses_it_there_only(labelled, capsys):
+    from router.cli import main
+    from router.offline.evaluation import EvalHarness, OptionPolicy, load_jsonl
+
+    d = labelled
+    data = ["--dataset", str(d / "set.jsonl"), "--qrels", str(d / "qrels.txt"), "--no-progress", "--backends", "strong"]
+    profile = d / "profile.yaml"
+    args = ["--config", str(d / "config.yaml"), "calibrate", *data, "--scores", "--score-cascades", "cheap>strong@3"]
+    assert main([*args, "--score-folds", "3", "--out", str(profile)]) == 0
+    fits = load_profile(profile).scores
+    assert set(fits) == {"strong", "strong after cheap"}
+    staged = fits["strong after cheap"]["web"]
+    assert staged.n == 12 * 3 and "top 3 of cheap" in staged.source
+    with pytest.raises(SystemExit):  # argparse: K missing
+        main([*args[:-2], "--score-cascades", "cheap>strong", "--out", str(profile)])
+    assert "expected FIRST>SECOND@K" in capsys.readouterr().err
+
+    dataset = load_jsonl(d / "set.jsonl", d / "qrels.txt")
+    with EvalHarness(dataset, d / "config.yaml") as harness:
+        cascade = harness.results(OptionPolicy((("cheap", None), ("strong", 3))), qids=["q2"], scores=fits)["q2"]
+        alone = harness.results(OptionPolicy((("strong", None),)), qids=["q2"], scores=fits)["q2"]
+        fallback = harness.results(OptionPolicy((("cheap", None),)), qids=["q2"], scores=fits)["q2"]
+    head = [i for i in cascade.items if i.scored_by == "strong"]
+    assert len(head) == 3 and not cascade.scores_calibrated  # cheap has no calibration of its own
+    by_stage, by_alone = build_map(staged), build_map(fits["strong"]["web"])
+    mapped = [by_stage(i.raw_score) if i.scored_by == "strong" else i.raw_score for i in cascade.items]
+    assert [i.score for i in cascade.items] == pytest.approx(pool_non_increasing(mapped))
+    assert [i.score for i in alone.items] == pytest.approx([by_alone(i.raw_score) for i in alone.items])
+    assert all(i.scored_by == "cheap" for i in fallback.items)
+
+
+def test_the_score_book_prefers_a_stage_calibration_after_the_stage_that_ran():
+    book = ScoreBook({"b": {"*": ISO}, "b after a": {"web": PLATT}})
+    assert book.contextual and not ScoreBook({"b": {"*": ISO}}).contextual
+    assert isinstance(book.lookup("b", "web", after="a"), PlattMap)
+    assert isinstance(book.lookup("b", "news", after="a"), IsotonicMap)  # no stage fit for news: b's own
+    assert isinstance(book.lookup("b", "web", after="c"), IsotonicMap)
+    assert isinstance(book.lookup("b", "web"), IsotonicMap)
 
 
 def test_the_harness_returns_results_scored_by_the_calibrations_it_is_given(labelled):

@@ -40,6 +40,18 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _cascades(text: str) -> list[tuple[str, str, int]]:
+    """``a>b@20,c>d@30`` -> [(a, b, 20), (c, d, 30)]."""
+    out: list[tuple[str, str, int]] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, sep, rest = part.partition(">")
+        second, at, k = rest.rpartition("@")
+        if not (sep and at and first and second and k.isdigit() and int(k) > 0):
+            raise argparse.ArgumentTypeError(f"{part!r}: expected FIRST>SECOND@K, e.g. bm25>rankgpt@20")
+        out.append((first, second, int(k)))
+    return out
+
+
 def _dataset_args(sub: argparse.ArgumentParser, required: bool) -> None:
     sub.add_argument("--dataset", required=required, help="TREC DL folder, Cranfield folder, or .jsonl of queries")
     sub.add_argument("--qrels", help="TREC qrels for a .jsonl dataset")
@@ -175,6 +187,13 @@ def add_eval_commands(commands: Any) -> None:
     cal.add_argument("--score-metric", choices=("log-loss", "brier"), default="log-loss", help="--scores: held-out loss")
     cal.add_argument(
         "--scores-domain", help="--scores: the domain the fits are for (default: the dataset's; '*' for every domain)"
+    )
+    cal.add_argument(
+        "--score-cascades",
+        type=_cascades,
+        default=[],
+        metavar="A>B@K,...",
+        help="--scores: also fit B's scores as the later stage of the cascade A on all -> B on the top K (key 'B after A')",
     )
 
 
@@ -538,7 +557,9 @@ def _calibrate_latency(args: argparse.Namespace, notes: list[str]) -> dict[str, 
 
 def _calibrate_scores(args: argparse.Namespace, notes: list[str]) -> dict[str, dict[str, Any]]:
     """backend -> {domain: ScoreCalibration}: each backend run on every query's candidates of --dataset."""
+    from router.offline.evaluation import OptionPolicy
     from router.offline.score_fit import ScorePair, fit_score_calibration
+    from router.profile import after_key
 
     dataset = _load(args)
     grade = dataset.rel if args.relevant_grade is None else args.relevant_grade
@@ -569,6 +590,25 @@ def _calibrate_scores(args: argparse.Namespace, notes: list[str]) -> dict[str, d
                 )
             }
             notes.append(f"score calibration of {name} ({domain}) fitted on {dataset.name}")
+        for first, second, k in args.score_cascades:
+            missing = sorted({first, second} - set(available))
+            if missing:
+                raise ConfigError(f"--score-cascades: backend(s) not available: {', '.join(missing)}")
+            results = harness.results(OptionPolicy(((first, None), (second, k))), scores={})
+            pairs = [
+                ScorePair(qid, item.raw_score, dataset.qrels.get(qid, {}).get(item.id, 0) >= grade)
+                for qid, result in results.items()
+                for item in result.items
+                if item.scored_by == second and item.raw_score is not None
+            ]
+            key = after_key(second, first)
+            source = f"rerank-router calibrate --scores on {dataset.name}: {second}'s scores on the top {k} of {first}"
+            out[key] = {
+                domain: fit_score_calibration(
+                    pairs, folds=args.score_folds, metric=args.score_metric, relevant_grade=grade, source=source
+                )
+            }
+            notes.append(f"score calibration of {key} ({domain}) fitted on {dataset.name} (top {k})")
     return out
 
 
