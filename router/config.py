@@ -33,7 +33,7 @@ from router.constraints import Constraints
 from router.decisions.config import DecisionLogConfig
 from router.errors import ConfigError, RerankRouterError
 from router.experiments.config import ExperimentConfig
-from router.profile import load_profile, policy_params
+from router.profile import ScoreCalibration, load_profile, policy_params
 from router.request import RequestLimits
 from router.resilience import ResiliencePolicy
 from router.secrets import env_var_name
@@ -143,6 +143,9 @@ class RouterConfig(BaseModel):
     profile: str | None = None
     """Calibration profile (YAML, `rerank-router calibrate`; router.profile): measured per-backend spec overrides
     and the policies' fitted values. Read once at load, then cleared: the loaded config holds the values."""
+    scores: dict[str, dict[str, ScoreCalibration]] = Field(default_factory=dict)
+    """Score calibration per backend and domain (``*``: any), as a profile's ``scores:`` (router.scores);
+    the profile's entries win over these for the (backend, domain) pairs they name."""
 
     @field_validator("backends")
     @classmethod
@@ -264,6 +267,11 @@ def apply_profile(config: RouterConfig) -> RouterConfig:
         return policy.model_copy(update={"params": policy_params(policy.name, policy.params, profile)})
 
     update: dict[str, Any] = {"backends": backends, "profile": None, "policy": resolved(config.policy)}
+    if profile is not None and profile.scores:
+        scores = {name: dict(by_domain) for name, by_domain in config.scores.items()}
+        for name, by_domain in profile.scores.items():
+            scores[name] = {**scores.get(name, {}), **by_domain}
+        update["scores"] = scores
     if config.experiment is not None:
         experiment = config.experiment
         arms = {name: arm.model_copy(update={"policy": resolved(arm.policy)}) for name, arm in experiment.arms.items()}

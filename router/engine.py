@@ -43,6 +43,7 @@ from router.plan import Estimate, Option, Plan
 from router.request import RequestOptions, RerankRequest, build_request
 from router.resilience.breaker import BreakerStore
 from router.result import Explanation, RankedItem, RerankResult, StageReport
+from router.scores import NO_SCORES_NOTE, ScoreBook
 from router.settings import Budgets
 from router.sync import LoopThread
 from router.warmup import BackgroundLoader, freeze_heap
@@ -130,6 +131,8 @@ class Router:
         self._admission = Admission(self.config.admission)
         self._last_shed_task = 0
         self._read_tokens = _read_tokens(self.backends)
+        self._scores = ScoreBook(self.config.scores)
+        """Score maps per backend and domain, built once (router.scores)."""
         self._sync = LoopThread()
         self.deadline_guard = DeadlineGuard(DEADLINE_GUARD_MS)
         """How early backend work stops before a deadline: 5 ms, raised to the p99 of how late
@@ -296,7 +299,7 @@ class Router:
             actual_cost_usd=0.0,
             degraded=True,
             degraded_reason=f"{reason}; kept the retriever's order",
-            explanation=Explanation.from_plan(plan, request.notes),
+            explanation=Explanation.from_plan(plan, (*request.notes, NO_SCORES_NOTE)),
         )
         domain = str(request.context.get("domain") or self.config.domain)
         self.record(
@@ -425,8 +428,17 @@ class Router:
             degraded, degraded_reason = True, f"{breaker_note}; {degraded_reason or served}"
         if deadline is not None and (late_s := self._clock() - deadline) >= 0:
             self.deadline_guard.observe(late_s * 1000)
-        items = RankedItem._many(request.documents, execution.order, execution.scores.get)
+        after = None
+        if self._scores.contextual:  # which stage each later stage ran after, for calibrations fitted per cascade
+            ran = [s.backend for s in execution.stages if s.ok]
+            after = dict(zip(ran[1:], ran, strict=False))
+        scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain, after)
+        items = RankedItem._many(
+            request.documents, execution.order, scored.scores.get, execution.scores.get, execution.scored_by.get
+        )
         notes = (*request.notes, *features.notes, *execution.notes)
+        if scored.note is not None:
+            notes = (*notes, scored.note)
         if assignment is not None and arm is None:
             notes = (*notes, f"experiment {assignment.experiment}: arm {assignment.arm} ({assignment.reason})")
         return RerankResult(
@@ -444,6 +456,7 @@ class Router:
             experiment=None if assignment is None else assignment.experiment,
             arm=arm or (None if assignment is None else assignment.arm),
             **({} if cache is None else _cache_totals(execution.stages)),
+            scores_calibrated=scored.calibrated,
         )
 
     # -- step 7: record -------------------------------------------------------------------------------

@@ -61,6 +61,9 @@ CEILING_TOLERANCE_USD = 1e-9
 class Execution:
     order: list[int]
     scores: dict[int, float] = field(default_factory=dict)
+    """Document index -> the score of the last stage that scored it (router.scores maps them)."""
+    scored_by: dict[int, str] = field(default_factory=dict)
+    """Document index -> the backend that gave its score."""
     stages: list[StageReport] = field(default_factory=list)
     served_by: Option | None = None
     degraded: bool = False
@@ -318,6 +321,7 @@ class Executor:
                 head = ranked if position == 0 else [subset[k] for k in ranked]
                 execution.order = head + execution.order[len(subset) :]
                 execution.scores.update(zip(subset, values, strict=True))
+                execution.scored_by.update(dict.fromkeys(subset, stage.backend))
                 spend.add(report.cost_usd)
                 execution.stages.append(report)
                 previous = values
@@ -372,6 +376,7 @@ class Executor:
             head = ranked if position == 0 else [subset[k] for k in ranked]
             execution.order = head + execution.order[len(subset) :]
             execution.scores.update(zip(subset, values, strict=True))
+            execution.scored_by.update(dict.fromkeys(subset, stage.backend))
             report = self._report(
                 stage, backend, len(subset), started, predicted, call=call, rejected=tally.rejected, cut_usd=tally.cut_usd
             )

@@ -12,6 +12,12 @@ A profile is written by ``rerank-router calibrate`` (router.offline.calibration)
       cascade.adaptive_margin: 0.08
     learned: {...}                     # a fitted policies.learned model
     adaptive: {...}                    # a fitted policies.adaptive escalation model
+    scores:                            # score calibration per backend and domain ("*": any domain)
+      bi-encoder:
+        web: {method: isotonic, x: [0.41, 0.63, ...], y: [0.0, 0.12, ...], n: ..., source: "...", chosen_by: "..."}
+        "*": {method: platt, a: ..., b: ..., n: ..., source: "..."}
+      rankgpt after bi-encoder:        # rankgpt's scores as a cascade's later stage after bi-encoder
+        web: {method: isotonic, ...}
     meta: {created: "...", notes: [...]}
 
 Config reads the file once and hands the policies plain values (:func:`policy_params`): policies
@@ -23,16 +29,26 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from router.errors import ConfigError
 from router.validation import config_error, load_yaml
 
-__all__ = ["PROFILE_THRESHOLDS", "PROFILE_VERSION", "Profile", "load_profile", "policy_params"]
+__all__ = [
+    "ANY_DOMAIN",
+    "PROFILE_THRESHOLDS",
+    "PROFILE_VERSION",
+    "Profile",
+    "ScoreCalibration",
+    "after_key",
+    "load_profile",
+    "policy_params",
+]
 
 PROFILE_VERSION = 1
 
@@ -42,6 +58,60 @@ PROFILE_THRESHOLDS: Mapping[str, str] = {
     "cascade.expected_escalation": "expected_escalation",
 }
 """Profile threshold name -> the constrained policy's param (policies.cascade.CascadeParams) it sets."""
+
+
+ANY_DOMAIN = "*"
+"""The ``scores:`` key of a calibration used for every domain without one of its own."""
+
+
+def after_key(backend: str, previous: str) -> str:
+    """The ``scores:`` key of ``backend``'s calibration as a cascade stage that ran after ``previous``
+    (it then scores only what ``previous`` ranked highest, which changes what a score means)."""
+    return f"{backend} after {previous}"
+
+
+class ScoreCalibration(BaseModel):
+    """A fitted map from one backend's [0, 1] score to P(relevant) (applied by router.scores).
+
+    ``isotonic``: piecewise-linear interpolation through the points ``(x[i], y[i])`` (``x`` and
+    ``y`` non-decreasing), flat beyond the ends. ``platt``: ``sigmoid(a * score + b)``, ``a >= 0``.
+    Fitted by ``rerank-router calibrate --scores`` (router.offline.score_fit), which records how.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["isotonic", "platt"]
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+    a: float | None = None
+    b: float | None = None
+    n: int = Field(0, ge=0)
+    """(score, relevant) pairs it was fitted on."""
+    queries: int = Field(0, ge=0)
+    relevant_grade: int | None = None
+    """Documents judged at least this grade counted as relevant."""
+    source: str = ""
+    chosen_by: str = ""
+    """How the method was chosen (e.g. cross-validated log-loss of both)."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if self.method == "isotonic":
+            if not self.x or len(self.x) != len(self.y):
+                raise ValueError("isotonic: x and y must be non-empty and of the same length")
+            values = (*self.x, *self.y)
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError("isotonic: x and y must be finite")
+            if any(b < a for a, b in pairwise(self.x)) or any(b < a for a, b in pairwise(self.y)):
+                raise ValueError("isotonic: x and y must be non-decreasing")
+            if self.y[0] < 0 or self.y[-1] > 1:
+                raise ValueError("isotonic: y must lie on [0, 1]")
+        else:
+            if self.a is None or self.b is None or not (math.isfinite(self.a) and math.isfinite(self.b)):
+                raise ValueError("platt: a and b must be given and finite")
+            if self.a < 0:
+                raise ValueError("platt: a must be >= 0 (a higher score may not mean less relevant)")
+        return self
 
 
 class Profile(BaseModel):
@@ -55,6 +125,9 @@ class Profile(BaseModel):
     """A fitted policies.learned model."""
     adaptive: dict[str, Any] | None = None
     """A fitted policies.adaptive escalation model (router.offline.fitting.fit_adaptive)."""
+    scores: dict[str, dict[str, ScoreCalibration]] = Field(default_factory=dict)
+    """Backend name (or ``"<backend> after <previous stage>"``, :func:`after_key`) -> domain (or ``*``) -> its
+    score calibration (router.scores)."""
     meta: dict[str, Any] = Field(default_factory=dict)
 
 

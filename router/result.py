@@ -28,34 +28,48 @@ class RankedItem:
     """Position of the document in the input list."""
     id: str
     score: float | None
-    """On [0, 1] from the last stage that scored this document; None if no model scored it."""
+    """On [0, 1], never above the score of an item ranked before it; an estimate of P(relevant)
+    where the result's ``scores_calibrated`` is True (router.scores); None if no model scored it
+    (only the last items of a result can be None)."""
     text: str
     metadata: Mapping[str, Any] = field(default_factory=FrozenMap)
     """The document's metadata, read-only."""
+    raw_score: float | None = None
+    """The score as the backend that scored it last returned it (on that backend's [0, 1] scale)."""
+    scored_by: str | None = None
+    """The name of that backend; None if no model scored it."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.metadata, FrozenMap):
             object.__setattr__(self, "metadata", FrozenMap(self.metadata))
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"index", "id", "score", "text", "metadata"}``, JSON-ready."""
+        """``{"index", "id", "score", "text", "metadata", "raw_score", "scored_by"}``, JSON-ready."""
         return _fields(self)
 
     @classmethod
     def _many(
-        cls, documents: Sequence[Document], order: Iterable[int], score_of: Callable[[int], float | None]
+        cls,
+        documents: Sequence[Document],
+        order: Iterable[int],
+        score_of: Callable[[int], float | None],
+        raw_of: Callable[[int], float | None] | None = None,
+        scored_by_of: Callable[[int], str | None] | None = None,
     ) -> tuple[RankedItem, ...]:
-        """``RankedItem(i, d.id, score_of(i), d.text, d.metadata)`` for each position ``i`` in
-        ``order`` (``d = documents[i]``), as the constructor would build them (the router's hot
-        path: the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
+        """``RankedItem(i, d.id, score_of(i), d.text, d.metadata, raw_of(i), scored_by_of(i))`` for
+        each position ``i`` in ``order`` (``d = documents[i]``; a missing ``raw_of`` or
+        ``scored_by_of`` gives None), as the constructor would build them (the router's hot path:
+        the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
         new, frozen = _new, FrozenMap
+        raw_of = raw_of or _none
+        scored_by_of = scored_by_of or _none
         out: list[RankedItem] = []
         append = out.append
         for i in order:
             d = documents[i]
             metadata = d.metadata
             if type(metadata) is not frozen:
-                append(cls(i, d.id, score_of(i), d.text, metadata))
+                append(cls(i, d.id, score_of(i), d.text, metadata, raw_of(i), scored_by_of(i)))
                 continue
             item = new(cls)
             _SET_INDEX(item, i)
@@ -63,13 +77,19 @@ class RankedItem:
             _SET_SCORE(item, score_of(i))
             _SET_TEXT(item, d.text)
             _SET_METADATA(item, metadata)
+            _SET_RAW(item, raw_of(i))
+            _SET_BY(item, scored_by_of(i))
             append(item)
         return tuple(out)
 
 
+def _none(_: int) -> None:
+    return None
+
+
 # The slots' own setters (what the frozen __init__ reaches through object.__setattr__).
-_SET_INDEX, _SET_ID, _SET_SCORE, _SET_TEXT, _SET_METADATA = (
-    RankedItem.__dict__[name].__set__ for name in ("index", "id", "score", "text", "metadata")
+_SET_INDEX, _SET_ID, _SET_SCORE, _SET_TEXT, _SET_METADATA, _SET_RAW, _SET_BY = (
+    RankedItem.__dict__[name].__set__ for name in ("index", "id", "score", "text", "metadata", "raw_score", "scored_by")
 )
 
 
@@ -199,6 +219,10 @@ class RerankResult:
     """Documents sent to cached backends."""
     cache_saved_usd: float = 0.0
     """The predicted cost of what the cache and coalescing spared."""
+    scores_calibrated: bool = False
+    """True when every scored item's ``score`` is an estimate of P(relevant) from a fitted
+    calibration of the backend that scored it (profile ``scores:``, router.scores); False: the
+    scores are the backends' own [0, 1] scales, and the explanation's notes say why."""
 
     def to_dict(self, *, top_only: bool = False) -> dict[str, Any]:
         """The JSON form: every attribute by name, ``items`` best first (only the first ``top_n``

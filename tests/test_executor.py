@@ -208,7 +208,11 @@ async def test_cascade_rescores_the_top_k_only(make_router):
     assert result.explanation.chosen == "cheap@5 -> strong@3"
     assert strong.calls[0][1] == ("doc 1", "doc 3", "doc 2")  # cheap's top 3, in cheap's order
     assert result.indices == (2, 3, 1, 4, 0)
-    assert [item.score for item in result.items] == [0.8, 0.4, 0.2, 0.3, 0.1]  # each from its last scorer
+    assert [item.raw_score for item in result.items] == [0.8, 0.4, 0.2, 0.3, 0.1]  # each from its last scorer
+    assert [item.scored_by for item in result.items] == ["strong", "strong", "strong", "cheap", "cheap"]
+    # the strong stage's 0.2 and the cheap tail's 0.3 rise against the order: pooled to their mean
+    assert [item.score for item in result.items] == pytest.approx([0.8, 0.4, 0.25, 0.25, 0.1])
+    assert not result.scores_calibrated
     assert result.backends == ("cheap", "strong")
     assert [s.candidates_in for s in result.stages] == [5, 3]
     assert not result.degraded

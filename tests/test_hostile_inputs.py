@@ -133,9 +133,12 @@ def test_to_dict_is_json_with_the_documented_shape(result):
         "cache_hits",  # the score cache (router.cache): 0, 0, 0.0 when it is off
         "cache_misses",
         "cache_saved_usd",
+        "scores_calibrated",
     }
     assert data["request_id"] == result.request_id
-    assert [set(item) for item in data["items"]] == [{"index", "id", "score", "text", "metadata"}] * 3
+    assert data["scores_calibrated"] is False
+    assert [set(item) for item in data["items"]] == [{"index", "id", "score", "text", "metadata", "raw_score", "scored_by"}] * 3
+    assert data["items"][0]["scored_by"] == "fake" and data["items"][0]["raw_score"] == data["items"][0]["score"]
     first = data["items"][0]
     assert (first["index"], first["id"], first["text"]) == (1, "b", "the cat sat")
     assert first["metadata"] == {"nested": {"deep": [1, 2]}, "when": "/tmp"}  # what JSON cannot hold: str()
@@ -157,7 +160,15 @@ def test_cli_rerank_json_prints_the_result(tmp_path, capsys):
     assert code == 0, out.err
     data = json.loads(out.out)
     assert data["items"] == [
-        {"index": 1, "id": "c1", "score": data["items"][0]["score"], "text": "the cat sat", "metadata": {"src": "wiki"}}
+        {
+            "index": 1,
+            "id": "c1",
+            "score": data["items"][0]["score"],
+            "text": "the cat sat",
+            "metadata": {"src": "wiki"},
+            "raw_score": data["items"][0]["score"],
+            "scored_by": "bm25",
+        }
     ]
     assert data["top_n"] == 1 and data["stages"][0]["backend"] == "bm25"
 

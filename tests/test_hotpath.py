@@ -53,12 +53,13 @@ def test_token_stats_pickle_and_compare_as_before() -> None:
 
 def test_ranked_items_built_fast_equal_the_constructor() -> None:
     docs = normalize_documents(["a", {"text": "b", "id": 7, "metadata": {"k": 1}}])
-    items = RankedItem._many(docs, [1, 0], {1: 0.5}.get)
-    assert items == (RankedItem(1, "7", 0.5, "b", {"k": 1}), RankedItem(0, "0", None, "a"))
+    items = RankedItem._many(docs, [1, 0], {1: 0.5}.get, {1: 0.7}.get, {1: "m"}.get)
+    assert items == (RankedItem(1, "7", 0.5, "b", {"k": 1}, 0.7, "m"), RankedItem(0, "0", None, "a"))
+    assert RankedItem._many(docs, [1], {1: 0.5}.get) == (RankedItem(1, "7", 0.5, "b", {"k": 1}),)
     assert pickle.loads(pickle.dumps(items)) == items
     assert [i.to_dict() for i in items] == [
-        {"index": 1, "id": "7", "score": 0.5, "text": "b", "metadata": {"k": 1}},
-        {"index": 0, "id": "0", "score": None, "text": "a", "metadata": {}},
+        {"index": 1, "id": "7", "score": 0.5, "text": "b", "metadata": {"k": 1}, "raw_score": 0.7, "scored_by": "m"},
+        {"index": 0, "id": "0", "score": None, "text": "a", "metadata": {}, "raw_score": None, "scored_by": None},
     ]
     with pytest.raises(AttributeError):
         items[0].score = 1.0  # type: ignore[misc]

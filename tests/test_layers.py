@@ -49,6 +49,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "router.latency",
             "router.cost",
             "router.estimate",
+            "router.scores",
             "router.deadline",
             "router.resilience",
             "router.backends",

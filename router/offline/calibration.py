@@ -26,7 +26,7 @@ from router.catalog import LatencyParams, deep_merge
 from router.features import TokenStats
 from router.latency import fit_latency_params, item_tokens
 from router.offline.fitting import fit_saturation_k
-from router.profile import Profile, load_profile
+from router.profile import Profile, ScoreCalibration, load_profile
 
 __all__ = [
     "ConstrainedFit",
@@ -46,14 +46,19 @@ def write_profile(
     thresholds: Mapping[str, float] | None = None,
     learned: Mapping[str, Any] | None = None,
     adaptive: Mapping[str, Any] | None = None,
+    scores: Mapping[str, Mapping[str, ScoreCalibration]] | None = None,
     notes: Sequence[str] = (),
 ) -> Profile:
-    """Merge new measurements into the profile at ``path`` (created if absent) and write it."""
+    """Merge new measurements into the profile at ``path`` (created if absent) and write it
+    (``scores``: backend -> domain -> calibration, replacing those (backend, domain) entries)."""
     target = Path(path)
     profile = load_profile(target) if target.is_file() else Profile()
     merged_backends = dict(profile.backends)
     for name, overrides in (backends or {}).items():
         merged_backends[name] = deep_merge(merged_backends.get(name, {}), overrides)
+    merged_scores = {name: dict(by_domain) for name, by_domain in profile.scores.items()}
+    for name, by_domain in (scores or {}).items():
+        merged_scores[name] = {**merged_scores.get(name, {}), **by_domain}
     meta = dict(profile.meta)
     meta["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
     meta["notes"] = [*meta.get("notes", []), *notes]
@@ -62,6 +67,7 @@ def write_profile(
         thresholds={**profile.thresholds, **(thresholds or {})},
         learned=dict(learned) if learned is not None else profile.learned,
         adaptive=dict(adaptive) if adaptive is not None else profile.adaptive,
+        scores=merged_scores,
         meta=meta,
     )
     header = "# rerank-router profile: measured values a config points to with `profile: <this file>`.\n"

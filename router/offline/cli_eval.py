@@ -9,6 +9,7 @@
     rerank-router --config my.yaml calibrate --dataset my.jsonl --qrels q.txt --fit-learned --out profile.yaml
     rerank-router --config my.yaml calibrate --dataset my.jsonl --qrels q.txt --fit-constrained --out profile.yaml
     rerank-router --config my.yaml calibrate --dataset my.jsonl --qrels q.txt --escalation-share 0.3 --out profile.yaml
+    rerank-router --config my.yaml calibrate --dataset ../shared/data/trec-dl19 --scores --out profile.yaml
 
 Everything heavy (ir-measures, models, matplotlib) loads inside the handlers.
 """
@@ -37,6 +38,18 @@ def _floats(text: str) -> list[float]:
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _cascades(text: str) -> list[tuple[str, str, int]]:
+    """``a>b@20,c>d@30`` -> [(a, b, 20), (c, d, 30)]."""
+    out: list[tuple[str, str, int]] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, sep, rest = part.partition(">")
+        second, at, k = rest.rpartition("@")
+        if not (sep and at and first and second and k.isdigit() and int(k) > 0):
+            raise argparse.ArgumentTypeError(f"{part!r}: expected FIRST>SECOND@K, e.g. bm25>rankgpt@20")
+        out.append((first, second, int(k)))
+    return out
 
 
 def _dataset_args(sub: argparse.ArgumentParser, required: bool) -> None:
@@ -123,7 +136,11 @@ def add_eval_commands(commands: Any) -> None:
     _dataset_args(cal, required=False)
     cal.add_argument("--out", required=True, help="profile YAML to write (merged into if it exists)")
     cal.add_argument("--latency", action="store_true", help="time local backends on a grid and fit the latency model")
-    cal.add_argument("--backends", help="comma-separated backends to time (default: every available local one)")
+    cal.add_argument(
+        "--backends",
+        help="comma-separated backends to time or to calibrate the scores of (default: every available local one to "
+        "time, every available one to calibrate)",
+    )
     cal.add_argument("--grid-candidates", type=_ints, default=[10, 50, 100])
     cal.add_argument("--grid-tokens", type=_ints, default=[64, 128, 256])
     cal.add_argument("--repeats", type=int, default=3)
@@ -158,6 +175,26 @@ def add_eval_commands(commands: Any) -> None:
     cal.add_argument("--max-cost", type=float, help="--fit-adaptive: target mean cost per query, US$")
     cal.add_argument("--max-cost-share", type=float, help="--fit-adaptive: target mean cost as a share of --of's cost")
     cal.add_argument("--no-dataset-runs", action="store_true", help="do not add the dataset folder's runs/*.run as replay tiers")
+    cal.add_argument(
+        "--scores",
+        action="store_true",
+        help="fit each backend's score calibration (isotonic or Platt, chosen by query-grouped CV) on --dataset",
+    )
+    cal.add_argument(
+        "--relevant-grade", type=int, help="--scores: a document this grade or above is relevant (default: the dataset's, 2)"
+    )
+    cal.add_argument("--score-folds", type=int, default=5, help="--scores: query-grouped folds choosing the method")
+    cal.add_argument("--score-metric", choices=("log-loss", "brier"), default="log-loss", help="--scores: held-out loss")
+    cal.add_argument(
+        "--scores-domain", help="--scores: the domain the fits are for (default: the dataset's; '*' for every domain)"
+    )
+    cal.add_argument(
+        "--score-cascades",
+        type=_cascades,
+        default=[],
+        metavar="A>B@K,...",
+        help="--scores: also fit B's scores as the later stage of the cascade A on all -> B on the top K (key 'B after A')",
+    )
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
@@ -442,6 +479,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         notes.append(f"quality from {path}")
         did = True
     adaptive: Mapping[str, Any] | None = None
+    scores: dict[str, dict[str, Any]] = {}
+    if args.scores:
+        if not args.dataset:
+            raise ConfigError("--scores needs --dataset")
+        scores = _calibrate_scores(args, notes)
+        did = True
     if args.fit_learned or args.fit_constrained or args.fit_adaptive or args.escalation_share is not None:
         if not args.dataset:
             raise ConfigError("--fit-learned, --fit-constrained, --fit-adaptive and --escalation-share need --dataset")
@@ -452,15 +495,20 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         did = True
     if not did:
         raise ConfigError(
-            "nothing to calibrate: give --latency, --quality-from, --fit-learned, --fit-constrained, --fit-adaptive "
-            "or --escalation-share"
+            "nothing to calibrate: give --latency, --quality-from, --scores, --fit-learned, --fit-constrained, "
+            "--fit-adaptive or --escalation-share"
         )
-    write_profile(args.out, backends=backends, thresholds=thresholds, learned=learned, adaptive=adaptive, notes=notes)
+    write_profile(
+        args.out, backends=backends, thresholds=thresholds, learned=learned, adaptive=adaptive, scores=scores, notes=notes
+    )
     print(f"profile: {args.out}")
     for name, values in backends.items():
         print(f"  {name}: {values}")
     for name, value in thresholds.items():
         print(f"  threshold {name} = {value:.6g}")
+    for name, by_domain in scores.items():
+        for domain, fit in by_domain.items():
+            print(f"  scores {name} ({domain}): {fit.method}, {fit.n} pairs over {fit.queries} queries; {fit.chosen_by}")
     if learned is not None:
         print(f"  learned: {len(learned['options'])} options, tradeoff {learned['tradeoff']:.4g} ({learned['target']})")
     if adaptive is not None:
@@ -504,6 +552,63 @@ def _calibrate_latency(args: argparse.Namespace, notes: list[str]) -> dict[str, 
         notes.append(f"latency of {name}: {grid}")
     if not out:
         raise ConfigError("no local backend to time (name them with --backends)")
+    return out
+
+
+def _calibrate_scores(args: argparse.Namespace, notes: list[str]) -> dict[str, dict[str, Any]]:
+    """backend -> {domain: ScoreCalibration}: each backend run on every query's candidates of --dataset."""
+    from router.offline.evaluation import OptionPolicy
+    from router.offline.score_fit import ScorePair, fit_score_calibration
+    from router.profile import after_key
+
+    dataset = _load(args)
+    grade = dataset.rel if args.relevant_grade is None else args.relevant_grade
+    domain = args.scores_domain or dataset.domain
+    out: dict[str, dict[str, Any]] = {}
+    with _harness(args, dataset) as harness:
+        harness.warm_up()
+        available = harness.available()
+        wanted = args.backends.split(",") if args.backends else available
+        missing = sorted(set(wanted) - set(available))
+        if missing:
+            raise ConfigError(f"--scores: backend(s) not available: {', '.join(missing)} (available: {', '.join(available)})")
+        candidates = {q.qid: q.candidates for q in dataset.queries}
+        for name in wanted:
+            pairs = [
+                ScorePair(qid, score, dataset.qrels.get(qid, {}).get(c.docid, 0) >= grade)
+                for qid, values in harness.first_stage_scores(name).items()
+                for c, score in zip(candidates[qid], values, strict=True)
+            ]
+            source = f"rerank-router calibrate --scores on {dataset.name} ({len(dataset)} queries, relevant: grade >= {grade})"
+            out[name] = {
+                domain: fit_score_calibration(
+                    pairs,
+                    folds=args.score_folds,
+                    metric=args.score_metric,
+                    relevant_grade=grade,
+                    source=source,
+                )
+            }
+            notes.append(f"score calibration of {name} ({domain}) fitted on {dataset.name}")
+        for first, second, k in args.score_cascades:
+            missing = sorted({first, second} - set(available))
+            if missing:
+                raise ConfigError(f"--score-cascades: backend(s) not available: {', '.join(missing)}")
+            results = harness.results(OptionPolicy(((first, None), (second, k))), scores={})
+            pairs = [
+                ScorePair(qid, item.raw_score, dataset.qrels.get(qid, {}).get(item.id, 0) >= grade)
+                for qid, result in results.items()
+                for item in result.items
+                if item.scored_by == second and item.raw_score is not None
+            ]
+            key = after_key(second, first)
+            source = f"rerank-router calibrate --scores on {dataset.name}: {second}'s scores on the top {k} of {first}"
+            out[key] = {
+                domain: fit_score_calibration(
+                    pairs, folds=args.score_folds, metric=args.score_metric, relevant_grade=grade, source=source
+                )
+            }
+            notes.append(f"score calibration of {key} ({domain}) fitted on {dataset.name} (top {k})")
     return out
 
 

@@ -36,6 +36,7 @@ from router.constraints import Constraints, coerce_constraints
 from router.documents import normalize_documents
 from router.errors import InvalidRequestError, RerankRouterError, TooManyDocumentsError
 from router.result import Explanation, RankedItem, RerankResult
+from router.scores import NO_SCORES_NOTE
 from router.service.admission import Admission, Overloaded
 from router.service.config import ServiceConfig
 from router.service.metrics import CONTENT_TYPE, Metrics
@@ -436,7 +437,9 @@ def retriever_order(request_id: str, wire: WireRequest, reason: str) -> RerankRe
         actual_cost_usd=0.0,
         degraded=True,
         degraded_reason=reason,
-        explanation=Explanation(policy="admission", chosen="retriever order", reason=reason, fallbacks=(), options=(), notes=()),
+        explanation=Explanation(
+            policy="admission", chosen="retriever order", reason=reason, fallbacks=(), options=(), notes=(NO_SCORES_NOTE,)
+        ),
     )
 
 

@@ -51,6 +51,7 @@ from router.engine import Router
 from router.features import Features
 from router.offline.evaluation.metrics import MeasureSet, aggregate, per_query
 from router.plan import RETRIEVER_ORDER, Plan, Stage, option_name
+from router.profile import ScoreCalibration
 from router.result import RerankResult
 from router.tokens import TokenCounter
 
@@ -483,8 +484,15 @@ class EvalHarness:
         return [name for name, backend in self.backends.items() if backend.availability().ok]
 
     # -- runs ------------------------------------------------------------------------------------
-    def router(self, policy: Policy, specs: Mapping[str, Mapping[str, Any]] | None = None) -> Router:
-        """A Router over the shared backends; ``specs``: per-backend spec overrides it plans with."""
+    def router(
+        self,
+        policy: Policy,
+        specs: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        scores: Mapping[str, Mapping[str, ScoreCalibration]] | None = None,
+    ) -> Router:
+        """A Router over the shared backends; ``specs``: per-backend spec overrides it plans with;
+        ``scores``: the score calibrations it maps result scores with (replacing the config's)."""
         backends: Mapping[str, Backend] = self.backends
         if specs:
             unknown = sorted(set(specs) - set(backends))
@@ -494,7 +502,36 @@ class EvalHarness:
                 name: SpecOverride(b, merge_spec(b.spec, b.spec.model, specs[name], f"specs.{name}")) if name in specs else b
                 for name, b in backends.items()
             }
-        return Router(self._bare, backends=backends, policy=policy, clock=self.clock, sleep=self.clock.sleep)
+        config = self._bare if scores is None else self._bare.model_copy(update={"scores": dict(scores)})
+        return Router(config, backends=backends, policy=policy, clock=self.clock, sleep=self.clock.sleep)
+
+    def results(
+        self,
+        policy: Policy,
+        *,
+        qids: Iterable[str] | None = None,
+        scores: Mapping[str, Mapping[str, ScoreCalibration]] | None = None,
+    ) -> dict[str, RerankResult]:
+        """qid -> the full result (items with their scores) of each query (or those in ``qids``)
+        routed by ``policy``, result scores mapped by ``scores`` (default: the config's)."""
+        if not self._warm:
+            self.warm_up()
+        wanted = None if qids is None else set(qids)
+        queries = [q for q in self.dataset.queries if wanted is None or q.qid in wanted]
+        router = self.router(policy, scores=scores)
+
+        async def each() -> dict[str, RerankResult]:
+            out: dict[str, RerankResult] = {}
+            for q in queries:
+                out[q.qid] = await router.arerank(
+                    q.text,
+                    q.documents(),
+                    top_n=None if self.top_n is None else min(self.top_n, len(q.candidates)),
+                    context={"domain": self.dataset.domain, "qid": q.qid, "request_id": q.qid},
+                )
+            return out
+
+        return self._runner.run(each())
 
     def run(
         self,
