@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from router.backends.base import Availability
+from router.budget import BudgetSignal
 from router.catalog import BackendSpec
 from router.constraints import Constraints
 from router.features import Features
@@ -36,6 +37,8 @@ class PlanningContext:
     max_cost_usd: float | None
     backends: Mapping[str, BackendView]
     estimate: Callable[[tuple[Stage, ...]], Option]
+    budget: BudgetSignal | None = None
+    """The cross-request mean-cost budget's signal (router.budget), when ``budgets.mean_cost`` is configured."""
 
 
 @runtime_checkable

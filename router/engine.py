@@ -23,6 +23,7 @@ from typing import Any, TypeVar, Unpack
 from policies.base import BackendView, PlanningContext, Policy
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
+from router.accounting.budget import BudgetWindow, observe_request
 from router.admission import Admission
 from router.backends.base import Availability, Backend
 from router.batch import BatchOutcome, BatchRequest, arerank_many
@@ -81,7 +82,8 @@ class Router:
     ``policy`` replaces the configured one. ``clock`` (monotonic seconds; default: the running
     loop's), ``sleep`` (retry back-off) and ``rng`` (retry jitter) are injectable so tests never
     wait or flake; ``breaker_store`` lets replicas share circuit-breaker state.
-    ``decision_log`` replaces the one the config's ``decision_log:`` block builds.
+    ``decision_log`` replaces the one the config's ``decision_log:`` block builds; ``budget_window``
+    the mean-cost window ``budgets.mean_cost`` builds (e.g. one window shared by several Routers).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class Router:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         decision_log: DecisionLog | None = None,
+        budget_window: BudgetWindow | None = None,
     ) -> None:
         self.config = load_config(config)  # the profile, if any, is read and merged here (router.profile)
         self._clock = clock or _loop_clock
@@ -108,6 +111,7 @@ class Router:
             rng=rng,
             sleep=sleep,
             decision_log=decision_log,
+            budget_window=budget_window,
         )
         self.backends: Mapping[str, Backend] = parts.backends
         self.policy: Policy = parts.policy
@@ -118,6 +122,8 @@ class Router:
         self._executor = parts.executor
         self._counters = parts.counters
         self._redis = parts.redis
+        self.budget_window: BudgetWindow | None = parts.budget_window
+        """The mean-cost budget's window (``budgets.mean_cost``; router.accounting.budget); None when not configured."""
         self._arm_policies = parts.arm_policies
         self._shadow: ShadowArm | None = None
         if parts.shadow is not None:
@@ -204,6 +210,8 @@ class Router:
         ctx = self._context(request, features)
         plan = policy.plan(ctx)  # 4
         result = await self.execute(request, features, plan, started, assignment, ctx=ctx, policy=policy)  # 5, 6
+        if self.budget_window is not None:  # 6: the mean-cost window (router.accounting.budget)
+            observe_request(self.budget_window, ctx, result.actual_cost_usd, result.predicted_cost_usd)
         self.record(result, request, features, assignment, shadow=False)  # 7
         if assignment is not None and self._shadow is not None:
             self._shadow.maybe_start(request, features, assignment)
@@ -230,6 +238,7 @@ class Router:
             default_constraints=c.constraints,
             default_latency_budget_ms=c.budgets.latency_ms,
             default_max_cost_usd=c.budgets.max_cost_usd,
+            retriever_score_key=c.retriever_score_key,
             **kwargs,
         )
 
@@ -316,6 +325,7 @@ class Router:
             max_cost_usd=request.max_cost_usd,
             backends=MappingProxyType(views),
             estimate=estimator.estimate,
+            budget=None if self.budget_window is None else self.budget_window.signal(),
         )
 
     def _availability(self, name: str) -> Availability:
