@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.base import PlanningContext, assess, by_quality, plan_by, single_stage_options
 from policies.cascade import CascadeParams
+from policies.rules import COST_TOLERANCE_USD
 from policies.simple import ConstrainedPolicy
 from router.budget import BudgetSignal
 from router.plan import Estimate, Evidence, Option, Plan, Stage
@@ -250,11 +251,22 @@ class Menu:
         missing = any(math.isnan(v) for v in x)
         gains = self.model.predict(x)
         best: tuple[float, MenuItem, float] | None = None
+        headroom = None if self.budget is None else self.budget.headroom_usd
+        dearer: list[MenuItem] = []
         for item, j in zip(self.items, self.gain_index, strict=True):
+            if headroom is not None and item.cost_usd > headroom + COST_TOLERANCE_USD:
+                dearer.append(item)  # it would take the window's mean over its target
+                continue
             gain = gains[j]
             value = gain - self.min_gain_per_usd * item.cost_usd
             if best is None or value > best[0]:
                 best = (value, item, gain)
+        if best is None and dearer:
+            cheapest = min(dearer, key=lambda item: item.cost_usd)
+            return None, (
+                f"not escalated: the budget window's headroom ${headroom:.4g} does not cover "
+                f"{cheapest.stage.backend}@{cheapest.stage.candidates_in} (${cheapest.cost_usd:.4g})"
+            )
         if best is None:
             return None, "not escalated: no strong option fits the request's rules"
         value, item, gain = best
@@ -269,8 +281,8 @@ class Menu:
 
 
 def reference_price(model: AdaptiveModel, items: Sequence[MenuItem], gain_index: Sequence[int]) -> float:
-    """A price of quality to scale when the model's own is 0: the best mean gain per dollar on the menu
-    (at it, a query of average features is just not worth escalating; the budget's multiplier moves it)."""
+    """The scale of a price of quality when the model's own is 0: the best mean gain per dollar on the menu
+    (at that price a query of average features is just not worth escalating)."""
     ratios = [
         model.options[j].intercept / item.cost_usd
         for item, j in zip(items, gain_index, strict=True)
@@ -334,7 +346,9 @@ class AdaptivePolicy:
         items, index = tuple(m[0] for m in menu), tuple(m[1] for m in menu)
         budget = ctx.budget
         if budget is not None:  # the cross-request budget scales the price of a dollar (router.accounting.budget)
-            price = (price if price > 0 else reference_price(model, items, index)) * budget.multiplier
+            # x1 is the policy's own price; a price of 0 rises from the menu's mean gain per $ once over target
+            ref = reference_price(model, items, index)
+            price = price * budget.multiplier if price > 0 else ref * max(0.0, budget.multiplier - 1.0)
         worst = max(menu, key=lambda m: (m[0].cost_usd, m[0].latency_ms))[2]
         rule = Menu(model, items, index, price, budget)
         estimate = Estimate(

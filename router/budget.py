@@ -77,6 +77,10 @@ class BudgetSignal:
     """The window's mean target per request (weighted; per request for a share of a backend's cost)."""
     requests: float
     """Weighted requests in the window (0: nothing observed yet)."""
+    headroom_usd: float | None = None
+    """The most this request may cost with the window's mean still within its target after it (what the window
+    is under target, plus this request's own target); None: unknown. Exact for requests one after another;
+    requests in flight at once each see the same headroom."""
     note: str | None = None
     """Why the signal is less than it should be (e.g. shared state unreachable)."""
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar, Unpack
 from policies.base import BackendView, PlanningContext, Policy
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
-from router.accounting.budget import BudgetWindow, observe_request
+from router.accounting.budget import BudgetWindow, observe_request, plan_signal
 from router.admission import Admission
 from router.backends.base import Availability, Backend
 from router.batch import BatchOutcome, BatchRequest, arerank_many
@@ -318,15 +318,17 @@ class Router:
         for name in cold:
             self._loader.start(name)
         estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features, cold, self.usage)
-        return PlanningContext(
+        ctx = PlanningContext(
             features=features,
             constraints=request.constraints,
             latency_budget_ms=request.latency_budget_ms,
             max_cost_usd=request.max_cost_usd,
             backends=MappingProxyType(views),
             estimate=estimator.estimate,
-            budget=None if self.budget_window is None else self.budget_window.signal(),
         )
+        if self.budget_window is None:
+            return ctx
+        return dataclasses.replace(ctx, budget=plan_signal(self.budget_window, ctx))  # router.accounting.budget
 
     def _availability(self, name: str) -> Availability:
         """The backend's own availability, closed off while its circuit breaker is open."""

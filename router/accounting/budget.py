@@ -41,6 +41,7 @@ __all__ = [
     "WindowState",
     "build_window",
     "observe_request",
+    "plan_signal",
     "request_target",
     "step",
 ]
@@ -49,8 +50,17 @@ LIMIT = math.log(1000.0)
 """The multiplier stays within [1/1000, 1000]: a price can move three orders of magnitude, no more."""
 MAX_ERROR = 3.0
 """Overspend counted at most 3x the target per step (one very dear request must not swing the price alone)."""
-MIN_STEADY = 10.0
-"""A time window's integral rate assumes at least this many requests in it."""
+SET_POINT_COSTS = 2.0
+MIN_SET_POINT = 0.5
+"""The controller steers the window's spend to its target less two typical paid requests' cost (at least half the
+target), so that the hard rule (no request may take the window over its target:
+:attr:`~router.budget.BudgetSignal.headroom_usd`) is a backstop, not the rule that picks which queries escalate
+(the price does that: the best predicted gain per dollar first)."""
+COST_RATE = 0.1
+"""How fast the typical paid request's cost follows new ones (an exponential average)."""
+INTEGRAL_REQUESTS = 20.0
+"""The integral moves by ``gain x error / 20`` per request (a shorter window: / window): it follows a change in
+demand within tens of requests, however long the window the error is measured over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,31 +75,49 @@ class WindowState:
     """When the last request was added (wall seconds)."""
     i: float = 0.0
     """The controller's integral (log of the multiplier's slow part)."""
+    c: float = 0.0
+    """A typical paid request's cost (exponential average of the requests that cost anything)."""
 
     def error(self) -> float:
-        return 0.0 if self.r <= 0 else min(MAX_ERROR, self.s / self.r - 1.0)
+        """The window's overspend against the controller's set-point (its target less two typical paid requests)."""
+        if self.r <= 0:
+            return 0.0
+        point = max(MIN_SET_POINT * self.r, self.r - SET_POINT_COSTS * self.c)
+        return min(MAX_ERROR, self.s / point - 1.0)
 
-    def signal(self, config: MeanCostBudget, note: str | None = None) -> BudgetSignal:
+    def signal(
+        self, config: MeanCostBudget, note: str | None = None, *, target_usd: float | None = None, now: float | None = None
+    ) -> BudgetSignal:
+        """The signal for a request whose own target is ``target_usd`` (None: unknown, no headroom), at ``now``."""
         log_m = max(-LIMIT, min(LIMIT, config.gain * self.error() + self.i)) if self.n > 0 else self.i
         n = self.n
+        headroom = None if target_usd is None else _decay(self, config, now) * (self.r - self.s) + target_usd
         return BudgetSignal(
             multiplier=math.exp(log_m),
             window_mean_usd=self.s / n if n > 0 else 0.0,
             target_usd=self.r / n if n > 0 else (config.target_usd or 0.0),
             requests=n,
+            headroom_usd=headroom,
             note=note,
         )
 
 
+def _decay(state: WindowState, config: MeanCostBudget, now: float | None) -> float:
+    """How much of the window's sums the next request added at ``now`` keeps."""
+    if config.window_s is not None:
+        if state.t is None or now is None:
+            return 0.0 if state.t is None else 1.0
+        return math.exp(-max(0.0, now - state.t) / config.window_s)
+    return 1.0 - 1.0 / config.window
+
+
 def step(state: WindowState, config: MeanCostBudget, spent_usd: float, target_usd: float, now: float) -> WindowState:
     """The window after one more request that cost ``spent_usd`` against a target of ``target_usd``."""
-    if config.window_s is not None:
-        decay = 0.0 if state.t is None else math.exp(-max(0.0, now - state.t) / config.window_s)
-    else:
-        decay = 1.0 - 1.0 / config.window
+    decay = _decay(state, config, now)
     s, r, n = state.s * decay + spent_usd, state.r * decay + target_usd, state.n * decay + 1.0
-    steady = config.window if config.window_s is None else max(MIN_STEADY, n)
-    new = WindowState(s, r, n, now, state.i)
+    steady = INTEGRAL_REQUESTS if config.window_s is not None else min(INTEGRAL_REQUESTS, config.window)
+    paid = state.c if spent_usd <= 0 else (spent_usd if state.c <= 0 else state.c + COST_RATE * (spent_usd - state.c))
+    new = WindowState(s, r, n, now, state.i, paid)
     integral = max(-LIMIT, min(LIMIT, state.i + config.gain * new.error() / steady))
     return replace(new, i=integral)
 
@@ -99,7 +127,7 @@ class BudgetWindow(Protocol):
 
     config: MeanCostBudget
 
-    def signal(self) -> BudgetSignal: ...
+    def signal(self, target_usd: float | None = None) -> BudgetSignal: ...
 
     def observe(self, spent_usd: float, target_usd: float) -> None: ...
 
@@ -120,8 +148,9 @@ class MeanCostWindow:
     def state(self) -> WindowState:
         return self._state
 
-    def signal(self) -> BudgetSignal:
-        return self._state.signal(self.config)
+    def signal(self, target_usd: float | None = None) -> BudgetSignal:
+        """What planning a request whose own target is ``target_usd`` sees (router.budget.BudgetSignal)."""
+        return self._state.signal(self.config, target_usd=target_usd, now=self._clock())
 
     def observe(self, spent_usd: float, target_usd: float) -> None:
         with self._lock:
@@ -129,13 +158,15 @@ class MeanCostWindow:
 
 
 # KEYS: the window's hash.  ARGV: spent, target, now, window (requests), window_s (0: by requests), gain,
-# LIMIT, MAX_ERROR, MIN_STEADY, TTL ms.  The same arithmetic as step().
+# LIMIT, MAX_ERROR, INTEGRAL_REQUESTS, TTL ms, MIN_SET_POINT, COST_RATE, SET_POINT_COSTS.  The same arithmetic as step().
 _OBSERVE = """
-local v = redis.call('HMGET', KEYS[1], 's', 'r', 'n', 't', 'i')
+local v = redis.call('HMGET', KEYS[1], 's', 'r', 'n', 't', 'i', 'c')
 local s, r, n, i = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0'), tonumber(v[5] or '0')
+local c = tonumber(v[6] or '0')
 local spent, target, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local window, window_s, gain = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local limit, max_error, min_steady = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local limit, max_error, integral_requests = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local min_set_point, cost_rate, set_point_costs = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 local decay
 if window_s > 0 then
   if v[4] then decay = math.exp(-math.max(0, now - tonumber(v[4])) / window_s) else decay = 0 end
@@ -143,13 +174,17 @@ else
   decay = 1 - 1 / window
 end
 s, r, n = s * decay + spent, r * decay + target, n * decay + 1
-local steady = window
-if window_s > 0 then steady = math.max(min_steady, n) end
+local steady = math.min(integral_requests, window)
+if window_s > 0 then steady = integral_requests end
+if spent > 0 then
+  if c <= 0 then c = spent else c = c + cost_rate * (spent - c) end
+end
 local e = 0
-if r > 0 then e = math.min(max_error, s / r - 1) end
+if r > 0 then e = math.min(max_error, s / math.max(min_set_point * r, r - set_point_costs * c) - 1) end
 i = math.max(-limit, math.min(limit, i + gain * e / steady))
 redis.call('HSET', KEYS[1], 's', string.format('%.17g', s), 'r', string.format('%.17g', r),
-  'n', string.format('%.17g', n), 't', string.format('%.17g', now), 'i', string.format('%.17g', i))
+  'n', string.format('%.17g', n), 't', string.format('%.17g', now), 'i', string.format('%.17g', i),
+  'c', string.format('%.17g', c))
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 return 1
 """
@@ -185,21 +220,22 @@ class RedisMeanCostWindow:
         span_s = 10 * self.config.window_s if self.config.window_s is not None else 7 * 86_400.0
         return math.ceil(span_s * 1000)
 
-    def _fallback(self) -> BudgetSignal:
-        return self.local.state.signal(self.config, "shared budget window unreachable (Redis): this process's window only")
+    def _fallback(self, target_usd: float | None) -> BudgetSignal:
+        note = "shared budget window unreachable (Redis): this process's window only"
+        return self.local.state.signal(self.config, note, target_usd=target_usd, now=self._clock())
 
-    def signal(self) -> BudgetSignal:
+    def signal(self, target_usd: float | None = None) -> BudgetSignal:
         if self.outage.down:
-            return self._fallback()
+            return self._fallback(target_usd)
         try:
-            raw = self._client.hmget(self.key, "s", "r", "n", "t", "i")
+            raw = self._client.hmget(self.key, "s", "r", "n", "t", "i", "c")
         except self._errors as exc:
             self.outage.failed(exc)
-            return self._fallback()
+            return self._fallback(target_usd)
         self.outage.succeeded()
-        s, r, n, t, i = (None if v is None else float(v) for v in raw)
-        state = WindowState(s or 0.0, r or 0.0, n or 0.0, t, i or 0.0)
-        return state.signal(self.config)
+        s, r, n, t, i, c = (None if v is None else float(v) for v in raw)
+        state = WindowState(s or 0.0, r or 0.0, n or 0.0, t, i or 0.0, c or 0.0)
+        return state.signal(self.config, target_usd=target_usd, now=self._clock())
 
     def observe(self, spent_usd: float, target_usd: float) -> None:
         self.local.observe(spent_usd, target_usd)
@@ -215,8 +251,11 @@ class RedisMeanCostWindow:
             repr(float(c.gain)),
             repr(LIMIT),
             repr(MAX_ERROR),
-            repr(MIN_STEADY),
+            repr(INTEGRAL_REQUESTS),
             self._ttl_ms,
+            repr(MIN_SET_POINT),
+            repr(COST_RATE),
+            repr(SET_POINT_COSTS),
         ]
         try:
             self._observe(keys=[self.key], args=args)
@@ -255,6 +294,11 @@ def request_target(config: MeanCostBudget, ctx: PlanningContext) -> float | None
         return None
     cost = ctx.estimate((Stage(config.of, ctx.features.n_candidates),)).estimate.cost_usd
     return None if cost is None else config.share * cost
+
+
+def plan_signal(window: BudgetWindow, ctx: PlanningContext) -> BudgetSignal:
+    """The signal planning ``ctx``'s request sees (its own target included in the headroom)."""
+    return window.signal(request_target(window.config, ctx))
 
 
 def observe_request(window: BudgetWindow, ctx: PlanningContext, billed_usd: float | None, predicted_usd: float | None) -> None:
