@@ -26,6 +26,7 @@ from policies.adaptive import FEATURES, RETRIEVER_FEATURES, AdaptiveModel, Adapt
 from policies.learned import LearnedModel, LearnedPolicy, StageSpec, option_key, request_features
 from policies.registry import create_policy
 from router.accounting.budget import BudgetWindow
+from router.datasets import Dataset
 from router.offline.calibration import ConstrainedFit, fit_constrained
 from router.offline.evaluation.runner import Budgets, EvalHarness, QueryBudget, RunResult
 from router.offline.fitting import ALPHAS, EscalationExample, Example, fit_adaptive, fit_learned
@@ -35,6 +36,7 @@ __all__ = [
     "cross_validate",
     "cross_validate_adaptive",
     "cross_validate_constrained",
+    "escalation_evidence",
     "escalation_examples",
     "evaluate_options",
     "examples_from_runs",
@@ -233,6 +235,16 @@ def escalation_examples(
     return out
 
 
+def escalation_evidence(
+    dataset: Dataset, qids: Sequence[str], *, retriever_features: bool = True
+) -> tuple[tuple[str, ...], dict[str, tuple[float, ...] | None]]:
+    """The escalation features to fit on (policies.adaptive.FEATURES, and RETRIEVER_FEATURES when every one of
+    ``qids`` has the retriever's score on every candidate) and the retriever's scores by qid."""
+    retriever = {q.qid: q.retriever_scores() for q in dataset.queries}
+    use = retriever_features and bool(qids) and all(retriever.get(q) is not None for q in qids)
+    return ((*FEATURES, *RETRIEVER_FEATURES) if use else FEATURES), retriever
+
+
 def cross_validate_adaptive(
     harness: EvalHarness,
     runs: Mapping[str, RunResult],
@@ -262,9 +274,7 @@ def cross_validate_adaptive(
     qids = [q for q in harness.dataset.qids if all(q in run.per_query for run in runs.values())]
     texts = {q.qid: q.text for q in harness.dataset.queries}
     cache: dict[str, dict[str, EscalationExample]] = {}  # by first stage: the same for every fold
-    retriever = {q.qid: q.retriever_scores() for q in harness.dataset.queries}
-    use_retriever = retriever_features and all(retriever.get(q) is not None for q in qids)
-    names = (*FEATURES, *RETRIEVER_FEATURES) if use_retriever else FEATURES
+    names, retriever = escalation_evidence(harness.dataset, qids, retriever_features=retriever_features)
     held_out: list[RunResult] = []
     models: list[AdaptiveModel] = []
     rows: list[dict[str, object]] = []
