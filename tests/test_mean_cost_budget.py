@@ -179,16 +179,18 @@ def test_routers_share_one_window_in_redis(redis_url: str):
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    config = MeanCostBudget(target_usd=0.5, window=7)
-    clock = iter(float(t) for t in range(100))
-    remote = RedisMeanCostWindow(config, client=client, key=f"{prefix}:check", clock=lambda: next(clock))
-    mirror = MeanCostWindow(config, clock=lambda: 0.0)
-    for spent in (0.0, 1.0, 0.2, 3.0, 0.0, 0.7, 2.0):
-        remote.observe(spent, 0.5)
-        mirror.observe(spent, 0.5)
-    got, want = remote.signal(), mirror.signal()
-    assert got.multiplier == pytest.approx(want.multiplier, rel=1e-9)
-    assert got.window_mean_usd == pytest.approx(want.window_mean_usd, rel=1e-9)
+    for config in (MeanCostBudget(target_usd=0.5, window=7), MeanCostBudget(target_usd=0.5, window_s=3.0)):
+        now = [0.0]
+        remote = RedisMeanCostWindow(config, client=client, key=f"{prefix}:check:{config.window_s}", clock=lambda: now[0])
+        mirror = MeanCostWindow(config, clock=lambda: now[0])
+        for t, spent in enumerate((0.0, 1.0, 0.2, 3.0, 0.0, 0.7, 2.0)):
+            now[0] = 1.5 * t
+            remote.observe(spent, 0.5)
+            mirror.observe(spent, 0.5)
+        got, want = remote.signal(0.5), mirror.signal(0.5)
+        assert got.multiplier == pytest.approx(want.multiplier, rel=1e-9)
+        assert got.window_mean_usd == pytest.approx(want.window_mean_usd, rel=1e-9)
+        assert got.headroom_usd == pytest.approx(want.headroom_usd, rel=1e-9)
     client.close()
     for r in (a, b):
         r.close()
