@@ -315,7 +315,10 @@ class AdaptivePolicy:
     def _todays_curve(self, ctx: PlanningContext, why: str) -> Plan:
         """The constrained policy's plan (today's cascade curve), with why the model is not used."""
         inner = ConstrainedPolicy(saturation_k=self.saturation_k).plan(ctx)
-        return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, f"{why}: today's curve; {inner.reason}")
+        reason = f"{why}: today's curve; {inner.reason}"
+        if ctx.budget is not None:  # the curve has no price of a dollar to steer: only the per-request ceiling holds
+            reason = f"{reason}; {ctx.budget.describe()} (not applied: the curve plans per request)"
+        return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, reason)
 
     def plan(self, ctx: PlanningContext) -> Plan:
         model = self.model

@@ -181,8 +181,8 @@ def test_routers_share_one_window_in_redis(redis_url: str):
     client = redis.Redis.from_url(redis_url)
     for config in (MeanCostBudget(target_usd=0.5, window=7), MeanCostBudget(target_usd=0.5, window_s=3.0)):
         now = [0.0]
-        remote = RedisMeanCostWindow(config, client=client, key=f"{prefix}:check:{config.window_s}", clock=lambda: now[0])
-        mirror = MeanCostWindow(config, clock=lambda: now[0])
+        remote = RedisMeanCostWindow(config, client=client, key=f"{prefix}:check:{config.window_s}", clock=lambda now=now: now[0])
+        mirror = MeanCostWindow(config, clock=lambda now=now: now[0])
         for t, spent in enumerate((0.0, 1.0, 0.2, 3.0, 0.0, 0.7, 2.0)):
             now[0] = 1.5 * t
             remote.observe(spent, 0.5)
@@ -231,3 +231,11 @@ def test_the_window_is_safe_across_threads():
 
     asyncio.run(many())
     assert window.state.n == pytest.approx(1600, rel=1e-3)
+
+
+def test_without_a_fitted_model_the_budget_is_reported_not_applied():
+    router = _router({"target_usd": 0.002})
+    router.policy = AdaptivePolicy(model=None)
+    plan = router.plan("q 0 gap 0.1", DOCS, top_n=10)
+    assert "no fitted model: today's curve" in plan.reason and "(not applied: the curve plans per request)" in plan.reason
+    router.close()
