@@ -17,7 +17,9 @@ constrained policy with its inputs (quality per backend, the cascade curve's sat
 router.offline.calibration.fit_constrained under a per-query ceiling of 30% of the strongest tier's mean cost
 (CEILING_SHARE: the user's budget, not a fit), and the adaptive policy (escalation from first-stage evidence)
 fitted per fold for mean-cost targets of 10-50% of the strongest tier's cost (ADAPTIVE_SHARES), against the best
-fixed option at or below its mean cost, with paired bootstrap intervals, and on subsamples of the training queries. Then DL21 (no recorded runs: BM25 and the bi-encoder
+fixed option at or below its mean cost, with paired bootstrap intervals, and on subsamples of the training queries; and
+the same sweep with the retriever's scores as features and under a ``budgets.mean_cost`` window (BUDGET_VARIANTS;
+``--budget`` runs only that, writing ``<name>-budget.json``). Then DL21 (no recorded runs: BM25 and the bi-encoder
 only) and Cranfield (out of domain) for the live tiers.
 
 Writes ``dl19-report.json``, ``dl19-frontier.png``, ``dl19-config.yaml`` and ``profile-dl19.yaml``
@@ -235,6 +237,20 @@ def oracle_run(tiers: Sequence[RunResult], dataset: Dataset) -> RunResult:
     )
 
 
+def measured_grid(
+    harness: EvalHarness,
+) -> tuple[list[Any], dict[str, RunResult], list[RunResult], list[RunResult], RunResult]:
+    """Every fixed option (the retriever's order, each tier, each cascade first@all -> strong@k) measured once:
+    (options, runs by option key, tiers, cascades, the strongest tier)."""
+    specs = {name: b.spec for name, b in harness.backends.items()}
+    options = option_grid(specs, (10, 20, 30, 50))
+    option_runs = evaluate_options(harness, options)
+    tiers = [option_runs[option_key(o)] for o in options if len(o) <= 1]
+    cascades = [option_runs[option_key(o)] for o in options if len(o) > 1]
+    tiers[0] = _relabel(tiers[0], "bm25 (retriever order)")
+    return options, option_runs, tiers, cascades, max(tiers, key=lambda t: t.ndcg)
+
+
 FITTED = ("fixed", "learned", "adaptive")
 """Policies that need a pinned backend or a fitted model: measured apart (CV), not as shipped."""
 
@@ -252,14 +268,7 @@ def dl19(args: argparse.Namespace, dataset: Dataset) -> dict[str, Any]:
     started = time.perf_counter()
     with EvalHarness(dataset, config, cache=cache, progress=not args.no_progress) as harness:
         print(f"{dataset.name}: {len(dataset)} queries; backends: {harness.warm_up()}", flush=True)
-        specs = {name: b.spec for name, b in harness.backends.items()}
-        ks = (10, 20, 30, 50)
-        options = option_grid(specs, ks)
-        option_runs = evaluate_options(harness, options)
-        tiers = [option_runs[option_key(o)] for o in options if len(o) <= 1]
-        cascades = [option_runs[option_key(o)] for o in options if len(o) > 1]
-        tiers[0] = _relabel(tiers[0], "bm25 (retriever order)")
-        strongest = max(tiers, key=lambda t: t.ndcg)
+        options, option_runs, tiers, cascades, strongest = measured_grid(harness)
         policies = [_relabel(r, f"{r.label} (in-sample inputs)") for r in run_policies(harness)]
         cv = cross_validate(harness, option_runs, options, folds=args.folds, seed=args.seed, target_quality_share=1.0)
         ceiling = CEILING_SHARE * strongest.cost_mean
@@ -335,6 +344,7 @@ def dl19(args: argparse.Namespace, dataset: Dataset) -> dict[str, Any]:
             options, [e.quality for e in examples.values()], fitted_on=f"{dataset.name} (all {len(examples)} queries)"
         )
         adaptive = adaptive_section(args, harness, option_runs, options, tiers, cascades, strongest, constrained_cv)
+        budget = budget_section(args, harness, options, option_runs, tiers, cascades, strongest)
         sweeps["adaptive (CV)"] = adaptive.pop("sweep_runs")
         sweeps["fixed options (tiers + cascades)"] = [*tiers, *cascades]
         seeds = [_seed_row(seed, c, strongest) for seed, c in constrained_cv.items() if seed < args.seeds]
@@ -378,6 +388,7 @@ def dl19(args: argparse.Namespace, dataset: Dataset) -> dict[str, Any]:
                 },
                 "learned_model_all_queries": full.model_dump(),
                 "adaptive": adaptive,
+                "mean_cost_budget": budget,
                 "seconds": time.perf_counter() - started,
             },
         )
@@ -410,6 +421,7 @@ def dl19(args: argparse.Namespace, dataset: Dataset) -> dict[str, Any]:
         f"[{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}] ({paired['resamples']} resamples of the {paired['queries']} queries)"
     )
     _print_adaptive(adaptive, strongest)
+    _print_budget(budget, strongest)
     for target, rows in spread.items():
         cells = ", ".join(f"{r['ndcg@10']:.4f} @ {100 * r['cost_share']:.0f}%" for r in rows)
         mean = sum(r["ndcg@10"] for r in rows) / len(rows)
@@ -460,30 +472,13 @@ def adaptive_section(
                 seed=seed,
                 target_cost=target,
                 scores=scores,
+                retriever_features=False,  # this section is the per-request policy on the first stage's evidence only
                 label=f"adaptive (CV, mean cost {share:.0%})" + ("" if seed == seeds[0] else f" seed {seed}"),
             )
             for seed in seeds
         ]
-        runs = [c.run for c in cvs]
-        summary = seed_summary(runs, strongest.cost_mean)
-        spent = summary["cost_usd"]["mean"]
-        affordable = [r for r in fixed if r.cost_mean <= spent + 1e-9]
-        best_fixed = max(affordable, key=lambda r: r.ndcg)
-        sweep_runs.append(runs[0])
-        rows.append(
-            {
-                "target_share": share,
-                "target_cost_usd": target,
-                "seeds": summary,
-                "best_fixed": {"label": best_fixed.label, "ndcg@10": best_fixed.ndcg, "cost_usd": best_fixed.cost_mean},
-                "paired_vs_best_fixed": paired_bootstrap(runs, best_fixed, seed=0),
-                "paired_vs_strongest": paired_bootstrap(runs, strongest, seed=0),
-                "escalated_share": sum(1 for run in runs for r in run.records if "->" in r.served)
-                / max(1, sum(len(run.records) for run in runs)),
-                "tier_mix_seed0": runs[0].tier_mix,
-                "per_fold_seed0": list(cvs[0].folds),
-            }
-        )
+        sweep_runs.append(cvs[0].run)
+        rows.append(_sweep_row(share, target, cvs, fixed, strongest))
     # How much labelled data before it beats the curve: each fold fitted on a sample of its training queries,
     # at the 30% target, against the constrained policy (today's curve) cross-validated at a 30% ceiling.
     data_needed: list[dict[str, Any]] = []
@@ -500,6 +495,7 @@ def adaptive_section(
                 scores=scores,
                 train_size=size,
                 min_queries=1,
+                retriever_features=False,
                 label=f"adaptive (CV, {size or 'all'} training queries) seed {seed}",
             ).run
             for seed in seeds
@@ -534,6 +530,163 @@ def adaptive_section(
         "data_needed": data_needed,
         "model_all_queries": model.model_dump(),
         "sweep_runs": sweep_runs,
+    }
+
+
+BUDGET_WINDOW = 200
+"""The mean-cost window of the budget rows: budgets.mean_cost's default (requests)."""
+BUDGET_VARIANTS: tuple[tuple[str, bool, bool], ...] = (
+    ("per-request price", False, False),
+    ("+ retriever features", True, False),
+    ("+ retriever features + mean-cost window", True, True),
+)
+"""(label, fit on the retriever's scores too, route under a budgets.mean_cost window): each adds one part."""
+
+
+def budget_section(
+    args: argparse.Namespace,
+    harness: EvalHarness,
+    options: Sequence[Any],
+    option_runs: dict[str, RunResult],
+    tiers: Sequence[RunResult],
+    cascades: Sequence[RunResult],
+    strongest: RunResult,
+) -> dict[str, Any]:
+    """The adaptive policy over the mean-cost targets (ADAPTIVE_SHARES of the strongest tier's cost), cross-validated
+    over fold seeds 0..--seeds-1, in three variants (BUDGET_VARIANTS). With the window, each seed's held-out
+    queries are one request stream (fold after fold, each query routed by the model of the fold that held it out)
+    through a ``budgets.mean_cost`` window of ``share`` x the strongest tier's predicted cost per request; the price
+    of quality each fold calibrates on its training queries is the controller's starting point."""
+    from router.accounting.budget import MeanCostWindow
+    from router.budget import MeanCostBudget
+    from router.offline.evaluation import first_stage_of
+
+    seeds = list(range(args.seeds))
+    first = first_stage_of(option_runs, options, list(harness.dataset.qids))
+    scores = harness.first_stage_scores(first)
+    of = next(o[0][0] for o in options if len(o) == 1 and option_runs[option_key(o)].ndcg == strongest.ndcg)
+    fixed = [*tiers, *cascades]
+    variants: dict[str, list[dict[str, Any]]] = {}
+    for label, retriever, windowed in BUDGET_VARIANTS:
+        rows: list[dict[str, Any]] = []
+        for share in ADAPTIVE_SHARES:
+            target = share * strongest.cost_mean
+            cvs = [
+                cross_validate_adaptive(
+                    harness,
+                    option_runs,
+                    options,
+                    folds=args.folds,
+                    seed=seed,
+                    target_cost=target,
+                    scores=scores,
+                    retriever_features=retriever,
+                    window=MeanCostWindow(MeanCostBudget(share=share, of=of, window=BUDGET_WINDOW)) if windowed else None,
+                    label=f"adaptive {label} (CV, mean cost {share:.0%}) seed {seed}",
+                )
+                for seed in seeds
+            ]
+            row = _sweep_row(share, target, cvs, fixed, strongest)
+            row["features"] = list(cvs[0].models[0].features)
+            row["folds_with_a_slope"] = sum(1 for c in cvs for m in c.models if any(w != 0 for w in m.slopes))
+            row["fits"] = sum(len(c.models) for c in cvs)
+            rows.append(row)
+        variants[label] = rows
+    return {
+        "procedure": "per fold seed, 5-fold CV: router.offline.fitting.fit_adaptive on the training folds (price of quality "
+        "calibrated for the target on them), held-out queries routed by policies.adaptive.AdaptivePolicy with no per-query "
+        f"ceiling; the window variant routes them as one stream through budgets.mean_cost (share of {of}'s predicted cost "
+        f"per request, window {BUDGET_WINDOW} requests), fresh per seed",
+        "first_stage": first,
+        "of": of,
+        "window": BUDGET_WINDOW,
+        "reference": {"label": strongest.label, "ndcg@10": strongest.ndcg, "cost_usd": strongest.cost_mean},
+        "variants": variants,
+    }
+
+
+def _print_budget(section: dict[str, Any], strongest: RunResult) -> None:
+    print(
+        f"\nadaptive under a mean-cost target, cross-validated (first stage {section['first_stage']}; "
+        f"{section['variants'][BUDGET_VARIANTS[0][0]][0]['seeds']['seeds']} fold seeds; realised cost as % of "
+        f"{strongest.label}'s, mean (max) over seeds):"
+    )
+    print(
+        "| variant | target | nDCG@10 mean (sd) | realised cost % | escalated | folds with a slope | best fixed at <= its cost | "
+        "its nDCG@10 | diff [95% paired CI] | vs " + strongest.label + " [95% CI] |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, rows in section["variants"].items():
+        for r in rows:
+            s, pf, ps = r["seeds"], r["paired_vs_best_fixed"], r["paired_vs_strongest"]
+            print(
+                f"| {label} | {100 * r['target_share']:.0f}% | {s['ndcg@10']['mean']:.4f} ({s['ndcg@10']['sd']:.4f}) | "
+                f"{100 * s['cost_share']['mean']:.1f}% ({100 * s['cost_share']['max']:.1f}%) | "
+                f"{100 * r['escalated_share']:.0f}% | {r['folds_with_a_slope']}/{r['fits']} | {r['best_fixed']['label']} | "
+                f"{r['best_fixed']['ndcg@10']:.4f} | {pf['mean_difference']:+.4f} [{pf['ci95'][0]:+.4f}, {pf['ci95'][1]:+.4f}] | "
+                f"{ps['mean_difference']:+.4f} [{ps['ci95'][0]:+.4f}, {ps['ci95'][1]:+.4f}] |"
+            )
+    for label, rows in section["variants"].items():
+        at_or_above = [r for r in rows if r["seeds"]["ndcg@10"]["mean"] >= r["best_fixed"]["ndcg@10"]]
+        excludes = [f"{100 * r['target_share']:.0f}%" for r in rows if r["paired_vs_best_fixed"]["ci95"][0] > 0]
+        within = [r for r in rows if r["seeds"]["cost_share"]["mean"] <= r["target_share"] + 1e-9]
+        row30 = next(r for r in rows if abs(r["target_share"] - CEILING_SHARE) < 1e-9)
+        s30 = row30["seeds"]
+        met = s30["ndcg@10"]["mean"] >= strongest.ndcg and s30["cost_share"]["mean"] <= CEILING_SHARE + 1e-9
+        print(
+            f"{label}: target 1 (>= the best fixed option of equal or lower cost at every point) "
+            f"{'MET' if len(at_or_above) == len(rows) else 'NOT MET'} ({len(at_or_above)} of {len(rows)} points); "
+            f"a paired interval above 0 {'MET at ' + ', '.join(excludes) if excludes else 'NOT MET'}; realised mean cost "
+            f"within its target at {len(within)} of {len(rows)} points; target 2 (>= {strongest.label}'s "
+            f"{strongest.ndcg:.4f} at <= 30% of its cost) {'MET' if met else 'NOT MET'}: {s30['ndcg@10']['mean']:.4f} "
+            f"at {100 * s30['cost_share']['mean']:.1f}% (" + describe_paired(row30["paired_vs_strongest"]) + ")"
+        )
+
+
+def budget_only(args: argparse.Namespace, dataset: Dataset) -> dict[str, Any]:
+    """``--budget``: the fixed options and the budget section only (benchmarks/results/<name>-budget.json)."""
+    name = short_name(dataset)
+    cache = None if args.no_cache else Path(args.cache) / f"live-{name}.json"
+    started = time.perf_counter()
+    with EvalHarness(dataset, dataset_config(dataset), cache=cache, progress=not args.no_progress) as harness:
+        print(f"{dataset.name}: {len(dataset)} queries; backends: {harness.warm_up()}", flush=True)
+        options, option_runs, tiers, cascades, strongest = measured_grid(harness)
+        section = budget_section(args, harness, options, option_runs, tiers, cascades, strongest)
+    print()
+    print(format_table([*tiers, *cascades]))
+    _print_budget(section, strongest)
+    section["fixed_options"] = [
+        {"label": r.label, "ndcg@10": r.ndcg, "cost_usd": r.cost_mean, "cost_share": r.cost_mean / strongest.cost_mean}
+        for r in [*tiers, *cascades]
+    ]
+    section["seconds"] = time.perf_counter() - started
+    path = Path(args.json) if args.json else Path(args.out) / f"{name}-budget.json"
+    write_json(section, path)
+    print(f"\nreport: {path}")
+    return section
+
+
+def _sweep_row(
+    share: float, target: float, cvs: Sequence[CrossValidation[Any]], fixed: Sequence[RunResult], strongest: RunResult
+) -> dict[str, Any]:
+    """One point of an adaptive sweep over fold seeds: its mean nDCG@10 and cost, the best fixed option at or below
+    that mean cost, and the paired intervals against it and against the strongest tier."""
+    runs = [c.run for c in cvs]
+    summary = seed_summary(runs, strongest.cost_mean)
+    spent = summary["cost_usd"]["mean"]
+    affordable = [r for r in fixed if r.cost_mean <= spent + 1e-9]
+    best_fixed = max(affordable, key=lambda r: r.ndcg)
+    return {
+        "target_share": share,
+        "target_cost_usd": target,
+        "seeds": summary,
+        "best_fixed": {"label": best_fixed.label, "ndcg@10": best_fixed.ndcg, "cost_usd": best_fixed.cost_mean},
+        "paired_vs_best_fixed": paired_bootstrap(runs, best_fixed, seed=0),
+        "paired_vs_strongest": paired_bootstrap(runs, strongest, seed=0),
+        "escalated_share": sum(1 for run in runs for r in run.records if "->" in r.served)
+        / max(1, sum(len(run.records) for run in runs)),
+        "tier_mix_seed0": runs[0].tier_mix,
+        "per_fold_seed0": list(cvs[0].folds),
     }
 
 
@@ -700,6 +853,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-cache", action="store_true", help="time every live call afresh")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--skip-ood", action="store_true", help="the dataset only (no DL21, no Cranfield after DL19)")
+    parser.add_argument(
+        "--budget",
+        action="store_true",
+        help="only the adaptive policy under mean-cost targets (per-request price, + retriever features, + the "
+        "budgets.mean_cost window) against the fixed options; writes <name>-budget.json",
+    )
+    parser.add_argument("--json", help="with --budget: where to write the JSON (default OUT/<name>-budget.json)")
     args = parser.parse_args(argv)
     data = Path(args.data)
     folder = Path(args.dataset) if args.dataset else data / "trec-dl19"
@@ -715,6 +875,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = build_report(dataset, runs, assumptions=ASSUMPTIONS)
         write_json(report, Path(args.out) / f"{name}-report.json")
         print(f"\nreport: {Path(args.out) / f'{name}-report.json'}")
+        return 0
+    if args.budget:
+        budget_only(args, dataset)
         return 0
     report = dl19(args, dataset)
     if not args.skip_ood and dataset.name == "trec-dl19" and not args.dataset:

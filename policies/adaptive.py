@@ -28,16 +28,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.base import PlanningContext, assess, by_quality, plan_by, single_stage_options
 from policies.cascade import CascadeParams
+from policies.rules import COST_TOLERANCE_USD
 from policies.simple import ConstrainedPolicy
+from router.budget import BudgetSignal
 from router.plan import Estimate, Evidence, Option, Plan, Stage
 
 __all__ = [
     "FEATURES",
     "MIN_QUERIES",
+    "RETRIEVER_FEATURES",
     "AdaptiveModel",
     "AdaptiveParams",
     "AdaptivePolicy",
@@ -63,13 +66,16 @@ MIN_QUERIES = 20
 """A model fitted on fewer labelled queries than this is not used: the constrained policy plans instead."""
 
 
-def escalation_features(query: str, scores: Sequence[float]) -> tuple[float, ...]:
-    """Features of a first stage's scores (in the retriever's order) that exist only once it has run.
+RETRIEVER_FEATURES: tuple[str, ...] = (
+    "retriever_margin_1_2",
+    "retriever_margin_1_10",
+    "retriever_cv",
+    "retriever_agreement",
+)
+"""Features of the retriever's own scores (documents' ``score``), when every candidate carries one."""
 
-    Margins are in units of the query's score standard deviation (comparable across queries);
-    ``entropy_top10``: of the softmax of the top 10's standardised scores, over log(10) (1: flat, unsure);
-    ``overlap_top10``: share of the retriever's top 10 in the cheap stage's top 10;
-    ``retriever_top1_rank``: log(1 + rank) of the retriever's first candidate in the cheap order."""
+
+def _cheap_features(query: str, scores: Sequence[float]) -> tuple[float, ...]:
     n = len(scores)
     words = math.log1p(len(query.split()))
     if n < 2:
@@ -94,6 +100,62 @@ def escalation_features(query: str, scores: Sequence[float]) -> tuple[float, ...
     )
 
 
+def _ranks(values: Sequence[float]) -> list[float]:
+    out = [0.0] * len(values)
+    for rank, i in enumerate(sorted(range(len(values)), key=lambda i: values[i])):
+        out[i] = float(rank)
+    return out
+
+
+def _retriever_features(retriever: Sequence[float], scores: Sequence[float]) -> tuple[float, ...]:
+    """Margins of the retriever's own scores (in units of their sd), their coefficient of variation
+    (sd / |mean|, the normalised query commitment of query-performance prediction without a corpus
+    score) and the Spearman correlation of the retriever's scores with the first stage's."""
+    n = len(retriever)
+    if n < 2:
+        return (0.0, 0.0, 0.0, 1.0)
+    top = sorted(retriever, reverse=True)
+    sd = statistics.pstdev(retriever)
+    mean = statistics.fmean(retriever)
+    unit = sd or 1.0
+    agreement = 1.0
+    if len(scores) == n:
+        a, b = _ranks(retriever), _ranks(scores)
+        sa, sb = statistics.pstdev(a), statistics.pstdev(b)
+        if sa > 0 and sb > 0:
+            ma, mb = statistics.fmean(a), statistics.fmean(b)
+            agreement = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True)) / (n * sa * sb)
+    return (
+        (top[0] - top[1]) / unit,
+        (top[0] - top[min(9, n - 1)]) / unit,
+        sd / abs(mean) if abs(mean) > 1e-12 else 0.0,
+        agreement,
+    )
+
+
+def escalation_features(
+    query: str,
+    scores: Sequence[float],
+    retriever_scores: Sequence[float] | None = None,
+    names: Sequence[str] = FEATURES,
+) -> tuple[float, ...]:
+    """Features of a first stage's scores (in the retriever's order) that exist only once it has run.
+
+    Margins are in units of the query's score standard deviation (comparable across queries);
+    ``entropy_top10``: of the softmax of the top 10's standardised scores, over log(10) (1: flat, unsure);
+    ``overlap_top10``: share of the retriever's top 10 in the cheap stage's top 10;
+    ``retriever_top1_rank``: log(1 + rank) of the retriever's first candidate in the cheap order.
+    ``names`` may also ask for :data:`RETRIEVER_FEATURES` (from ``retriever_scores``, one per candidate;
+    NaN where they are missing: the model then holds those features at its training mean)."""
+    values = dict(zip(FEATURES, _cheap_features(query, scores), strict=True))
+    if any(name in RETRIEVER_FEATURES for name in names):
+        if retriever_scores is not None and len(retriever_scores) == len(scores):
+            values.update(zip(RETRIEVER_FEATURES, _retriever_features(retriever_scores, scores), strict=True))
+        else:
+            values.update(dict.fromkeys(RETRIEVER_FEATURES, math.nan))
+    return tuple(values[name] for name in names)
+
+
 class GainModel(BaseModel):
     """One strong option's predicted gain: ``intercept + slopes . (x - mean) / scale``."""
 
@@ -112,6 +174,7 @@ class AdaptiveModel(BaseModel):
 
     first_stage: str
     features: tuple[str, ...] = FEATURES
+    """Which of :data:`FEATURES` and :data:`RETRIEVER_FEATURES` the slopes are over, in order."""
     mean: tuple[float, ...]
     scale: tuple[float, ...]
     slopes: tuple[float, ...]
@@ -126,8 +189,19 @@ class AdaptiveModel(BaseModel):
     target: str = ""
     fitted_on: str = ""
 
+    @model_validator(mode="after")
+    def _features_match(self) -> AdaptiveModel:
+        unknown = [f for f in self.features if f not in FEATURES and f not in RETRIEVER_FEATURES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; known: {', '.join((*FEATURES, *RETRIEVER_FEATURES))}")
+        if not len(self.mean) == len(self.scale) == len(self.slopes) == len(self.features):
+            raise ValueError("mean, scale and slopes need one value per feature")
+        return self
+
     def predict(self, features: Sequence[float]) -> list[float]:
-        lift = sum(w * (x - m) / s for w, x, m, s in zip(self.slopes, features, self.mean, self.scale, strict=True))
+        lift = sum(
+            w * (x - m) / s for w, x, m, s in zip(self.slopes, features, self.mean, self.scale, strict=True) if not math.isnan(x)
+        )
         return [g.intercept + lift for g in self.options]
 
 
@@ -162,25 +236,59 @@ class Menu:
     """For each item, its option's position in ``model.options``."""
     min_gain_per_usd: float
 
+    budget: BudgetSignal | None = None
+    """The cross-request budget as planning saw it (its line closes the decision's note)."""
+
     def choose(self, evidence: Evidence) -> tuple[Stage | None, str]:
-        x = escalation_features(evidence.query, evidence.scores)
+        stage, why = self._choose(evidence)
+        if self.budget is not None:
+            why = f"{why}; {self.budget.describe()}"
+        return stage, why
+
+    def _choose(self, evidence: Evidence) -> tuple[Stage | None, str]:
+        names = self.model.features
+        x = escalation_features(evidence.query, evidence.scores, evidence.retriever_scores, names)
+        missing = any(math.isnan(v) for v in x)
         gains = self.model.predict(x)
         best: tuple[float, MenuItem, float] | None = None
+        headroom = None if self.budget is None else self.budget.headroom_usd
+        dearer: list[MenuItem] = []
         for item, j in zip(self.items, self.gain_index, strict=True):
+            if headroom is not None and item.cost_usd > headroom + COST_TOLERANCE_USD:
+                dearer.append(item)  # it would take the window's mean over its target
+                continue
             gain = gains[j]
             value = gain - self.min_gain_per_usd * item.cost_usd
             if best is None or value > best[0]:
                 best = (value, item, gain)
+        if best is None and dearer:
+            cheapest = min(dearer, key=lambda item: item.cost_usd)
+            return None, (
+                f"not escalated: the budget window's headroom ${headroom:.4g} does not cover "
+                f"{cheapest.stage.backend}@{cheapest.stage.candidates_in} (${cheapest.cost_usd:.4g})"
+            )
         if best is None:
             return None, "not escalated: no strong option fits the request's rules"
         value, item, gain = best
         name = f"{item.stage.backend}@{item.stage.candidates_in}"
+        held = " (no retriever scores: their features held at the training mean)" if missing else ""
         if value <= 0 or gain <= 0:
             return None, (
                 f"not escalated: best predicted gain {gain:.3f} ({name}) for ${item.cost_usd:.4g} is below "
-                f"{self.min_gain_per_usd:.4g} nDCG@10 per $"
+                f"{self.min_gain_per_usd:.4g} nDCG@10 per ${held}"
             )
-        return item.stage, f"escalated to {name}: predicted gain {gain:.3f} for ${item.cost_usd:.4g}"
+        return item.stage, f"escalated to {name}: predicted gain {gain:.3f} for ${item.cost_usd:.4g}{held}"
+
+
+def reference_price(model: AdaptiveModel, items: Sequence[MenuItem], gain_index: Sequence[int]) -> float:
+    """The scale of a price of quality when the model's own is 0: the best mean gain per dollar on the menu
+    (at that price a query of average features is just not worth escalating)."""
+    ratios = [
+        model.options[j].intercept / item.cost_usd
+        for item, j in zip(items, gain_index, strict=True)
+        if item.cost_usd > 0 and model.options[j].intercept > 0
+    ]
+    return max(ratios, default=0.0)
 
 
 class AdaptivePolicy:
@@ -207,7 +315,10 @@ class AdaptivePolicy:
     def _todays_curve(self, ctx: PlanningContext, why: str) -> Plan:
         """The constrained policy's plan (today's cascade curve), with why the model is not used."""
         inner = ConstrainedPolicy(saturation_k=self.saturation_k).plan(ctx)
-        return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, f"{why}: today's curve; {inner.reason}")
+        reason = f"{why}: today's curve; {inner.reason}"
+        if ctx.budget is not None:  # the curve has no price of a dollar to steer: only the per-request ceiling holds
+            reason = f"{reason}; {ctx.budget.describe()} (not applied: the curve plans per request)"
+        return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, reason)
 
     def plan(self, ctx: PlanningContext) -> Plan:
         model = self.model
@@ -235,8 +346,14 @@ class AdaptivePolicy:
         if not menu:
             return plan_by(self.name, assessed, by_quality, f"{model.first_stage}: no strong option fits", first=cheap.option)
         price = self.min_gain_per_usd if self.min_gain_per_usd is not None else model.min_gain_per_usd
+        items, index = tuple(m[0] for m in menu), tuple(m[1] for m in menu)
+        budget = ctx.budget
+        if budget is not None:  # the cross-request budget scales the price of a dollar (router.accounting.budget)
+            # x1 is the policy's own price; a price of 0 rises from the menu's mean gain per $ once over target
+            ref = reference_price(model, items, index)
+            price = price * budget.multiplier if price > 0 else ref * max(0.0, budget.multiplier - 1.0)
         worst = max(menu, key=lambda m: (m[0].cost_usd, m[0].latency_ms))[2]
-        rule = Menu(model, tuple(m[0] for m in menu), tuple(m[1] for m in menu), price)
+        rule = Menu(model, items, index, price, budget)
         estimate = Estimate(
             latency_ms=max(m[0].latency_ms for m in menu),
             cost_usd=max(m[0].cost_usd for m in menu),
@@ -248,5 +365,7 @@ class AdaptivePolicy:
             f"{model.first_stage} on all {n}, then per query the best of {len(menu)} strong option(s) by predicted gain "
             f"net of {price:.4g} nDCG@10 per $ (worst case ${estimate.cost_usd:.4g})"
         )
+        if budget is not None:
+            reason = f"{reason}; {budget.describe()}"
         fallbacks = [cheap.option, *(a.option for a in singles if a.feasible and not a.option.stages)]
         return Plan(self.name, primary, tuple(fallbacks), tuple(assessed), reason)

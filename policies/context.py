@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from router.backends.base import Availability
+from router.budget import BudgetSignal
 from router.catalog import BackendSpec
 from router.constraints import Constraints
 from router.features import Features
@@ -42,6 +43,8 @@ class PlanningContext:
     cached: Mapping[str, Mapping[int, float]] = field(default_factory=lambda: _NOTHING_CACHED)
     """Per backend with a score cache (router.cache), document index -> its cached score; the
     estimates already price and time only the uncached documents."""
+    budget: BudgetSignal | None = None
+    """The cross-request mean-cost budget's signal (router.budget), when ``budgets.mean_cost`` is configured."""
 
 
 @runtime_checkable

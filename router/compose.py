@@ -19,6 +19,7 @@ from typing import Any
 from policies.base import Policy
 from policies.registry import create_policy
 from router.accounting import Accounting
+from router.accounting.budget import BudgetWindow, build_window
 from router.accounting.spend import RedisSpendCap, SpendCap, SpendLimiter
 from router.backends.base import Backend
 from router.backends.registry import build_backend
@@ -49,6 +50,8 @@ class Composition:
     decisions: DecisionLog | None
     redis: Any
     cache: ScoreCache | None = None
+    budget_window: BudgetWindow | None = None
+    """The mean-cost budget's window (``budgets.mean_cost``; router.accounting.budget), shared in Redis where configured."""
 
 
 def compose(
@@ -62,6 +65,7 @@ def compose(
     rng: random.Random | None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     decision_log: DecisionLog | None = None,
+    budget_window: BudgetWindow | None = None,
 ) -> Composition:
     built: dict[str, Backend] = {name: build_backend(name, cfg) for name, cfg in config.backends.items()}
     built.update(backends or {})
@@ -117,6 +121,15 @@ def compose(
                 cap = SpendCap(s.max_spend_usd, s.spend_window_s)
             shadow = (s, create_policy(s.policy.name, s.policy.params), cap)
 
+    if budget_window is None:
+        budget_window = build_window(
+            config.budgets.mean_cost,
+            built,
+            client=redis,
+            url=redis_url or "",
+            key_prefix=shared.key_prefix if shared is not None else "rerank-router",
+        )
+
     decisions = decision_log
     if decisions is None and config.decision_log is not None:
         decisions = build_decision_log(config.decision_log)
@@ -132,6 +145,7 @@ def compose(
         decisions=decisions,
         redis=redis,
         cache=cache,
+        budget_window=budget_window,
     )
 
 

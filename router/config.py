@@ -140,6 +140,8 @@ class RouterConfig(BaseModel):
     service: dict[str, Any] | None = None
     """The gateway's ``service:`` block (tenants, limits, admission, drain), validated by
     ``rerank-router serve`` (router.service.config.ServiceConfig); the library ignores it."""
+    retriever_score_key: str | None = None
+    """Also read a document's retriever score from ``metadata[KEY]`` (a mapping's ``score`` is always read; router.retrieval)."""
     profile: str | None = None
     """Calibration profile (YAML, `rerank-router calibrate`; router.profile): measured per-backend spec overrides
     and the policies' fitted values. Read once at load, then cleared: the loaded config holds the values."""

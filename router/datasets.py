@@ -23,11 +23,13 @@ Nothing here copies data anywhere: loaders read the files where they are.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from router.errors import ConfigError
 
@@ -51,6 +53,8 @@ Qrels = Mapping[str, Mapping[str, int]]
 class Candidate:
     docid: str
     text: str
+    score: float | None = None
+    """The retriever's score, when the data records it (rank_llm hits' ``score``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +64,18 @@ class LabelledQuery:
     candidates: tuple[Candidate, ...]
     """In the first stage's order (the retriever order the router starts from)."""
 
-    def documents(self) -> list[dict[str, str]]:
-        """The candidates as router documents: ``{"text", "id"}`` with the docid as id."""
-        return [{"text": c.text, "id": c.docid} for c in self.candidates]
+    def documents(self) -> list[dict[str, Any]]:
+        """The candidates as router documents: ``{"text", "id"}`` with the docid as id, and the retriever's
+        ``score`` where the data records one (router.retrieval)."""
+        return [
+            {"text": c.text, "id": c.docid} if c.score is None else {"text": c.text, "id": c.docid, "score": c.score}
+            for c in self.candidates
+        ]
+
+    def retriever_scores(self) -> tuple[float, ...] | None:
+        """The retriever's score of each candidate, or None unless every one has one."""
+        scores = [c.score for c in self.candidates]
+        return None if not scores or None in scores else tuple(float(v) for v in scores if v is not None)
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,13 @@ def read_trec_run(path: str | Path) -> dict[str, dict[str, int]]:
         raise ConfigError(str(exc)) from exc
 
 
+def _score(value: object) -> float | None:
+    """A recorded retriever score: a finite number, else none."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def load_rank_llm_json(path: str | Path, depth: int | None = None) -> list[LabelledQuery]:
     """castorini/rank_llm retrieve results: ``[{"query", "hits": [{"content", "qid", "docid", "rank"}]}]``."""
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -143,7 +163,7 @@ def load_rank_llm_json(path: str | Path, depth: int | None = None) -> list[Label
         if not hits:
             raise ConfigError(f"{path}: query #{position} has no hits")
         qid = str(hits[0]["qid"])
-        candidates = tuple(Candidate(str(h["docid"]), str(h["content"])) for h in hits)
+        candidates = tuple(Candidate(str(h["docid"]), str(h["content"]), _score(h.get("score"))) for h in hits)
         queries.append(LabelledQuery(qid, str(entry["query"]), candidates))
     return queries
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar, Unpack
 from policies.base import BackendView, PlanningContext, Policy
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
+from router.accounting.budget import BudgetWindow, observe_request, plan_signal
 from router.admission import Admission, queued_callbacks
 from router.backends.base import Availability, Backend
 from router.batch import BatchOutcome, BatchRequest, arerank_many
@@ -83,7 +84,8 @@ class Router:
     ``policy`` replaces the configured one. ``clock`` (monotonic seconds; default: the running
     loop's), ``sleep`` (retry back-off) and ``rng`` (retry jitter) are injectable so tests never
     wait or flake; ``breaker_store`` lets replicas share circuit-breaker state.
-    ``decision_log`` replaces the one the config's ``decision_log:`` block builds.
+    ``decision_log`` replaces the one the config's ``decision_log:`` block builds; ``budget_window``
+    the mean-cost window ``budgets.mean_cost`` builds (e.g. one window shared by several Routers).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class Router:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         decision_log: DecisionLog | None = None,
+        budget_window: BudgetWindow | None = None,
     ) -> None:
         self.config = load_config(config)  # the profile, if any, is read and merged here (router.profile)
         self._clock = clock or _loop_clock
@@ -110,6 +113,7 @@ class Router:
             rng=rng,
             sleep=sleep,
             decision_log=decision_log,
+            budget_window=budget_window,
         )
         self.backends: Mapping[str, Backend] = parts.backends
         self.policy: Policy = parts.policy
@@ -122,6 +126,8 @@ class Router:
         self._redis = parts.redis
         self._cache = parts.cache
         """The score cache (config ``cache:``, router.cache); None when off."""
+        self.budget_window: BudgetWindow | None = parts.budget_window
+        """The mean-cost budget's window (``budgets.mean_cost``; router.accounting.budget); None when not configured."""
         self._arm_policies = parts.arm_policies
         self._shadow: ShadowArm | None = None
         if parts.shadow is not None:
@@ -222,6 +228,8 @@ class Router:
         ctx = self._context(request, features, cached)
         plan = policy.plan(ctx)  # 4
         result = await self.execute(request, features, plan, started, assignment, ctx=ctx, policy=policy, cache=cached)  # 5, 6
+        if self.budget_window is not None:  # 6: the mean-cost window (router.accounting.budget)
+            observe_request(self.budget_window, ctx, result.actual_cost_usd, result.predicted_cost_usd)
         self.record(result, request, features, assignment, shadow=False)  # 7
         if assignment is not None and self._shadow is not None:
             self._shadow.maybe_start(request, features, assignment)
@@ -248,6 +256,7 @@ class Router:
             default_constraints=c.constraints,
             default_latency_budget_ms=c.budgets.latency_ms,
             default_max_cost_usd=c.budgets.max_cost_usd,
+            retriever_score_key=c.retriever_score_key,
             **kwargs,
         )
 
@@ -335,24 +344,19 @@ class Router:
             self._loader.start(name)
         hits = None if cached is None else cached.hits()
         estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features, cold, self.usage, hits)
-        if hits is None:
-            return PlanningContext(
-                features=features,
-                constraints=request.constraints,
-                latency_budget_ms=request.latency_budget_ms,
-                max_cost_usd=request.max_cost_usd,
-                backends=MappingProxyType(views),
-                estimate=estimator.estimate,
-            )
-        return PlanningContext(
+        ctx = PlanningContext(
             features=features,
             constraints=request.constraints,
             latency_budget_ms=request.latency_budget_ms,
             max_cost_usd=request.max_cost_usd,
             backends=MappingProxyType(views),
             estimate=estimator.estimate,
-            cached=hits,
         )
+        if hits is not None:
+            ctx = dataclasses.replace(ctx, cached=hits)
+        if self.budget_window is None:
+            return ctx
+        return dataclasses.replace(ctx, budget=plan_signal(self.budget_window, ctx))  # router.accounting.budget
 
     def _availability(self, name: str) -> Availability:
         """The backend's own availability, closed off while its circuit breaker is open."""

@@ -286,7 +286,7 @@ class Executor:
         previous: Sequence[float] = ()
         for position, stage in enumerate(option.stages):
             if position > 0 and stage.escalation is not None:  # escalation from first-stage evidence
-                chosen, why = stage.escalation.choose(Evidence(query, tuple(previous)))
+                chosen, why = stage.escalation.choose(Evidence(query, tuple(previous), features.retriever_scores))
                 execution.notes.append(why)
                 if chosen is None:
                     break

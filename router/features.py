@@ -56,6 +56,8 @@ class Features:
     tokens: Mapping[str, TokenStats]
     notes: tuple[str, ...] = ()
     """What the planner should know about how these were computed (e.g. estimated counts)."""
+    retriever_scores: tuple[float, ...] | None = None
+    """The retriever's score of each candidate (documents' ``score``; router.request), or None."""
 
     def token_stats(self, family: str) -> TokenStats:
         return self.tokens[family]
@@ -130,4 +132,5 @@ def extract_features(
         domain=domain,
         tokens=MappingProxyType(stats),
         notes=tuple(notes),
+        retriever_scores=request.retriever_scores,
     )

@@ -66,6 +66,8 @@ class Evidence:
 
     query: str
     scores: tuple[float, ...]
+    retriever_scores: tuple[float, ...] | None = None
+    """The retriever's own score of each candidate, in the same order (documents' ``score``); None: not given."""
 
 
 class Escalation(Protocol):

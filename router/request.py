@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,7 @@ from router.errors import (
     InvalidTopNError,
     QueryTooLongError,
 )
+from router.retrieval import retriever_scores
 from router.validation import NotBool
 
 __all__ = [
@@ -83,6 +84,8 @@ class RerankRequest:
     """The total characters of ``scoring_texts`` (-1: not known)."""
     cache: bool = True
     """False: the score cache (router.cache) is neither read nor written for this request."""
+    retriever_scores: tuple[float, ...] | None = None
+    """The retriever's score of each document, when every one carries one (router.retrieval)."""
 
     def texts_for_scoring(self, max_chars: int) -> Sequence[str]:
         if max_chars == self.scoring_max_chars and len(self.scoring_texts) == len(self.documents):
@@ -149,6 +152,7 @@ def build_request(
     default_constraints: Constraints | None = None,
     default_latency_budget_ms: float | None = None,
     default_max_cost_usd: float | None = None,
+    retriever_score_key: str | None = None,
 ) -> RerankRequest:
     """Step 1. Sizes are checked first and cheaply (the query's length, the number of documents),
     before anything is copied or any item is looked at; then every field is validated."""
@@ -206,4 +210,5 @@ def build_request(
         scoring_max_chars=limits.max_document_chars,
         scoring_chars=normalized.chars,
         cache=cache is not False,
+        retriever_scores=retriever_scores(cast(Sequence[object], documents), retriever_score_key),
     )

@@ -235,3 +235,23 @@ def test_the_executor_runs_the_stage_the_rule_picks_and_keeps_a_permutation():
     assert [s.backend for s in result.stages] == ["first", "cheap-strong"]
     assert "escalated to cheap-strong@3: predicted gain 0.050 for $0.01" in " ".join(result.explanation.notes)
     assert backends["dear"].calls == []  # planned as the worst case (cost, latency), never called
+
+
+def test_cross_validation_fits_on_the_retrievers_scores_and_shares_one_budget_window(folder):
+    from policies.adaptive import RETRIEVER_FEATURES
+    from router.accounting.budget import MeanCostWindow
+    from router.budget import MeanCostBudget
+
+    dataset = load_trec_dl(folder)
+    assert dataset.queries[0].retriever_scores() == (10.0, 9.0, 8.0, 7.0, 6.0, 5.0)  # the hits' BM25 `score`
+    with EvalHarness(dataset, folder / "priced.yaml") as harness:
+        specs = {n: harness.backends[n].spec for n in harness.available()}
+        options = option_grid(specs, (2, 4))
+        runs = evaluate_options(harness, options)
+        window = MeanCostWindow(MeanCostBudget(target_usd=0.004, window=1000))
+        cv = cross_validate_adaptive(harness, runs, options, folds=2, seed=0, target_cost=0.004, min_queries=1, window=window)
+        assert all(m.features[-len(RETRIEVER_FEATURES) :] == RETRIEVER_FEATURES for m in cv.models)
+        assert window.state.n == pytest.approx(len(dataset), rel=0.01)  # both folds' held-out queries: one stream
+        assert sum(r.cost_usd or 0.0 for r in cv.run.records) / len(dataset) <= 0.004 + 1e-12
+        plain = cross_validate_adaptive(harness, runs, options, folds=2, seed=0, min_queries=1, retriever_features=False)
+        assert all(m.features == FEATURES for m in plain.models)

@@ -41,7 +41,9 @@ def test_dl19_loads_queries_candidates_judgments_and_runs(dl19):
     assert grades == {0, 1, 2, 3}
     first = dl19.queries[0]
     assert first.qid == "264014" and first.text == "how long is life cycle of flea"
-    assert first.documents()[0] == {"text": first.candidates[0].text, "id": first.candidates[0].docid}
+    top = first.candidates[0]
+    assert isinstance(top.score, float)  # the hit's BM25 score, handed to the router as the document's `score`
+    assert first.documents()[0] == {"text": top.text, "id": top.docid, "score": top.score}
     assert load_dataset(DL19).qids == dl19.qids
 
 

@@ -24,11 +24,17 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from router.settings import Budgets, PolicyConfig
 
 __all__ = ["ArmConfig", "ExperimentConfig", "ShadowConfig", "TenantOverride"]
+
+
+def _no_mean_cost(budgets: Budgets) -> Budgets:
+    if budgets.mean_cost is not None:
+        raise ValueError("mean_cost is one window for the whole router: set it in the top-level budgets, not an arm's")
+    return budgets
 
 
 class ArmConfig(BaseModel):
@@ -40,6 +46,11 @@ class ArmConfig(BaseModel):
     weight: float = Field(1.0, ge=0)
     policy: PolicyConfig = PolicyConfig()
     budgets: Budgets = Budgets()
+
+    @field_validator("budgets")
+    @classmethod
+    def _router_wide(cls, budgets: Budgets) -> Budgets:
+        return _no_mean_cost(budgets)
 
 
 class ShadowConfig(BaseModel):
@@ -53,6 +64,11 @@ class ShadowConfig(BaseModel):
     max_spend_usd: float = Field(ge=0)
     """The most the shadow arm may spend per window; a run that would pass it is skipped."""
     spend_window_s: float = Field(86_400.0, gt=0)
+
+    @field_validator("budgets")
+    @classmethod
+    def _router_wide(cls, budgets: Budgets) -> Budgets:
+        return _no_mean_cost(budgets)
 
 
 class TenantOverride(BaseModel):

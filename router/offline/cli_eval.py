@@ -673,7 +673,7 @@ def _calibrate_on_dataset(
 
 def _fit_adaptive(args: argparse.Namespace, harness: Any, option_runs: Any, options: Any, notes: list[str]) -> dict[str, Any]:
     """The adaptive policy fitted on every query (first stage: the free one best alone), price for the mean-cost target."""
-    from router.offline.evaluation import escalation_examples, first_stage_of
+    from router.offline.evaluation import escalation_evidence, escalation_examples, first_stage_of
     from router.offline.fitting import MIN_ADAPTIVE_QUERIES, fit_adaptive
 
     dataset = harness.dataset
@@ -688,9 +688,14 @@ def _fit_adaptive(args: argparse.Namespace, harness: Any, option_runs: Any, opti
         target = share * reference.cost_mean
     first = first_stage_of(option_runs, options, list(dataset.qids))
     texts = {q.qid: q.text for q in dataset.queries}
-    examples = escalation_examples(option_runs, options, first, harness.first_stage_scores(first), texts)
+    names, retriever = escalation_evidence(dataset, list(dataset.qids))
+    examples = escalation_examples(option_runs, options, first, harness.first_stage_scores(first), texts, retriever, names)
     model = fit_adaptive(
-        list(examples.values()), first, target_cost=target, fitted_on=f"{dataset.name} ({len(examples)} queries)"
+        list(examples.values()),
+        first,
+        target_cost=target,
+        fitted_on=f"{dataset.name} ({len(examples)} queries)",
+        features=names,
     )
     if model.queries < MIN_ADAPTIVE_QUERIES:
         print(

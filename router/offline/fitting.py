@@ -376,6 +376,7 @@ def fit_adaptive(
     target_cost: float | None = None,
     alpha: Sequence[float] = ALPHAS,
     fitted_on: str = "",
+    features: Sequence[str] = FEATURES,
 ) -> AdaptiveModel:
     """The adaptive policy's escalation model and its price of quality.
 
@@ -387,6 +388,8 @@ def fit_adaptive(
     predicts its mean gain (the measured curve, one point per k). ``target_cost``: mean $ per query
     the calibrated price keeps the examples within (in-sample predicted gains; costs are predictions,
     as the policy sees them); None: price 0 (buy the best predicted gain wherever it is positive).
+    ``features``: the names the examples' feature vectors hold, in order (policies.adaptive.FEATURES,
+    optionally followed by RETRIEVER_FEATURES).
     """
     import numpy as np
 
@@ -397,6 +400,8 @@ def fit_adaptive(
     if not keys:
         raise ValueError("fit_adaptive: no strong option measured on every query")
     x = np.asarray([e.features for e in examples], dtype=float)
+    if x.shape[1] != len(features) or not np.isfinite(x).all():
+        raise ValueError(f"fit_adaptive: every example needs {len(features)} finite features ({', '.join(features)})")
     y = np.asarray([[e.gain[key] for key in keys] for e in examples], dtype=float)
     c = np.asarray([[e.cost[key] for key in keys] for e in examples], dtype=float)
     intercepts = y.mean(axis=0)
@@ -410,7 +415,7 @@ def fit_adaptive(
     described = "buy the best predicted gain" if target_cost is None else f"mean cost <= ${target_cost:.6g}/query"
     return AdaptiveModel(
         first_stage=first_stage,
-        features=FEATURES,
+        features=tuple(features),
         mean=tuple(float(v) for v in mean),
         scale=tuple(float(v) for v in scale),
         slopes=tuple(float(v) for v in slopes),

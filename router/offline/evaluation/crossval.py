@@ -22,9 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from policies.adaptive import AdaptiveModel, AdaptivePolicy, escalation_features
+from policies.adaptive import FEATURES, RETRIEVER_FEATURES, AdaptiveModel, AdaptivePolicy, escalation_features
 from policies.learned import LearnedModel, LearnedPolicy, StageSpec, option_key, request_features
 from policies.registry import create_policy
+from router.accounting.budget import BudgetWindow
+from router.datasets import Dataset
 from router.offline.calibration import ConstrainedFit, fit_constrained
 from router.offline.evaluation.runner import Budgets, EvalHarness, QueryBudget, RunResult
 from router.offline.fitting import ALPHAS, EscalationExample, Example, fit_adaptive, fit_learned
@@ -34,6 +36,7 @@ __all__ = [
     "cross_validate",
     "cross_validate_adaptive",
     "cross_validate_constrained",
+    "escalation_evidence",
     "escalation_examples",
     "evaluate_options",
     "examples_from_runs",
@@ -208,9 +211,12 @@ def escalation_examples(
     first_stage: str,
     scores: Mapping[str, Sequence[float]],
     queries: Mapping[str, str],
+    retriever: Mapping[str, Sequence[float] | None] | None = None,
+    features: Sequence[str] = FEATURES,
 ) -> dict[str, EscalationExample]:
-    """Per query: escalation features of ``first_stage``'s scores, and per cascade ``first_stage@all -> b@k``
-    of the grid its measured gain over ``first_stage`` alone and its predicted cost."""
+    """Per query: escalation features (``features``) of ``first_stage``'s scores and, for the retriever
+    features, of ``retriever``'s scores by qid; and per cascade ``first_stage@all -> b@k`` of the grid its
+    measured gain over ``first_stage`` alone and its predicted cost."""
     alone = runs[option_key(((first_stage, None),))]
     primary = alone.measures.primary
     strong = [o for o in options if len(o) == 2 and o[0][0] == first_stage and o[1][1] is not None]
@@ -224,8 +230,19 @@ def escalation_examples(
             run = runs[option_key(o)]
             gain[(backend, k)] = run.per_query.get(qid, {}).get(primary, 0.0) - base
             cost[(backend, k)] = _cost(run, qid)
-        out[qid] = EscalationExample(qid, escalation_features(queries[qid], values), gain, cost)
+        given = None if retriever is None else retriever.get(qid)
+        out[qid] = EscalationExample(qid, escalation_features(queries[qid], values, given, features), gain, cost)
     return out
+
+
+def escalation_evidence(
+    dataset: Dataset, qids: Sequence[str], *, retriever_features: bool = True
+) -> tuple[tuple[str, ...], dict[str, tuple[float, ...] | None]]:
+    """The escalation features to fit on (policies.adaptive.FEATURES, and RETRIEVER_FEATURES when every one of
+    ``qids`` has the retriever's score on every candidate) and the retriever's scores by qid."""
+    retriever = {q.qid: q.retriever_scores() for q in dataset.queries}
+    use = retriever_features and bool(qids) and all(retriever.get(q) is not None for q in qids)
+    return ((*FEATURES, *RETRIEVER_FEATURES) if use else FEATURES), retriever
 
 
 def cross_validate_adaptive(
@@ -241,16 +258,23 @@ def cross_validate_adaptive(
     min_queries: int | None = None,
     scores: Mapping[str, Sequence[float]] | None = None,
     train_size: int | None = None,
+    retriever_features: bool = True,
+    window: BudgetWindow | None = None,
 ) -> CrossValidation[AdaptiveModel]:
     """k-fold CV of the adaptive policy: per fold, :func:`router.offline.fitting.fit_adaptive` on the
     training queries (first stage: the free one best alone on them; slopes; price of quality for a mean
     cost of ``target_cost`` $/query on them), then the held-out queries through a Router running it
     under ``budget``. ``scores``: the first stage's scores by qid, if already computed. ``train_size``: fit
     each fold on a seeded sample of this many of its training queries (how much labelled data it needs);
-    ``min_queries``: the policy's fallback threshold (1 to use the model however few queries fitted it)."""
+    ``min_queries``: the policy's fallback threshold (1 to use the model however few queries fitted it).
+    ``retriever_features``: also fit on the retriever's own scores (policies.adaptive.RETRIEVER_FEATURES) when
+    every query's candidates carry one. ``window``: a mean-cost budget window (router.accounting.budget) that
+    every fold's Router shares: the held-out queries are one request stream, fold after fold, each routed by
+    its own fold's model, and the window's controller steers the price of a dollar across the whole stream."""
     qids = [q for q in harness.dataset.qids if all(q in run.per_query for run in runs.values())]
     texts = {q.qid: q.text for q in harness.dataset.queries}
     cache: dict[str, dict[str, EscalationExample]] = {}  # by first stage: the same for every fold
+    names, retriever = escalation_evidence(harness.dataset, qids, retriever_features=retriever_features)
     held_out: list[RunResult] = []
     models: list[AdaptiveModel] = []
     rows: list[dict[str, object]] = []
@@ -262,16 +286,17 @@ def cross_validate_adaptive(
         first = first_stage_of(runs, options, train)
         if first not in cache:
             first_scores = scores if scores is not None else harness.first_stage_scores(first)
-            cache[first] = escalation_examples(runs, options, first, first_scores, texts)
+            cache[first] = escalation_examples(runs, options, first, first_scores, texts, retriever, names)
         examples = cache[first]
         model = fit_adaptive(
             [examples[q] for q in train],
             first,
             target_cost=target_cost,
             fitted_on=_fitted_on(harness, i, folds, train),
+            features=names,
         )
         policy = AdaptivePolicy(model=model) if min_queries is None else AdaptivePolicy(model=model, min_queries=min_queries)
-        run = harness.run(f"{name} fold {i + 1}", policy, qids=test, budget=budget)
+        run = harness.run(f"{name} fold {i + 1}", policy, qids=test, budget=budget, window=window)
         held_out.append(run)
         models.append(model)
         rows.append(

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.base import PlanningContext, Policy, assess
+from router.accounting.budget import BudgetWindow
 from router.backends.base import Availability, Backend, Scores
 from router.backends.registry import build_backend
 from router.backends.replay import ReplayBackend, ReplayIndex
@@ -488,11 +489,13 @@ class EvalHarness:
         self,
         policy: Policy,
         specs: Mapping[str, Mapping[str, Any]] | None = None,
+        window: BudgetWindow | None = None,
         *,
         scores: Mapping[str, Mapping[str, ScoreCalibration]] | None = None,
     ) -> Router:
         """A Router over the shared backends; ``specs``: per-backend spec overrides it plans with;
-        ``scores``: the score calibrations it maps result scores with (replacing the config's)."""
+        ``window``: a mean-cost budget window (router.accounting.budget) it accounts into and plans
+        by; ``scores``: the score calibrations it maps result scores with (replacing the config's)."""
         backends: Mapping[str, Backend] = self.backends
         if specs:
             unknown = sorted(set(specs) - set(backends))
@@ -503,7 +506,7 @@ class EvalHarness:
                 for name, b in backends.items()
             }
         config = self._bare if scores is None else self._bare.model_copy(update={"scores": dict(scores)})
-        return Router(config, backends=backends, policy=policy, clock=self.clock, sleep=self.clock.sleep)
+        return Router(config, backends=backends, policy=policy, clock=self.clock, sleep=self.clock.sleep, budget_window=window)
 
     def results(
         self,
@@ -542,13 +545,15 @@ class EvalHarness:
         qids: Iterable[str] | None = None,
         kind: str = "policy",
         specs: Mapping[str, Mapping[str, Any]] | None = None,
+        window: BudgetWindow | None = None,
     ) -> RunResult:
-        """Every query (or those in ``qids``) through a Router with ``policy``, one after another."""
+        """Every query (or those in ``qids``) through a Router with ``policy``, one after another (``window``:
+        a mean-cost budget window the Router shares, router.accounting.budget)."""
         if not self._warm:
             self.warm_up()
         wanted = None if qids is None else set(qids)
         queries = [q for q in self.dataset.queries if wanted is None or q.qid in wanted]
-        records = self._runner.run(self._arun(label, policy, queries, budget, specs))
+        records = self._runner.run(self._arun(label, policy, queries, budget, specs, window))
         described = budget.describe() if isinstance(budget, QueryBudget) else ("per-query" if budget else "none")
         return RunResult.from_records(label, kind, policy.name, described, records, self.dataset.qrels, self.measures)
 
@@ -559,9 +564,10 @@ class EvalHarness:
         queries: Sequence[LabelledQuery],
         budget: Budgets,
         specs: Mapping[str, Mapping[str, Any]] | None = None,
+        window: BudgetWindow | None = None,
     ) -> list[QueryRecord]:
         recorder = _Recorder(policy)
-        router = self.router(recorder, specs)
+        router = self.router(recorder, specs, window)
         records: list[QueryRecord] = []
         for q in _progress(queries, label, self.progress):
             b = budget if isinstance(budget, QueryBudget) or budget is None else budget.get(q.qid)
