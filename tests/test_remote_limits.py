@@ -338,3 +338,30 @@ def test_docs_pricing_is_generated_from_the_current_catalog():
     assert rows["bm25"]["1000x500"] == 0.0
     current = (root / "docs" / "pricing.md").read_text(encoding="utf-8")
     assert current == module.markdown(module.table()), f"docs/pricing.md is stale: run `{module.COMMAND}`"
+
+
+def test_a_rate_bucket_left_a_float_residue_over_capacity_still_wakes() -> None:
+    """On a clock that only moves when the loop is idle (looptime), aiolimiter's bucket re-armed
+    its wake-up at the same instant for ever when leaking left it 1e-13 over capacity."""
+    import threading
+
+    import looptime
+
+    from router.resilience.limits import _Bucket
+
+    loop = looptime.new_event_loop(start=180.059002)
+    done: list[bool] = []
+
+    async def go() -> None:
+        bucket = _Bucket(1000.0, 60)
+        await bucket.acquire(1000.0)
+        bucket._level = 1.0 + 1e-13  # what float leaks leave behind
+        bucket._last_check = asyncio.get_running_loop().time()
+        await bucket.acquire(999.0)
+        done.append(True)
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(go()), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert done, "the bucket spun without waking its waiter"
+    loop.close()

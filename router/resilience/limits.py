@@ -27,11 +27,23 @@ class LimitPolicy(BaseModel):
     """Tokens per minute (e.g. Voyage rerank-2.5: 2,000,000)."""
 
 
+class _Bucket(AsyncLimiter):
+    """aiolimiter's leaky bucket with its level rounded (to 1e-9 of a unit) after each leak.
+
+    Leaking is float arithmetic: a level left 1e-13 over what the next acquire needs makes the
+    bucket re-arm its wake-up at the instant it already is, which spins until the clock moves; on
+    a clock that does not move between callbacks (virtual time in tests) it spins for ever."""
+
+    def _leak(self) -> None:
+        super()._leak()
+        self._level = round(self._level, 9)
+
+
 class _PerLoop:
     def __init__(self, policy: LimitPolicy) -> None:
         self.semaphore = asyncio.Semaphore(policy.max_concurrency) if policy.max_concurrency else None
-        self.requests = AsyncLimiter(policy.rpm, 60) if policy.rpm else None
-        self.tokens = AsyncLimiter(policy.tpm, 60) if policy.tpm else None
+        self.requests = _Bucket(policy.rpm, 60) if policy.rpm else None
+        self.tokens = _Bucket(policy.tpm, 60) if policy.tpm else None
 
 
 class BackendLimits:
