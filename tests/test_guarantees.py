@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -282,6 +283,11 @@ async def test_4_a_burst_is_shed_at_once_not_late(make_router, fake_clock) -> No
     assert later.backends == ("local",)  # the burst is over: admitted again
 
 
+def _loopback_cohere(base_url: str, transport: str) -> dict[str, Any]:
+    tier = {"type": "cohere", "model": "rerank-v3.5", "base_url": base_url, "transport": transport}
+    return {"backends": {"cohere": {**tier, "spec": {"quality": {"web": 0.8}}}}}
+
+
 @pytest.mark.parametrize("transport", ["sdk", "httpx", "aiohttp"])
 def test_3_each_asyncio_run_closes_the_clients_it_opened(monkeypatch, transport) -> None:
     import gc
@@ -291,18 +297,7 @@ def test_3_each_asyncio_run_closes_the_clients_it_opened(monkeypatch, transport)
 
     monkeypatch.setenv("CO_API_KEY", "test-key")
     with LoopbackRerankServer(api_key="test-key") as server:
-        config = {
-            "backends": {
-                "cohere": {
-                    "type": "cohere",
-                    "model": "rerank-v3.5",
-                    "base_url": server.base_url("cohere"),
-                    "transport": transport,
-                    "spec": {"quality": {"web": 0.8}},
-                }
-            }
-        }
-        router = Router(config)
+        router = Router(_loopback_cohere(server.base_url("cohere"), transport))
 
         async def one() -> tuple[str, ...]:
             result = await router.arerank("tea", ["green tea", "coffee"], constraints={"on_premise": False})
@@ -326,18 +321,7 @@ def test_3_warm_up_builds_remote_clients_before_the_first_request(monkeypatch, t
 
     monkeypatch.setenv("CO_API_KEY", "test-key")
     with LoopbackRerankServer(api_key="test-key") as server:
-        config = {
-            "backends": {
-                "cohere": {
-                    "type": "cohere",
-                    "model": "rerank-v3.5",
-                    "base_url": server.base_url("cohere"),
-                    "transport": transport,
-                    "spec": {"quality": {"web": 0.8}},
-                }
-            }
-        }
-        router = Router(config)
+        router = Router(_loopback_cohere(server.base_url("cohere"), transport))
         try:
             cohere = router.backends["cohere"]
             assert len(cohere._clients) == 0  # type: ignore[attr-defined]
