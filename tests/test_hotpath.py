@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import random
@@ -99,3 +100,34 @@ def test_reverse_sort_keeps_ties_in_order() -> None:
         values = [rng.choice([0.0, -0.0, 0.5, 1, 1.0, 0.25]) for _ in range(rng.randint(1, 30))]
         n = len(values)
         assert sorted(range(n), key=lambda k: -values[k]) == sorted(range(n), key=values.__getitem__, reverse=True)
+
+
+def test_cohere_fast_json_reads_answers_as_json_does() -> None:
+    """orjson's decode (``_fast_json``) is taken only where it gives what ``json.loads`` gives."""
+    pytest.importorskip("orjson")
+    from router.backends.cohere import CohereBackend
+    from tests.conftest import build_remote
+
+    backend = build_remote(CohereBackend, "cohere", {"model": "rerank-v3.5", "base_url": "http://127.0.0.1:9"})
+    rng = random.Random(4)
+    tricky_numbers = ["1", "0.5", "1e-320", "0.1000000000000000055511151231257827", "18446744073709551616", "-0", "NaN", "1e400"]
+    taken = 0
+    for _ in range(3_000):
+        n = rng.randint(0, 6)
+        order = rng.sample(range(n), n)
+        if n and rng.random() < 0.2:
+            order[rng.randrange(n)] = rng.choice([0, n, -1, 2**64, True])
+        scores = [repr(rng.random()) if rng.random() < 0.8 else rng.choice(tricky_numbers) for _ in range(n)]
+        results = ",".join(f'{{"index": {str(i).lower()}, "relevance_score": {s}}}' for i, s in zip(order, scores, strict=True))
+        units = rng.choice(["1", "2.0", "true", '"1"', "NaN", "18446744073709551617", "1e30", "null"])
+        body = f'{{"id": "x", "results": [{results}], "meta": {{"billed_units": {{"search_units": {units}}}}}}}'.encode()
+        if rng.random() < 0.05:
+            body = b"\xef\xbb\xbf" + body  # a BOM: json reads it, orjson refuses
+        fast = backend._fast_json(body, n)
+        if fast is None:
+            continue
+        taken += 1
+        expected = backend._parse_json(json.loads(body), n)
+        assert fast == expected and [type(v) for v in fast.values] == [type(v) for v in expected.values]
+        assert all(math.copysign(1, a) == math.copysign(1, b) for a, b in zip(fast.values, expected.values, strict=True))
+    assert taken > 500
