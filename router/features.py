@@ -63,17 +63,39 @@ class Features:
         return self.tokens[family]
 
 
+_COUNT_TABLE_CHARS = 1 << 16
+"""Texts up to this long are counted from a table (at most 64K ints per ratio)."""
+_COUNT_TABLE_RATIOS = 64
+"""Tables kept (one per chars-per-token ratio; the catalog has a handful)."""
+_count_tables: dict[float, list[int]] = {}
+
+
+def _count_table(ratio: float, longest: int) -> list[int] | None:
+    """``table[n]`` = :class:`EstimatedTokenCounter`'s count of a text of ``n`` characters at
+    ``ratio``, for every ``n <= longest``: a lookup per text instead of a division and a
+    ``round`` (a pure function of the length, so the table is built once per ratio and grown by
+    doubling). None past :data:`_COUNT_TABLE_CHARS` or :data:`_COUNT_TABLE_RATIOS`."""
+    table = _count_tables.get(ratio)
+    if table is not None and longest < len(table):
+        return table
+    if longest > _COUNT_TABLE_CHARS or (table is None and len(_count_tables) >= _COUNT_TABLE_RATIOS):
+        return None
+    size = min(_COUNT_TABLE_CHARS, max(longest, 2 * len(table or ()), 1023)) + 1
+    table = [0, *(max(1, round(n / ratio)) for n in range(1, size))]
+    _count_tables[ratio] = table  # a new list: a thread reading the old one still reads right counts
+    return table
+
+
 def _estimated_counts(counter: TokenCounter, query: str, texts: Sequence[str]) -> list[int] | None:
-    """``counter.count([query, *texts])`` for an :class:`EstimatedTokenCounter`, in C-level passes:
-    where every text is long enough that ``round(len / ratio)`` is at least 1, its ``max(1, ...)``
-    and empty-text cases cannot apply (division is monotonic). None otherwise (count as usual)."""
+    """``counter.count([query, *texts])`` for an :class:`EstimatedTokenCounter`, from its
+    :func:`_count_table` in C-level passes; None where there is no table (count as usual)."""
     if type(counter) is not EstimatedTokenCounter:
         return None
-    ratio = counter.chars_per_token
-    lengths = list(map(len, texts))
-    if not lengths or min(lengths) / ratio <= 0.5:
+    lengths = [len(query), *map(len, texts)]
+    table = _count_table(counter.chars_per_token, max(lengths))
+    if table is None:
         return None
-    return [*counter.count([query]), *map(round, map(ratio.__rtruediv__, lengths))]
+    return list(map(table.__getitem__, lengths))
 
 
 def extract_features(
@@ -120,8 +142,8 @@ def extract_features(
         counts = shared.get(key) if key is not None else None
         if counts is None:
             counts = _estimated_counts(counter, request.query, clipped) if key is not None else None
-        if counts is None:
-            counts = counter.count([request.query, *clipped])
+            if counts is None:
+                counts = counter.count([request.query, *clipped])
             if key is not None:
                 shared[key] = counts
         stats[family] = TokenStats(family=family, exact=counter.exact, query=counts[0], docs=tuple(counts[1:]))

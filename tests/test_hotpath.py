@@ -15,7 +15,7 @@ from router.catalog import LatencyParams
 from router.documents import normalize_documents, normalize_for_scoring
 from router.errors import MalformedResponseError
 from router.executor import _validate
-from router.features import TokenStats, _estimated_counts
+from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts
 from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
 from router.result import RankedItem
 from router.tokens import EstimatedTokenCounter
@@ -30,6 +30,14 @@ def test_estimated_counts_match_the_counter() -> None:
         got = _estimated_counts(counter, query, texts)
         if got is not None:
             assert got == counter.count([query, *texts])
+
+
+def test_count_tables_grow_and_stop_at_their_bound() -> None:
+    counter = EstimatedTokenCounter("f", 3.7)
+    for n in (5, 1500, 9000):  # the table grows past its first size
+        texts = ["y" * k for k in range(n - 3, n + 1)]
+        assert _estimated_counts(counter, "q", texts) == counter.count(["q", *texts])
+    assert _estimated_counts(counter, "q", ["z" * (_COUNT_TABLE_CHARS + 1)]) is None
 
 
 def test_stage_sums_match_item_tokens() -> None:
