@@ -101,6 +101,8 @@ class Option:
 
     @property
     def backends(self) -> tuple[str, ...]:
+        if len(self.stages) == 1:  # most options (the rules read this per option): no generator
+            return (self.stages[0].backend,)
         return tuple(s.backend for s in self.stages)
 
 
