@@ -65,6 +65,8 @@ def test_ranked_items_built_fast_equal_the_constructor() -> None:
     items = RankedItem._many(docs, [1, 0], {1: 0.5}.get, {1: 0.7}.get, {1: "m"}.get)
     assert items == (RankedItem(1, "7", 0.5, "b", {"k": 1}, 0.7, "m"), RankedItem(0, "0", None, "a"))
     assert RankedItem._many(docs, [1], {1: 0.5}.get) == (RankedItem(1, "7", 0.5, "b", {"k": 1}),)
+    same = {1: 0.5}.get  # scores as the backend gave them: one lookup serves score and raw_score
+    assert RankedItem._many(docs, [1], same, same) == (RankedItem(1, "7", 0.5, "b", {"k": 1}, 0.5),)
     assert pickle.loads(pickle.dumps(items)) == items
     assert [i.to_dict() for i in items] == [
         {"index": 1, "id": "7", "score": 0.5, "text": "b", "metadata": {"k": 1}, "raw_score": 0.7, "scored_by": "m"},
