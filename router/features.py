@@ -86,16 +86,22 @@ def _count_table(ratio: float, longest: int) -> list[int] | None:
     return table
 
 
-def _estimated_counts(counter: TokenCounter, query: str, texts: Sequence[str]) -> list[int] | None:
+def _estimated_counts(
+    counter: TokenCounter, query: str, texts: Sequence[str], lengths: Sequence[int] | None = None, longest: int | None = None
+) -> list[int] | None:
     """``counter.count([query, *texts])`` for an :class:`EstimatedTokenCounter`, from its
-    :func:`_count_table` in C-level passes; None where there is no table (count as usual)."""
+    :func:`_count_table` in C-level passes; None where there is no table (count as usual).
+    ``lengths`` / ``longest``: the texts' lengths and the longest, where the caller knows them."""
     if type(counter) is not EstimatedTokenCounter:
         return None
-    lengths = [len(query), *map(len, texts)]
-    table = _count_table(counter.chars_per_token, max(lengths))
+    if lengths is None:
+        lengths = list(map(len, texts))
+    if longest is None:
+        longest = max(lengths, default=0)
+    table = _count_table(counter.chars_per_token, max(len(query), longest))
     if table is None:
         return None
-    return list(map(table.__getitem__, lengths))
+    return [table[len(query)], *map(table.__getitem__, lengths)]
 
 
 def extract_features(
@@ -117,7 +123,8 @@ def extract_features(
     :data:`EXACT_COUNT_SHARE` of it, the family's counts are estimated from characters instead
     (and a note says so)."""
     texts = request.texts_for_scoring(max_document_chars)
-    longest = max(map(len, texts), default=0)
+    lengths = list(map(len, texts))  # once for every family that counts whole texts
+    longest = max(lengths, default=0)
     stats: dict[str, TokenStats] = {}
     notes: list[str] = []
     reads = read_tokens or {}
@@ -141,7 +148,9 @@ def extract_features(
         key = (counter.chars_per_token, min(cap, longest)) if type(counter) is EstimatedTokenCounter else None
         counts = shared.get(key) if key is not None else None
         if counts is None:
-            counts = _estimated_counts(counter, request.query, clipped) if key is not None else None
+            if key is not None:
+                known = lengths if whole else None
+                counts = _estimated_counts(counter, request.query, clipped, known, min(cap, longest))
             if counts is None:
                 counts = counter.count([request.query, *clipped])
             if key is not None:

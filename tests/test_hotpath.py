@@ -32,6 +32,15 @@ def test_estimated_counts_match_the_counter() -> None:
             assert got == counter.count([query, *texts])
 
 
+def test_estimated_counts_from_known_lengths_match_the_counter() -> None:
+    rng = random.Random(5)
+    for _ in range(1_000):
+        counter = EstimatedTokenCounter("f", rng.choice([4.52, 2.5, 1.0]))
+        texts = ["x" * rng.randint(0, 40) for _ in range(rng.randint(1, 6))]
+        lengths = list(map(len, texts))
+        assert _estimated_counts(counter, "qq", texts, lengths, max(lengths)) == counter.count(["qq", *texts])
+
+
 def test_count_tables_grow_and_stop_at_their_bound() -> None:
     counter = EstimatedTokenCounter("f", 3.7)
     for n in (5, 1500, 9000):  # the table grows past its first size
