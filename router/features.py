@@ -64,9 +64,10 @@ class Features:
 
 
 _COUNT_TABLE_CHARS = 1 << 16
-"""Texts up to this long are counted from a table (at most 64K ints per ratio)."""
-_COUNT_TABLE_RATIOS = 64
-"""Tables kept (one per chars-per-token ratio; the catalog has a handful)."""
+"""Texts up to this long are counted from a table (grown to the longest text seen; at most 64K
+entries, about 2 MB, per ratio)."""
+_COUNT_TABLE_RATIOS = 8
+"""Tables kept (one per chars-per-token ratio; the catalog's families use three); other ratios count as usual."""
 _count_tables: dict[float, list[int]] = {}
 
 

@@ -52,7 +52,7 @@ class BackendLimits:
 
 class _Slot:
     """One call's hold on its backend's limits. A class rather than an ``@asynccontextmanager``:
-    every backend call enters one, and a generator-based manager costs a few µs more a call."""
+    every backend call enters one, and a generator-based manager costs more per call."""
 
     __slots__ = ("_state", "_tokens")
 
