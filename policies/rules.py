@@ -45,9 +45,12 @@ def today() -> dt.date:
 
 def in_service(option: Option, ctx: PlanningContext) -> Rejection | None:
     """A backend whose provider has stopped serving it (``spec.available_until`` reached) is refused."""
-    day = today()
+    day: dt.date | None = None
     for name in option.backends:
         spec = ctx.backends[name].spec
+        if spec.available_until is None:  # nothing to end: no need to read the clock (a datetime per check)
+            continue
+        day = day or today()
         if spec.ended(day):
             why = f"; {spec.lifecycle}" if spec.lifecycle else ""
             return Rejection(
@@ -165,4 +168,10 @@ CONSTRAINT_RULES: tuple[Rule, ...] = (in_service, allowed_backend, license_ok, r
 
 
 def check_all(option: Option, ctx: PlanningContext, rules: Sequence[Rule]) -> tuple[Rejection, ...]:
-    return tuple(r for r in (rule(option, ctx) for rule in rules) if r is not None)
+    # A plain loop: every option of every plan comes through here (two nested generators cost more).
+    rejections: list[Rejection] = []
+    for rule in rules:
+        rejection = rule(option, ctx)
+        if rejection is not None:
+            rejections.append(rejection)
+    return tuple(rejections)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -57,14 +58,19 @@ class ConstrainedPolicy:
         except ValidationError as exc:
             raise config_error(exc, "invalid constrained policy") from exc
 
-    def plan(self, ctx: PlanningContext) -> Plan:
-        params = CascadeParams(
+    @functools.cached_property
+    def _params(self) -> CascadeParams:
+        """The fields as one (validated) model, built once: :meth:`plan` reads them per request."""
+        return CascadeParams(
             cascades=self.cascades,
             cascade_k=self.cascade_k,
             saturation_k=self.saturation_k,
             adaptive_margin=self.adaptive_margin,
             expected_escalation=self.expected_escalation,
         )
+
+    def plan(self, ctx: PlanningContext) -> Plan:
+        params = self._params
         singles = assess(single_stage_options(ctx), ctx)
         assessed = singles + cascade_options(ctx, singles, params)
         feasible = [a.option for a in assessed if a.feasible and a.option.stages]

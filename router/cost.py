@@ -30,6 +30,8 @@ __all__ = ["UsageCalibrator", "billed_cost_usd", "predict_cost_usd", "predict_us
 def predict_usage(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int], token_correction: float = 1.0) -> Usage:
     """``token_correction``: billed / estimated tokens learnt for this backend (UsageCalibrator)."""
     pricing = spec.pricing
+    if pricing.scheme not in ("per_search_unit", "per_token"):
+        return Usage()  # billed by the call or the hour: no pass over the documents
     cap = spec.max_tokens_per_doc
     longest = max(doc_tokens, default=0)
     docs = [min(d, cap) for d in doc_tokens] if cap and longest > cap else list(doc_tokens)

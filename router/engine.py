@@ -437,9 +437,9 @@ class Router:
             ran = [s.backend for s in execution.stages if s.ok]
             after = dict(zip(ran[1:], ran, strict=False))
         scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain, after)
-        items = RankedItem._many(
-            request.documents, execution.order, scored.scores.get, execution.scores.get, execution.scored_by.get
-        )
+        raw_of = execution.scores.get
+        score_of = raw_of if scored.scores is execution.scores else scored.scores.get  # the same: one lookup each
+        items = RankedItem._many(request.documents, execution.order, score_of, raw_of, execution.scored_by.get)
         notes = (*request.notes, *features.notes, *execution.notes)
         if scored.note is not None:
             notes = (*notes, scored.note)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import operator
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from router.errors import (
     RateLimitedError,
 )
 from router.features import Features, TokenStats
-from router.latency import item_tokens
+from router.latency import item_tokens, stage_sums
 from router.plan import Estimate, Evidence, Option, Plan, Rejection, Stage
 from router.resilience import BackendLimits, CircuitBreaker, LatencyWindow, LimitPolicy, ResiliencePolicy, hedged, retrying
 from router.resilience.breaker import BreakerState, BreakerStore
@@ -326,13 +327,17 @@ class Executor:
                 execution.stages.append(report)
                 previous = values
                 continue
+            doc_tokens: Sequence[int]
             if position == 0:  # the order is still the retriever's: the subset is a prefix
-                doc_tokens = list(stats.docs[: len(subset)])
+                doc_tokens = stats.docs[: len(subset)]
                 stage_texts = list(texts[: len(subset)])
+                sums = stage_sums(backend.spec, stats, len(subset))  # from the request's sums where it can
             else:
                 doc_tokens = [stats.docs[i] for i in subset]
                 stage_texts = [texts[i] for i in subset]
-            tokens = item_tokens(backend.spec, stats, doc_tokens)
+                sums = None
+            if sums is None:
+                sums = _item_sums(item_tokens(backend.spec, stats, doc_tokens))
             started = self._clock()
             tally = _Tally()
             try:
@@ -341,7 +346,7 @@ class Executor:
                     stage_texts,
                     query,
                     first_deadline if position == 0 else deadline,
-                    sum(tokens),
+                    sums[1],
                     predicted,
                     spare_usd,
                     tally,
@@ -368,7 +373,7 @@ class Executor:
                 execution.degraded_reason = f"{report.error}; kept the order of the stages before it"
                 return execution, None
             elapsed = (self._clock() - started) * 1000
-            self._learn(stage.backend, backend, call, tokens, stats.query, doc_tokens, elapsed)
+            self._learn(stage.backend, backend, call, sums, stats.query, doc_tokens, elapsed)
             values = call.scores.values
             # Best first; reverse=True keeps a sort stable, so ties keep the prior order.
             ranked = sorted(range(len(subset)), key=values.__getitem__, reverse=True)
@@ -424,11 +429,11 @@ class Executor:
                 return None, dataclasses.replace(report, error=error, cached=n_cached, cache_misses=0)
         sent = [texts[i] for i in missing]
         doc_tokens = [stats.docs[i] for i in missing]
-        tokens = item_tokens(backend.spec, stats, doc_tokens)
+        sums = _item_sums(item_tokens(backend.spec, stats, doc_tokens))
         tally = _Tally()
 
         async def call() -> _Call:
-            result = await self._call(stage, sent, query, deadline, sum(tokens), predicted, spare_usd, tally, spend)
+            result = await self._call(stage, sent, query, deadline, sums[1], predicted, spare_usd, tally, spend)
             cache.store(name, missing, result.scores.values)  # even if the caller stopped waiting
             return result
 
@@ -458,7 +463,7 @@ class Executor:
             report = self._report(stage, backend, len(subset), started, predicted, attempts=0)
             saved = self._saved_usd(name, stats, subset, ())
             return values, dataclasses.replace(report, ok=True, cost_usd=0.0, cached=len(subset), coalesced=True, saved_usd=saved)
-        self._learn(name, backend, result, tokens, stats.query, doc_tokens, (self._clock() - started) * 1000)
+        self._learn(name, backend, result, sums, stats.query, doc_tokens, (self._clock() - started) * 1000)
         report = self._report(
             stage, backend, len(subset), started, predicted, call=result, rejected=tally.rejected, cut_usd=tally.cut_usd
         )
@@ -500,12 +505,20 @@ class Executor:
         return max(0.0, full - rest)
 
     def _learn(
-        self, name: str, backend: Backend, call: _Call, tokens: list[int], query_tokens: int, doc_tokens: list[int], ms: float
+        self,
+        name: str,
+        backend: Backend,
+        call: _Call,
+        sums: tuple[int, int, int],
+        query_tokens: int,
+        doc_tokens: Sequence[int],
+        ms: float,
     ) -> None:
+        """``sums``: (n, Σt, Σt²) of the items sent (:func:`_item_sums`)."""
         if call.scores.cold_start or call.attempts > 1 or call.hedged:
             return  # load time, retry waits or a hedge race say nothing about one call's latency
         self._windows[name].add(ms)
-        self._accounting.observe_call(name, backend.spec, tokens, ms, call.scores.usage, query_tokens, doc_tokens)
+        self._accounting.observe_call(name, backend.spec, sums, ms, call.scores.usage, query_tokens, doc_tokens)
 
     def _report(
         self,
@@ -656,6 +669,11 @@ class Executor:
             attach_billed(exc, scores.usage)  # charged for, then rejected: it still counts
             raise
         return scores, was_hedged
+
+
+def _item_sums(tokens: Sequence[int]) -> tuple[int, int, int]:
+    """(n, Σt, Σt²) of a stage's items: what its limits, latency model and accounting read."""
+    return len(tokens), sum(tokens), sum(map(operator.mul, tokens, tokens))
 
 
 def _leaders_deadline(exc: BaseException) -> bool:

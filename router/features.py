@@ -63,17 +63,46 @@ class Features:
         return self.tokens[family]
 
 
-def _estimated_counts(counter: TokenCounter, query: str, texts: Sequence[str]) -> list[int] | None:
-    """``counter.count([query, *texts])`` for an :class:`EstimatedTokenCounter`, in C-level passes:
-    where every text is long enough that ``round(len / ratio)`` is at least 1, its ``max(1, ...)``
-    and empty-text cases cannot apply (division is monotonic). None otherwise (count as usual)."""
+_COUNT_TABLE_CHARS = 1 << 16
+"""Texts up to this long are counted from a table (grown to the longest text seen; at most 64K
+entries, about 2 MB, per ratio)."""
+_COUNT_TABLE_RATIOS = 8
+"""Tables kept (one per chars-per-token ratio; the catalog's families use three); other ratios count as usual."""
+_count_tables: dict[float, list[int]] = {}
+
+
+def _count_table(ratio: float, longest: int) -> list[int] | None:
+    """``table[n]`` = :class:`EstimatedTokenCounter`'s count of a text of ``n`` characters at
+    ``ratio``, for every ``n <= longest``: a lookup per text instead of a division and a
+    ``round`` (a pure function of the length, so the table is built once per ratio and grown by
+    doubling). None past :data:`_COUNT_TABLE_CHARS` or :data:`_COUNT_TABLE_RATIOS`."""
+    table = _count_tables.get(ratio)
+    if table is not None and longest < len(table):
+        return table
+    if longest > _COUNT_TABLE_CHARS or (table is None and len(_count_tables) >= _COUNT_TABLE_RATIOS):
+        return None
+    size = min(_COUNT_TABLE_CHARS, max(longest, 2 * len(table or ()), 1023)) + 1
+    table = [0, *(max(1, round(n / ratio)) for n in range(1, size))]
+    _count_tables[ratio] = table  # a new list: a thread reading the old one still reads right counts
+    return table
+
+
+def _estimated_counts(
+    counter: TokenCounter, query: str, texts: Sequence[str], lengths: Sequence[int] | None = None, longest: int | None = None
+) -> list[int] | None:
+    """``counter.count([query, *texts])`` for an :class:`EstimatedTokenCounter`, from its
+    :func:`_count_table` in C-level passes; None where there is no table (count as usual).
+    ``lengths`` / ``longest``: the texts' lengths and the longest, where the caller knows them."""
     if type(counter) is not EstimatedTokenCounter:
         return None
-    ratio = counter.chars_per_token
-    lengths = list(map(len, texts))
-    if not lengths or min(lengths) / ratio <= 0.5:
+    if lengths is None:
+        lengths = list(map(len, texts))
+    if longest is None:
+        longest = max(lengths, default=0)
+    table = _count_table(counter.chars_per_token, max(len(query), longest))
+    if table is None:
         return None
-    return [*counter.count([query]), *map(round, map(ratio.__rtruediv__, lengths))]
+    return [table[len(query)], *map(table.__getitem__, lengths)]
 
 
 def extract_features(
@@ -95,7 +124,8 @@ def extract_features(
     :data:`EXACT_COUNT_SHARE` of it, the family's counts are estimated from characters instead
     (and a note says so)."""
     texts = request.texts_for_scoring(max_document_chars)
-    longest = max(map(len, texts), default=0)
+    lengths = list(map(len, texts))  # once for every family that counts whole texts
+    longest = max(lengths, default=0)
     stats: dict[str, TokenStats] = {}
     notes: list[str] = []
     reads = read_tokens or {}
@@ -119,9 +149,11 @@ def extract_features(
         key = (counter.chars_per_token, min(cap, longest)) if type(counter) is EstimatedTokenCounter else None
         counts = shared.get(key) if key is not None else None
         if counts is None:
-            counts = _estimated_counts(counter, request.query, clipped) if key is not None else None
-        if counts is None:
-            counts = counter.count([request.query, *clipped])
+            if key is not None:
+                known = lengths if whole else None
+                counts = _estimated_counts(counter, request.query, clipped, known, min(cap, longest))
+            if counts is None:
+                counts = counter.count([request.query, *clipped])
             if key is not None:
                 shared[key] = counts
         stats[family] = TokenStats(family=family, exact=counter.exact, query=counts[0], docs=tuple(counts[1:]))

@@ -98,7 +98,11 @@ class LatencyEstimator:
         return latency_from_sums(params, n, total, squares) * self.correction(backend)
 
     def observe(self, backend: str, params: LatencyParams, tokens: Sequence[int], observed_ms: float) -> None:
-        raw = predict_latency_ms(params, tokens)
+        self.observe_sums(backend, params, len(tokens), sum(tokens), sum(map(operator.mul, tokens, tokens)), observed_ms)
+
+    def observe_sums(self, backend: str, params: LatencyParams, n: int, total: int, squares: int, observed_ms: float) -> None:
+        """:meth:`observe` from the number of items, Σt and Σt² (:func:`stage_sums`)."""
+        raw = latency_from_sums(params, n, total, squares)
         if raw <= 0 or observed_ms <= 0:
             return
         sample = max(-self._max_log, min(self._max_log, math.log(observed_ms / raw)))

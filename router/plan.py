@@ -95,12 +95,18 @@ class Option:
 
     @property
     def name(self) -> str:
+        # What option_name gives for no stage and for one stage on every candidate, without its
+        # passes: planning and the explanation read the name of every option.
+        if not self.stages:
+            return RETRIEVER_ORDER
         if len(self.stages) == 1:
-            return option_name(((self.stages[0].backend, None),))
+            return self.stages[0].backend
         return option_name(((s.backend, s.candidates_in) for s in self.stages), [s.escalate_below_margin for s in self.stages])
 
     @property
     def backends(self) -> tuple[str, ...]:
+        if len(self.stages) == 1:  # most options (the rules read this per option): no generator
+            return (self.stages[0].backend,)
         return tuple(s.backend for s in self.stages)
 
 

@@ -61,6 +61,7 @@ class RankedItem:
         ``scored_by_of`` gives None), as the constructor would build them (the router's hot path:
         the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
         new, frozen = _new, FrozenMap
+        same = raw_of is score_of  # scores as the backend gave them (the common case): one lookup
         raw_of = raw_of or _none
         scored_by_of = scored_by_of or _none
         out: list[RankedItem] = []
@@ -72,12 +73,13 @@ class RankedItem:
                 append(cls(i, d.id, score_of(i), d.text, metadata, raw_of(i), scored_by_of(i)))
                 continue
             item = new(cls)
+            score = score_of(i)
             _SET_INDEX(item, i)
             _SET_ID(item, d.id)
-            _SET_SCORE(item, score_of(i))
+            _SET_SCORE(item, score)
             _SET_TEXT(item, d.text)
             _SET_METADATA(item, metadata)
-            _SET_RAW(item, raw_of(i))
+            _SET_RAW(item, score if same else raw_of(i))
             _SET_BY(item, scored_by_of(i))
             append(item)
         return tuple(out)

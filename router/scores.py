@@ -37,10 +37,11 @@ retriever's order is kept) have no score: None, and they always come after every
 from __future__ import annotations
 
 import math
+import operator
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import islice
 
 from router.profile import ANY_DOMAIN, ScoreCalibration, after_key
 
@@ -176,7 +177,7 @@ class ScoreBook:
             uncalibrated = set(scored_by.values())
         else:
             values, uncalibrated = self._mapped(scored, raw, scored_by, domain, after or {})
-        if any(b > a for a, b in pairwise(values)):
+        if any(map(operator.lt, values, islice(values, 1, None))):  # some score above the one before it (in C)
             values, changed = pool_non_increasing(values), True
         note = self._note(frozenset(uncalibrated), domain) if uncalibrated else None
         # Unchanged (a single stage's scores on [0, 1], the common case): the backend's own mapping serves.

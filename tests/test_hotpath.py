@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import random
@@ -14,7 +15,7 @@ from router.catalog import LatencyParams
 from router.documents import normalize_documents, normalize_for_scoring
 from router.errors import MalformedResponseError
 from router.executor import _validate
-from router.features import TokenStats, _estimated_counts
+from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts
 from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
 from router.result import RankedItem
 from router.tokens import EstimatedTokenCounter
@@ -29,6 +30,23 @@ def test_estimated_counts_match_the_counter() -> None:
         got = _estimated_counts(counter, query, texts)
         if got is not None:
             assert got == counter.count([query, *texts])
+
+
+def test_estimated_counts_from_known_lengths_match_the_counter() -> None:
+    rng = random.Random(5)
+    for _ in range(1_000):
+        counter = EstimatedTokenCounter("f", rng.choice([4.52, 2.5, 1.0]))
+        texts = ["x" * rng.randint(0, 40) for _ in range(rng.randint(1, 6))]
+        lengths = list(map(len, texts))
+        assert _estimated_counts(counter, "qq", texts, lengths, max(lengths)) == counter.count(["qq", *texts])
+
+
+def test_count_tables_grow_and_stop_at_their_bound() -> None:
+    counter = EstimatedTokenCounter("f", 3.7)
+    for n in (5, 1500, 9000):  # the table grows past its first size
+        texts = ["y" * k for k in range(n - 3, n + 1)]
+        assert _estimated_counts(counter, "q", texts) == counter.count(["q", *texts])
+    assert _estimated_counts(counter, "q", ["z" * (_COUNT_TABLE_CHARS + 1)]) is None
 
 
 def test_stage_sums_match_item_tokens() -> None:
@@ -56,6 +74,8 @@ def test_ranked_items_built_fast_equal_the_constructor() -> None:
     items = RankedItem._many(docs, [1, 0], {1: 0.5}.get, {1: 0.7}.get, {1: "m"}.get)
     assert items == (RankedItem(1, "7", 0.5, "b", {"k": 1}, 0.7, "m"), RankedItem(0, "0", None, "a"))
     assert RankedItem._many(docs, [1], {1: 0.5}.get) == (RankedItem(1, "7", 0.5, "b", {"k": 1}),)
+    same = {1: 0.5}.get  # scores as the backend gave them: one lookup serves score and raw_score
+    assert RankedItem._many(docs, [1], same, same) == (RankedItem(1, "7", 0.5, "b", {"k": 1}, 0.5),)
     assert pickle.loads(pickle.dumps(items)) == items
     assert [i.to_dict() for i in items] == [
         {"index": 1, "id": "7", "score": 0.5, "text": "b", "metadata": {"k": 1}, "raw_score": 0.7, "scored_by": "m"},
@@ -99,3 +119,34 @@ def test_reverse_sort_keeps_ties_in_order() -> None:
         values = [rng.choice([0.0, -0.0, 0.5, 1, 1.0, 0.25]) for _ in range(rng.randint(1, 30))]
         n = len(values)
         assert sorted(range(n), key=lambda k: -values[k]) == sorted(range(n), key=values.__getitem__, reverse=True)
+
+
+def test_cohere_fast_json_reads_answers_as_json_does() -> None:
+    """orjson's decode (``_fast_json``) is taken only where it gives what ``json.loads`` gives."""
+    pytest.importorskip("orjson")
+    from router.backends.cohere import CohereBackend
+    from tests.conftest import build_remote
+
+    backend = build_remote(CohereBackend, "cohere", {"model": "rerank-v3.5", "base_url": "http://127.0.0.1:9"})
+    rng = random.Random(4)
+    tricky_numbers = ["1", "0.5", "1e-320", "0.1000000000000000055511151231257827", "18446744073709551616", "-0", "NaN", "1e400"]
+    taken = 0
+    for _ in range(3_000):
+        n = rng.randint(0, 6)
+        order = rng.sample(range(n), n)
+        if n and rng.random() < 0.2:
+            order[rng.randrange(n)] = rng.choice([0, n, -1, 2**64, True])
+        scores = [repr(rng.random()) if rng.random() < 0.8 else rng.choice(tricky_numbers) for _ in range(n)]
+        results = ",".join(f'{{"index": {str(i).lower()}, "relevance_score": {s}}}' for i, s in zip(order, scores, strict=True))
+        units = rng.choice(["1", "2.0", "true", '"1"', "NaN", "18446744073709551617", "1e30", "null"])
+        body = f'{{"id": "x", "results": [{results}], "meta": {{"billed_units": {{"search_units": {units}}}}}}}'.encode()
+        if rng.random() < 0.05:
+            body = b"\xef\xbb\xbf" + body  # a BOM: json reads it, orjson refuses
+        fast = backend._fast_json(body, n)
+        if fast is None:
+            continue
+        taken += 1
+        expected = backend._parse_json(json.loads(body), n)
+        assert fast == expected and [type(v) for v in fast.values] == [type(v) for v in expected.values]
+        assert all(math.copysign(1, a) == math.copysign(1, b) for a, b in zip(fast.values, expected.values, strict=True))
+    assert taken > 500

@@ -32,14 +32,15 @@ class Accounting:
         self,
         name: str,
         spec: BackendSpec,
-        tokens: Sequence[int],
+        sums: tuple[int, int, int],
         ms: float,
         usage: Usage,
         query_tokens: int,
         doc_tokens: Sequence[int],
     ) -> None:
-        """One clean call (no cold start, retry or hedge): its latency and its billed tokens."""
-        self.latency.observe(name, spec.latency, list(tokens), ms)
+        """One clean call (no cold start, retry or hedge): its latency and its billed tokens.
+        ``sums``: (n, Σt, Σt²) of the items sent, as the model sees them (router.latency)."""
+        self.latency.observe_sums(name, spec.latency, *sums, ms)
         if usage.tokens is not None:
             estimated = predict_usage(spec, query_tokens, list(doc_tokens)).tokens
             self.usage.observe(name, estimated, usage.tokens)

@@ -564,15 +564,18 @@ class RemoteBackend(Backend):
         if self.score_mapping.kind != "identity" or len(results) != n:
             return None
         values: list[float | None] = [None] * n
-        for r in results:
-            if type(r) is not dict:
-                return None
-            index, score = r.get("index"), r.get(score_key)
-            if type(index) is not int or not 0 <= index < n or values[index] is not None:
-                return None
-            if type(score) is not float or not 0.0 <= score <= 1.0:
-                return None
-            values[index] = score
+        try:  # subscripts, not .get(): an absent field is a KeyError here, not a None to check
+            for r in results:
+                if type(r) is not dict:
+                    return None
+                index, score = r["index"], r[score_key]
+                if type(index) is not int or not 0 <= index < n or values[index] is not None:
+                    return None
+                if type(score) is not float or not 0.0 <= score <= 1.0:
+                    return None
+                values[index] = score
+        except KeyError:
+            return None
         return tuple(cast(list[float], values))
 
     def _check_length(self, result: BatchResult, expected: int, *, attach: bool = True) -> None:

@@ -10,7 +10,8 @@ with aiohttp, httpx's connection pool, which slows down as requests queue for co
 Bodies are encoded with orjson where it is installed (the ``cohere`` and ``voyage`` extras bring
 it), ``json`` otherwise and for what orjson refuses (a lone surrogate): the same JSON either way.
 Answers are decoded with ``json.loads``, as the SDKs do (orjson reads an integer past 64 bits as a
-float, and refuses ``NaN``).
+float, and refuses ``NaN``); :func:`loads_fast` decodes with orjson for a backend's fast path, which
+takes the answer only where those differences cannot show (else it decodes again with ``json``).
 
 Two clients, one contract (:class:`WirePoster`): ``post(url, content, headers) -> WireReply``.
 Transport failures leave as router errors with the messages the SDK paths give (timeout,
@@ -39,6 +40,7 @@ __all__ = [
     "WireReply",
     "dumps",
     "loads",
+    "loads_fast",
     "new_poster",
     "resolve_transport",
 ]
@@ -189,3 +191,16 @@ def dumps(body: Any) -> bytes:
 def loads(content: bytes) -> Any:
     """An answer's JSON (ValueError if it is not JSON)."""
     return json.loads(content)
+
+
+def loads_fast(content: bytes) -> Any | None:
+    """``content`` decoded by orjson (several times faster than ``json`` on a rerank answer), or None
+    where orjson is not installed or refuses it (``NaN``, a BOM, a lone surrogate, ...). Where it
+    accepts, the value is ``json.loads``'s except that an integer past 64 bits reads as a float:
+    a caller uses it only where that cannot show, and reads anything else with :func:`loads`."""
+    if _ORJSON is None:
+        return None
+    try:
+        return _ORJSON.loads(content)
+    except ValueError:  # orjson.JSONDecodeError
+        return None

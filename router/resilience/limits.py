@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,17 +56,32 @@ class BackendLimits:
             state = self._per_loop[loop] = _PerLoop(self.policy)
         return state
 
-    @asynccontextmanager
-    async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
-        """Wait for a concurrency slot and rate budget; the caller bounds the wait by its deadline."""
-        state = self._here()
+    def slot(self, tokens: int = 0) -> _Slot:
+        """``async with limits.slot(tokens):`` waits for a concurrency slot and rate budget; the
+        caller bounds the wait by its deadline."""
+        return _Slot(self._here(), tokens)
+
+
+class _Slot:
+    """One call's hold on its backend's limits. A class rather than an ``@asynccontextmanager``:
+    every backend call enters one, and a generator-based manager costs more per call."""
+
+    __slots__ = ("_state", "_tokens")
+
+    def __init__(self, state: _PerLoop, tokens: int) -> None:
+        self._state = state
+        self._tokens = tokens
+
+    async def __aenter__(self) -> None:
+        state, tokens = self._state, self._tokens
         if state.requests is not None:
             await state.requests.acquire()
         if state.tokens is not None and tokens:
             # aiolimiter refuses amounts above its capacity; a huge request takes the whole minute.
             await state.tokens.acquire(min(tokens, state.tokens.max_rate))
-        if state.semaphore is None:
-            yield
-            return
-        async with state.semaphore:
-            yield
+        if state.semaphore is not None:
+            await state.semaphore.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._state.semaphore is not None:
+            self._state.semaphore.release()
