@@ -19,8 +19,6 @@ from router.plan import Option, Plan
 
 __all__ = ["Explanation", "OptionReport", "RankedItem", "RerankResult", "StageReport"]
 
-_new = object.__new__
-
 
 @dataclass(frozen=True, slots=True)
 class RankedItem:
@@ -60,7 +58,7 @@ class RankedItem:
         each position ``i`` in ``order`` (``d = documents[i]``; a missing ``raw_of`` or
         ``scored_by_of`` gives None), as the constructor would build them (the router's hot path:
         the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
-        new, frozen = _new, FrozenMap
+        frozen, shell = FrozenMap, _ItemShell
         same = raw_of is score_of  # scores as the backend gave them (the common case): one lookup
         raw_of = raw_of or _none
         scored_by_of = scored_by_of or _none
@@ -72,16 +70,8 @@ class RankedItem:
             if type(metadata) is not frozen:
                 append(cls(i, d.id, score_of(i), d.text, metadata, raw_of(i), scored_by_of(i)))
                 continue
-            item = new(cls)
             score = score_of(i)
-            _SET_INDEX(item, i)
-            _SET_ID(item, d.id)
-            _SET_SCORE(item, score)
-            _SET_TEXT(item, d.text)
-            _SET_METADATA(item, metadata)
-            _SET_RAW(item, score if same else raw_of(i))
-            _SET_BY(item, scored_by_of(i))
-            append(item)
+            append(shell(i, d.id, score, d.text, metadata, score if same else raw_of(i), scored_by_of(i)))  # type: ignore[arg-type]
         return tuple(out)
 
 
@@ -89,10 +79,27 @@ def _none(_: int) -> None:
     return None
 
 
-# The slots' own setters (what the frozen __init__ reaches through object.__setattr__).
-_SET_INDEX, _SET_ID, _SET_SCORE, _SET_TEXT, _SET_METADATA, _SET_RAW, _SET_BY = (
-    RankedItem.__dict__[name].__set__ for name in ("index", "id", "score", "text", "metadata", "raw_score", "scored_by")
-)
+class _ItemShell:
+    """A RankedItem's slots without the frozen ``__setattr__``: filled by plain attribute stores,
+    then turned into a :class:`RankedItem` by ``__class__`` assignment (same slots, same layout;
+    the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
+
+    __slots__ = RankedItem.__slots__  # the same names in the same order: the layouts match
+
+    def __init__(
+        self, index: int, id: str, score: float | None, text: str, metadata: FrozenMap, raw: float | None, by: str | None
+    ) -> None:
+        self.index = index
+        self.id = id
+        self.score = score
+        self.text = text
+        self.metadata = metadata
+        self.raw_score = raw
+        self.scored_by = by
+        self.__class__ = RankedItem  # type: ignore[assignment]
+
+
+assert _ItemShell.__slots__ == RankedItem.__slots__ and _ItemShell.__basicsize__ == RankedItem.__basicsize__
 
 
 @dataclass(frozen=True, slots=True)

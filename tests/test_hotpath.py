@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import pickle
@@ -12,7 +14,7 @@ import pytest
 
 from router.backends.base import Scores
 from router.catalog import LatencyParams
-from router.documents import normalize_documents, normalize_for_scoring
+from router.documents import Document, normalize_documents, normalize_for_scoring
 from router.errors import MalformedResponseError
 from router.executor import _validate
 from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts
@@ -83,6 +85,25 @@ def test_ranked_items_built_fast_equal_the_constructor() -> None:
     ]
     with pytest.raises(AttributeError):
         items[0].score = 1.0  # type: ignore[misc]
+
+
+def test_shell_built_documents_and_items_are_the_public_types() -> None:
+    """Documents and RankedItems filled through their shells (``__class__`` assignment) are
+    indistinguishable from constructed ones: type, equality, pickle, deepcopy, asdict, frozen."""
+    built = normalize_documents(["a", "b"]) + normalize_documents(["x", {"text": "5"}])[1:]  # plain-string and mixed paths
+    assert [type(d) for d in built] == [Document] * 3
+    assert built == (Document("a", "0"), Document("b", "1"), Document("5", "1"))
+    items = RankedItem._many(built, [1, 0], {1: 0.5, 0: 0.25}.get, {1: 0.5, 0: 0.25}.get, {1: "m", 0: "m"}.get)
+    made = (RankedItem(1, "1", 0.5, "b", {}, 0.5, "m"), RankedItem(0, "0", 0.25, "a", {}, 0.25, "m"))
+    for value, expected in [
+        *zip(built, (Document("a", "0"), Document("b", "1"), Document("5", "1")), strict=True),
+        *zip(items, made, strict=True),
+    ]:
+        assert type(value) is type(expected) and value == expected
+        assert pickle.loads(pickle.dumps(value)) == expected and copy.deepcopy(value) == expected
+        assert dataclasses.asdict(value) == dataclasses.asdict(expected) and repr(value) == repr(expected)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.text = "changed"  # type: ignore[misc]
 
 
 def test_one_pass_collects_clipped_texts() -> None:
