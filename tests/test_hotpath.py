@@ -17,7 +17,7 @@ from router.catalog import LatencyParams
 from router.documents import Document, normalize_documents, normalize_for_scoring
 from router.errors import MalformedResponseError
 from router.executor import _validate
-from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts
+from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_stats
 from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
 from router.result import RankedItem
 from router.tokens import EstimatedTokenCounter
@@ -41,6 +41,21 @@ def test_estimated_counts_from_known_lengths_match_the_counter() -> None:
         texts = ["x" * rng.randint(0, 40) for _ in range(rng.randint(1, 6))]
         lengths = list(map(len, texts))
         assert _estimated_counts(counter, "qq", texts, lengths, max(lengths)) == counter.count(["qq", *texts])
+
+
+def test_estimated_stats_carry_the_sums_a_full_pass_gives() -> None:
+    rng = random.Random(7)
+    for ratio in (4.49, 4.52, 3.0):
+        counter = EstimatedTokenCounter("f", ratio)
+        for _ in range(50):
+            texts = ["w" * rng.randrange(0, 3000) for _ in range(rng.randrange(0, 40))]
+            found = _estimated_stats(counter, "a query", texts)
+            assert found is not None
+            counts, sq_sum, top = found
+            fast = TokenStats._of("f", False, counts[0], tuple(counts[1:]), sq_sum, top)
+            plain = TokenStats("f", False, *counter.count(["a query", *texts])[:1], tuple(counter.count(texts)))
+            assert fast == plain and pickle.loads(pickle.dumps(fast)) == plain
+            assert (fast.doc_sum, fast.doc_sq_sum, fast.doc_max) == (plain.doc_sum, plain.doc_sq_sum, plain.doc_max)
 
 
 def test_count_tables_grow_and_stop_at_their_bound() -> None:
