@@ -19,7 +19,7 @@ from router.errors import MalformedResponseError
 from router.executor import _validate
 from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_stats
 from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
-from router.result import RankedItem
+from router.result import Explanation, OptionReport, RankedItem, RerankResult, StageReport, new_rerank_result, new_stage_report
 from router.tokens import EstimatedTokenCounter
 
 
@@ -119,6 +119,27 @@ def test_shell_built_documents_and_items_are_the_public_types() -> None:
         assert dataclasses.asdict(value) == dataclasses.asdict(expected) and repr(value) == repr(expected)
         with pytest.raises(dataclasses.FrozenInstanceError):
             value.text = "changed"  # type: ignore[misc]
+
+
+def test_result_constructors_build_the_public_types() -> None:
+    """``new_stage_report`` / ``new_rerank_result`` (slotted shells) give what the classes' own
+    constructors give, defaults included, and the same frozen, picklable instances."""
+    stage = {"backend": "c", "model": "m", "candidates_in": 3, "ok": True, "latency_ms": 1.5}
+    stage |= {"predicted_latency_ms": 2.0, "cost_usd": 0.001, "predicted_cost_usd": None}
+    fast, plain = new_stage_report(**stage), StageReport(**stage)
+    explanation = Explanation("p", "c", "why", (), (OptionReport("c", 1.0, None, 0.5, (), ("n",)),), ())
+    common = {"request_id": "r", "items": (), "top_n": 3, "stages": (plain,), "latency_ms": 1.0}
+    common |= {"predicted_latency_ms": 2.0, "predicted_cost_usd": 0.1, "actual_cost_usd": None, "degraded": False}
+    common |= {"degraded_reason": None, "explanation": explanation, "arm": "a"}
+    pairs = [(fast, plain), (new_rerank_result(**common), RerankResult(**common))]
+    for value, expected in pairs:
+        assert type(value) is type(expected) and value == expected and repr(value) == repr(expected)
+        assert pickle.loads(pickle.dumps(value)) == expected and copy.deepcopy(value) == expected
+        assert dataclasses.asdict(value) == dataclasses.asdict(expected) and value.to_dict() == expected.to_dict()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.latency_ms = 0.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        new_stage_report(backend="c")  # a field without a default is required, as in the constructor
 
 
 def test_one_pass_collects_clipped_texts() -> None:
