@@ -278,7 +278,7 @@ class RerankResult:
 
     @property
     def indices(self) -> tuple[int, ...]:
-        return tuple(item.index for item in self.items)
+        return tuple([item.index for item in self.items])  # a list first: faster than a generator
 
     @property
     def backends(self) -> tuple[str, ...]:

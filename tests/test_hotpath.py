@@ -207,3 +207,15 @@ def test_cohere_fast_json_reads_answers_as_json_does() -> None:
         assert fast == expected and [type(v) for v in fast.values] == [type(v) for v in expected.values]
         assert all(math.copysign(1, a) == math.copysign(1, b) for a, b in zip(fast.values, expected.values, strict=True))
     assert taken > 500
+
+
+def test_request_ids_are_uuid4_hex() -> None:
+    import uuid
+
+    from router.request import _uuid4_hex
+
+    ids = {_uuid4_hex() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == value and len(value) == 32
