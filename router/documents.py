@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,25 +119,30 @@ def _one(item: object, position: int) -> Document:
     )
 
 
-_new = object.__new__
-_set = object.__setattr__
+class _DocumentShell:
+    """A Document's slots without the frozen ``__setattr__``: filled by plain attribute stores,
+    then turned into a :class:`Document` by ``__class__`` assignment (same slots, same layout; an
+    instance of a frozen dataclass built field by field costs a call per field)."""
+
+    __slots__ = Document.__slots__  # the same names in the same order: the layouts match
+
+    def __init__(self, text: str, doc_id: str, metadata: FrozenMap) -> None:
+        self.text = text
+        self.id = doc_id
+        self.metadata = metadata
+        self.__class__ = Document  # type: ignore[assignment]
 
 
-# The slots' own setters (what the frozen __init__ reaches through object.__setattr__).
-_SET_TEXT, _SET_ID, _SET_METADATA = (Document.__dict__[name].__set__ for name in ("text", "id", "metadata"))
+assert _DocumentShell.__slots__ == Document.__slots__ and _DocumentShell.__basicsize__ == Document.__basicsize__
+
 _N_IDS = 1024
 _PLAIN_STR = {str}
 _IDS = tuple(map(str, range(_N_IDS)))
 """Positions as ids, made once."""
 
 
-def _document(text: str, doc_id: str, metadata: FrozenMap) -> Document:
-    """A Document from fields already checked by :func:`_checked` (no second check)."""
-    document: Document = _new(Document)
-    _set(document, "text", text)
-    _set(document, "id", doc_id)
-    _set(document, "metadata", metadata)
-    return document
+_document: Callable[[str, str, FrozenMap], Document] = _DocumentShell  # type: ignore[assignment]
+"""A Document from fields already checked by :func:`_checked` (no second check)."""
 
 
 def normalize_documents(documents: object, *, max_documents: int | None = None) -> tuple[Document, ...]:
@@ -176,16 +181,10 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
             "pre-filter the candidates or raise the limit in config"
         )
     cap = max_chars if max_chars is not None else -1
-    new, set_text, set_id, set_metadata = _new, _SET_TEXT, _SET_ID, _SET_METADATA
+    shell = _document
     if count <= _N_IDS and set(map(type, documents)) == _PLAIN_STR:
         # Only plain strings: their ids are their positions, unique by construction; nothing to check.
-        plain: list[Document] = []
-        for text, doc_id in zip(documents, _IDS, strict=False):
-            document = new(Document)
-            set_text(document, text)
-            set_id(document, doc_id)
-            set_metadata(document, _EMPTY)
-            plain.append(document)
+        plain: list[Document] = [shell(text, doc_id, _EMPTY) for text, doc_id in zip(documents, _IDS, strict=False)]
         if cap < 0 or max(map(len, documents)) <= cap:
             return Normalized(tuple(plain), tuple(documents), sum(map(len, documents)), 0)
         texts = tuple(t if len(t) <= cap else t[:cap] for t in documents)
@@ -197,10 +196,7 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
     for position, item in enumerate(documents):
         if type(item) is str:  # the common case, inline: no call, no check beyond the type
             doc_id = _IDS[position] if position < _N_IDS else str(position)
-            document = new(Document)
-            set_text(document, item)
-            set_id(document, doc_id)
-            set_metadata(document, _EMPTY)
+            document = shell(item, doc_id, _EMPTY)
         else:
             document = _one(item, position)
             doc_id = document.id

@@ -43,7 +43,7 @@ from router.latency import LatencyEstimator
 from router.plan import Estimate, Option, Plan
 from router.request import RequestOptions, RerankRequest, build_request
 from router.resilience.breaker import BreakerStore
-from router.result import Explanation, RankedItem, RerankResult, StageReport
+from router.result import Explanation, RankedItem, RerankResult, StageReport, new_rerank_result
 from router.scores import NO_SCORES_NOTE, ScoreBook
 from router.settings import Budgets
 from router.sync import LoopThread
@@ -445,7 +445,7 @@ class Router:
             notes = (*notes, scored.note)
         if assignment is not None and arm is None:
             notes = (*notes, f"experiment {assignment.experiment}: arm {assignment.arm} ({assignment.reason})")
-        return RerankResult(
+        return new_rerank_result(
             request_id=request.request_id,
             items=items,
             top_n=request.top_n,

@@ -44,7 +44,7 @@ from router.plan import Estimate, Evidence, Option, Plan, Rejection, Stage
 from router.resilience import BackendLimits, CircuitBreaker, LatencyWindow, LimitPolicy, ResiliencePolicy, hedged, retrying
 from router.resilience.breaker import BreakerState, BreakerStore
 from router.resilience.retry import release
-from router.result import StageReport
+from router.result import StageReport, new_stage_report
 from router.secrets import redact
 
 __all__ = ["FALLBACK_MARGIN_MS", "Execution", "Executor"]
@@ -539,7 +539,7 @@ class Executor:
         cost = None if billed is None else billed_cost_usd(backend.spec, billed, elapsed)
         if cut_usd:
             cost = cut_usd + (cost or 0.0)
-        return StageReport(
+        return new_stage_report(
             backend=stage.backend,
             model=backend.spec.model,
             candidates_in=n,

@@ -39,6 +39,23 @@ class TokenStats:
         object.__setattr__(self, "doc_sq_sum", sum(map(operator.mul, docs, docs)))
         object.__setattr__(self, "doc_max", max(docs, default=0))
 
+    @classmethod
+    def _of(cls, family: str, exact: bool, query: int, docs: tuple[int, ...], doc_sq_sum: int, doc_max: int) -> TokenStats:
+        """``TokenStats(family, exact, query, docs)`` where the caller already has Σ docs² and
+        max(docs) (the estimated counts' tables give both without a pass)."""
+        stats = _new(cls)
+        for name, value in (
+            ("family", family),
+            ("exact", exact),
+            ("query", query),
+            ("docs", docs),
+            ("doc_sum", sum(docs)),
+            ("doc_sq_sum", doc_sq_sum),
+            ("doc_max", doc_max),
+        ):
+            _set(stats, name, value)
+        return stats
+
     @property
     def total(self) -> int:
         return self.doc_sum
@@ -69,6 +86,10 @@ entries, about 2 MB, per ratio)."""
 _COUNT_TABLE_RATIOS = 8
 """Tables kept (one per chars-per-token ratio; the catalog's families use three); other ratios count as usual."""
 _count_tables: dict[float, list[int]] = {}
+_square_tables: dict[float, tuple[list[int], list[int]]] = {}
+"""Per ratio: (the count table it was made from, each count squared)."""
+_new = object.__new__
+_set = object.__setattr__
 
 
 def _count_table(ratio: float, longest: int) -> list[int] | None:
@@ -93,16 +114,29 @@ def _estimated_counts(
     """``counter.count([query, *texts])`` for an :class:`EstimatedTokenCounter`, from its
     :func:`_count_table` in C-level passes; None where there is no table (count as usual).
     ``lengths`` / ``longest``: the texts' lengths and the longest, where the caller knows them."""
+    found = _estimated_stats(counter, query, texts, lengths, longest)
+    return None if found is None else found[0]
+
+
+def _estimated_stats(
+    counter: TokenCounter, query: str, texts: Sequence[str], lengths: Sequence[int] | None = None, longest: int | None = None
+) -> tuple[list[int], int, int] | None:
+    """:func:`_estimated_counts`, with the texts' Σ count² and largest count: a count is a
+    non-decreasing function of the length, so the longest text has the largest."""
     if type(counter) is not EstimatedTokenCounter:
         return None
     if lengths is None:
         lengths = list(map(len, texts))
     if longest is None:
         longest = max(lengths, default=0)
-    table = _count_table(counter.chars_per_token, max(len(query), longest))
+    ratio = counter.chars_per_token
+    table = _count_table(ratio, max(len(query), longest))
     if table is None:
         return None
-    return [table[len(query)], *map(table.__getitem__, lengths)]
+    squares = _square_tables.get(ratio)
+    if squares is None or squares[0] is not table:
+        squares = _square_tables[ratio] = (table, [n * n for n in table])
+    return [table[len(query)], *map(table.__getitem__, lengths)], sum(map(squares[1].__getitem__, lengths)), table[longest]
 
 
 def extract_features(
@@ -130,7 +164,7 @@ def extract_features(
     notes: list[str] = []
     reads = read_tokens or {}
     # Families whose counters count alike (estimates at one ratio) share one count of the same prefixes.
-    shared: dict[tuple[float, int], list[int]] = {}
+    shared: dict[tuple[float, int], tuple[list[int], int, int]] = {}
     for family in sorted(set(families)):
         limit = reads.get(family)
         cap = max_document_chars if limit is None else min(max_document_chars, limit * CHARS_PER_TOKEN_BOUND)
@@ -147,15 +181,16 @@ def extract_features(
                     f"of the {max(time_left_ms, 0.0):.0f} ms left"
                 )
         key = (counter.chars_per_token, min(cap, longest)) if type(counter) is EstimatedTokenCounter else None
-        counts = shared.get(key) if key is not None else None
-        if counts is None:
-            if key is not None:
-                known = lengths if whole else None
-                counts = _estimated_counts(counter, request.query, clipped, known, min(cap, longest))
-            if counts is None:
-                counts = counter.count([request.query, *clipped])
-            if key is not None:
-                shared[key] = counts
+        found = shared.get(key) if key is not None else None
+        if found is None and key is not None:
+            found = _estimated_stats(counter, request.query, clipped, lengths if whole else None, min(cap, longest))
+            if found is not None:
+                shared[key] = found
+        if found is not None:
+            counts, sq_sum, top = found
+            stats[family] = TokenStats._of(family, counter.exact, counts[0], tuple(counts[1:]), sq_sum, top)
+            continue
+        counts = counter.count([request.query, *clipped])
         stats[family] = TokenStats(family=family, exact=counter.exact, query=counts[0], docs=tuple(counts[1:]))
     domain = str(request.context.get("domain") or default_domain)
     return Features(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import unicodedata
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -138,6 +138,16 @@ def _check_number(name: str, value: object, *, low: float, high: float, low_incl
     return number
 
 
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+
+
+def _uuid4_hex() -> str:
+    """``uuid.uuid4().hex`` (16 bytes of ``os.urandom``, the version and variant bits set) without
+    building a UUID object."""
+    return f"{int.from_bytes(os.urandom(16), 'big') & _UUID4_CLEAR | _UUID4_SET:032x}"
+
+
 def build_request(
     query: object,
     documents: object,
@@ -203,7 +213,7 @@ def build_request(
         max_cost_usd=cost if cost is not None else default_max_cost_usd,
         constraints=merged,
         context=ctx,
-        request_id=str(ctx.get("request_id") or uuid.uuid4().hex),
+        request_id=str(ctx.get("request_id") or _uuid4_hex()),
         clipped_documents=clipped,
         notes=tuple(notes),
         scoring_texts=normalized.texts,

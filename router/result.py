@@ -19,8 +19,6 @@ from router.plan import Option, Plan
 
 __all__ = ["Explanation", "OptionReport", "RankedItem", "RerankResult", "StageReport"]
 
-_new = object.__new__
-
 
 @dataclass(frozen=True, slots=True)
 class RankedItem:
@@ -60,7 +58,7 @@ class RankedItem:
         each position ``i`` in ``order`` (``d = documents[i]``; a missing ``raw_of`` or
         ``scored_by_of`` gives None), as the constructor would build them (the router's hot path:
         the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
-        new, frozen = _new, FrozenMap
+        frozen, shell = FrozenMap, _ItemShell
         same = raw_of is score_of  # scores as the backend gave them (the common case): one lookup
         raw_of = raw_of or _none
         scored_by_of = scored_by_of or _none
@@ -72,16 +70,8 @@ class RankedItem:
             if type(metadata) is not frozen:
                 append(cls(i, d.id, score_of(i), d.text, metadata, raw_of(i), scored_by_of(i)))
                 continue
-            item = new(cls)
             score = score_of(i)
-            _SET_INDEX(item, i)
-            _SET_ID(item, d.id)
-            _SET_SCORE(item, score)
-            _SET_TEXT(item, d.text)
-            _SET_METADATA(item, metadata)
-            _SET_RAW(item, score if same else raw_of(i))
-            _SET_BY(item, scored_by_of(i))
-            append(item)
+            append(shell(i, d.id, score, d.text, metadata, score if same else raw_of(i), scored_by_of(i)))  # type: ignore[arg-type]
         return tuple(out)
 
 
@@ -89,10 +79,50 @@ def _none(_: int) -> None:
     return None
 
 
-# The slots' own setters (what the frozen __init__ reaches through object.__setattr__).
-_SET_INDEX, _SET_ID, _SET_SCORE, _SET_TEXT, _SET_METADATA, _SET_RAW, _SET_BY = (
-    RankedItem.__dict__[name].__set__ for name in ("index", "id", "score", "text", "metadata", "raw_score", "scored_by")
-)
+class _ItemShell:
+    """A RankedItem's slots without the frozen ``__setattr__``: filled by plain attribute stores,
+    then turned into a :class:`RankedItem` by ``__class__`` assignment (same slots, same layout;
+    the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
+
+    __slots__ = RankedItem.__slots__  # the same names in the same order: the layouts match
+
+    def __init__(
+        self, index: int, id: str, score: float | None, text: str, metadata: FrozenMap, raw: float | None, by: str | None
+    ) -> None:
+        self.index = index
+        self.id = id
+        self.score = score
+        self.text = text
+        self.metadata = metadata
+        self.raw_score = raw
+        self.scored_by = by
+        self.__class__ = RankedItem  # type: ignore[assignment]
+
+
+assert _ItemShell.__slots__ == RankedItem.__slots__ and _ItemShell.__basicsize__ == RankedItem.__basicsize__
+
+
+def _shell_of(cls: type[Any]) -> Callable[..., Any]:
+    """A constructor for the frozen, slotted dataclass ``cls`` with its ``__init__``'s signature
+    (the same fields, order and defaults; none may have a default factory or a post-init): it
+    fills a slotted shell of the same layout by plain attribute stores and assigns ``__class__``,
+    where the frozen ``__init__`` calls ``object.__setattr__`` once per field. For results built
+    on every call."""
+    fields = dataclasses.fields(cls)
+    assert not hasattr(cls, "__post_init__") and all(f.init and f.default_factory is dataclasses.MISSING for f in fields)
+    namespace: dict[str, Any] = {"_cls": cls}
+    params, body = [], []
+    for f in fields:
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    self.{f.name} = {f.name}")
+    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n    self.__class__ = _cls\n", namespace)
+    shell = type(f"_{cls.__name__}Shell", (), {"__slots__": cls.__slots__, "__init__": namespace["__init__"]})
+    assert shell.__basicsize__ == cls.__basicsize__ and cls.__dict__.get("__weakref__") is None
+    return shell
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +187,9 @@ class Explanation:
                 known = names[id(option)] = option.name
             return known
 
+        report = _new_option_report
         options = tuple(
-            OptionReport(
+            report(
                 name=name(a.option),
                 latency_ms=a.option.estimate.latency_ms,
                 cost_usd=a.option.estimate.cost_usd,
@@ -168,7 +199,7 @@ class Explanation:
             )
             for a in plan.assessed
         )
-        return cls(
+        return (_new_explanation if cls is Explanation else cls)(
             policy=plan.policy,
             chosen=name(plan.primary),
             reason=plan.reason,
@@ -247,7 +278,7 @@ class RerankResult:
 
     @property
     def indices(self) -> tuple[int, ...]:
-        return tuple(item.index for item in self.items)
+        return tuple([item.index for item in self.items])  # a list first: faster than a generator
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -283,3 +314,10 @@ def _json_value(value: object) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [_json_value(v) for v in value]
     return str(value)
+
+
+# Constructors for the results built on every call (see _shell_of): the same classes, the same values.
+new_stage_report: Callable[..., StageReport] = _shell_of(StageReport)
+new_rerank_result: Callable[..., RerankResult] = _shell_of(RerankResult)
+_new_option_report: Callable[..., OptionReport] = _shell_of(OptionReport)
+_new_explanation: Callable[..., Explanation] = _shell_of(Explanation)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import pickle
@@ -12,12 +14,12 @@ import pytest
 
 from router.backends.base import Scores
 from router.catalog import LatencyParams
-from router.documents import normalize_documents, normalize_for_scoring
+from router.documents import Document, normalize_documents, normalize_for_scoring
 from router.errors import MalformedResponseError
 from router.executor import _validate
-from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts
+from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_stats
 from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
-from router.result import RankedItem
+from router.result import Explanation, OptionReport, RankedItem, RerankResult, StageReport, new_rerank_result, new_stage_report
 from router.tokens import EstimatedTokenCounter
 
 
@@ -39,6 +41,21 @@ def test_estimated_counts_from_known_lengths_match_the_counter() -> None:
         texts = ["x" * rng.randint(0, 40) for _ in range(rng.randint(1, 6))]
         lengths = list(map(len, texts))
         assert _estimated_counts(counter, "qq", texts, lengths, max(lengths)) == counter.count(["qq", *texts])
+
+
+def test_estimated_stats_carry_the_sums_a_full_pass_gives() -> None:
+    rng = random.Random(7)
+    for ratio in (4.49, 4.52, 3.0):
+        counter = EstimatedTokenCounter("f", ratio)
+        for _ in range(50):
+            texts = ["w" * rng.randrange(0, 3000) for _ in range(rng.randrange(0, 40))]
+            found = _estimated_stats(counter, "a query", texts)
+            assert found is not None
+            counts, sq_sum, top = found
+            fast = TokenStats._of("f", False, counts[0], tuple(counts[1:]), sq_sum, top)
+            plain = TokenStats("f", False, *counter.count(["a query", *texts])[:1], tuple(counter.count(texts)))
+            assert fast == plain and pickle.loads(pickle.dumps(fast)) == plain
+            assert (fast.doc_sum, fast.doc_sq_sum, fast.doc_max) == (plain.doc_sum, plain.doc_sq_sum, plain.doc_max)
 
 
 def test_count_tables_grow_and_stop_at_their_bound() -> None:
@@ -83,6 +100,46 @@ def test_ranked_items_built_fast_equal_the_constructor() -> None:
     ]
     with pytest.raises(AttributeError):
         items[0].score = 1.0  # type: ignore[misc]
+
+
+def test_shell_built_documents_and_items_are_the_public_types() -> None:
+    """Documents and RankedItems filled through their shells (``__class__`` assignment) are
+    indistinguishable from constructed ones: type, equality, pickle, deepcopy, asdict, frozen."""
+    built = normalize_documents(["a", "b"]) + normalize_documents(["x", {"text": "5"}])[1:]  # plain-string and mixed paths
+    assert [type(d) for d in built] == [Document] * 3
+    assert built == (Document("a", "0"), Document("b", "1"), Document("5", "1"))
+    items = RankedItem._many(built, [1, 0], {1: 0.5, 0: 0.25}.get, {1: 0.5, 0: 0.25}.get, {1: "m", 0: "m"}.get)
+    made = (RankedItem(1, "1", 0.5, "b", {}, 0.5, "m"), RankedItem(0, "0", 0.25, "a", {}, 0.25, "m"))
+    for value, expected in [
+        *zip(built, (Document("a", "0"), Document("b", "1"), Document("5", "1")), strict=True),
+        *zip(items, made, strict=True),
+    ]:
+        assert type(value) is type(expected) and value == expected
+        assert pickle.loads(pickle.dumps(value)) == expected and copy.deepcopy(value) == expected
+        assert dataclasses.asdict(value) == dataclasses.asdict(expected) and repr(value) == repr(expected)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.text = "changed"  # type: ignore[misc]
+
+
+def test_result_constructors_build_the_public_types() -> None:
+    """``new_stage_report`` / ``new_rerank_result`` (slotted shells) give what the classes' own
+    constructors give, defaults included, and the same frozen, picklable instances."""
+    stage = {"backend": "c", "model": "m", "candidates_in": 3, "ok": True, "latency_ms": 1.5}
+    stage |= {"predicted_latency_ms": 2.0, "cost_usd": 0.001, "predicted_cost_usd": None}
+    fast, plain = new_stage_report(**stage), StageReport(**stage)
+    explanation = Explanation("p", "c", "why", (), (OptionReport("c", 1.0, None, 0.5, (), ("n",)),), ())
+    common = {"request_id": "r", "items": (), "top_n": 3, "stages": (plain,), "latency_ms": 1.0}
+    common |= {"predicted_latency_ms": 2.0, "predicted_cost_usd": 0.1, "actual_cost_usd": None, "degraded": False}
+    common |= {"degraded_reason": None, "explanation": explanation, "arm": "a"}
+    pairs = [(fast, plain), (new_rerank_result(**common), RerankResult(**common))]
+    for value, expected in pairs:
+        assert type(value) is type(expected) and value == expected and repr(value) == repr(expected)
+        assert pickle.loads(pickle.dumps(value)) == expected and copy.deepcopy(value) == expected
+        assert dataclasses.asdict(value) == dataclasses.asdict(expected) and value.to_dict() == expected.to_dict()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.latency_ms = 0.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        new_stage_report(backend="c")  # a field without a default is required, as in the constructor
 
 
 def test_one_pass_collects_clipped_texts() -> None:
@@ -150,3 +207,15 @@ def test_cohere_fast_json_reads_answers_as_json_does() -> None:
         assert fast == expected and [type(v) for v in fast.values] == [type(v) for v in expected.values]
         assert all(math.copysign(1, a) == math.copysign(1, b) for a, b in zip(fast.values, expected.values, strict=True))
     assert taken > 500
+
+
+def test_request_ids_are_uuid4_hex() -> None:
+    import uuid
+
+    from router.request import _uuid4_hex
+
+    ids = {_uuid4_hex() for _ in range(2000)}
+    assert len(ids) == 2000
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == value and len(value) == 32

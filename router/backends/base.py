@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 from router.catalog import BackendSpec
 from router.tokens import TokenCounter
 
-__all__ = ["Availability", "Backend", "Scores", "Usage", "attach_billed", "billed_of"]
+__all__ = ["AVAILABLE", "Availability", "Backend", "Scores", "Usage", "attach_billed", "billed_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,10 @@ class Availability:
     reason: str = ""
     warm: bool = True
     """False while an in-process model is not loaded yet: its first call pays spec.cold_start_ms."""
+
+
+AVAILABLE = Availability(True)
+"""Usable and warm (frozen: one serves every backend's answer)."""
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from router.backends.base import Availability, Backend, Scores
+from router.backends.base import AVAILABLE, Availability, Backend, Scores
 from router.catalog import BackendSpec
 from router.errors import MissingDependencyError
 from router.tokens import TokenCounter
@@ -51,6 +51,8 @@ class LexicalBackend(Backend):
         return f"LexicalBackend(name={self.name!r})"
 
     def availability(self) -> Availability:
+        if sys.modules.get("bm25s") is not None:  # imported: no search of the path
+            return AVAILABLE
         if importlib.util.find_spec("bm25s") is None:
             return Availability(False, "bm25s is not installed: pip install 'rerank-router[lexical]'")
         return Availability(True, warm="bm25s" in sys.modules)

@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from router.backends.base import Availability, Backend, Scores, Usage, attach_billed, billed_of
+from router.backends.base import AVAILABLE, Availability, Backend, Scores, Usage, attach_billed, billed_of
 from router.backends.batching import counts_tokens, plan_batches, split_request
 from router.backends.wire import WireErrors
 from router.catalog import BackendSpec
@@ -473,9 +473,9 @@ class RemoteBackend(Backend):
             if not self._sdk_installed:
                 return Availability(False, f"{self.requires} is not installed: pip install 'rerank-router[{self.extra}]'")
         env = self.config.api_key_env
-        if env and read_api_key(env) is None:
+        if env and not os.environ.get(env, "").strip():  # what read_api_key reads, without a SecretStr
             return Availability(False, f"no API key: the environment variable {env} is not set")
-        return Availability(True)
+        return AVAILABLE
 
     def token_counter(self) -> TokenCounter | None:
         return None

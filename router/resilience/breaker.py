@@ -61,6 +61,10 @@ class BreakerRecord:
     probe_in_flight: bool = False
 
 
+_CLOSED = BreakerRecord()
+"""The closed, failure-free record (frozen: one serves every read and every reset)."""
+
+
 class BreakerStore(Protocol):
     def load(self, name: str) -> BreakerRecord: ...
 
@@ -80,7 +84,7 @@ class InMemoryBreakerStore:
         self._records: dict[str, BreakerRecord] = {}
 
     def load(self, name: str) -> BreakerRecord:
-        return self._records.get(name, BreakerRecord())
+        return self._records.get(name, _CLOSED)
 
     def save(self, name: str, record: BreakerRecord) -> None:
         self._records[name] = record
@@ -133,7 +137,7 @@ class CircuitBreaker:
 
     def on_success(self) -> None:
         with self._lock:
-            self._store.save(self.name, BreakerRecord())
+            self._store.save(self.name, _CLOSED)
 
     def on_failure(self) -> None:
         with self._lock:
