@@ -353,17 +353,7 @@ class Executor:
                     spend,
                 )
             except Exception as exc:
-                report = self._report(
-                    stage,
-                    backend,
-                    len(subset),
-                    started,
-                    predicted,
-                    error=_describe(exc, stage.backend),
-                    attempts=tally.attempts,
-                    rejected=tally.rejected,
-                    cut_usd=tally.cut_usd,
-                )
+                report = self._failed(stage, backend, len(subset), started, predicted, exc, tally)
                 _drop_tracebacks(exc)
                 if position == 0:
                     return None, report
@@ -444,17 +434,7 @@ class Executor:
             else:
                 result, followed = await self._shared(coalescer, cache.flight_key(name, missing), call, deadline, name)
         except Exception as exc:
-            report = self._report(
-                stage,
-                backend,
-                len(subset),
-                started,
-                predicted,
-                error=_describe(exc, name),
-                attempts=tally.attempts,
-                rejected=tally.rejected,
-                cut_usd=tally.cut_usd,
-            )
+            report = self._failed(stage, backend, len(subset), started, predicted, exc, tally)
             _drop_tracebacks(exc)
             return None, dataclasses.replace(report, cached=n_cached, cache_misses=len(missing))
         fresh = dict(zip(missing, result.scores.values, strict=True))
@@ -551,6 +531,22 @@ class Executor:
             error=error,
             attempts=call.attempts if call else attempts,
             hedged=call.hedged if call else False,
+        )
+
+    def _failed(
+        self, stage: Stage, backend: Backend, n: int, started: float, predicted: Estimate | None, exc: Exception, tally: _Tally
+    ) -> StageReport:
+        """A failed stage's report: the error, the calls made and what they were billed (rejected or unreadable)."""
+        return self._report(
+            stage,
+            backend,
+            n,
+            started,
+            predicted,
+            error=_describe(exc, stage.backend),
+            attempts=tally.attempts,
+            rejected=tally.rejected,
+            cut_usd=tally.cut_usd,
         )
 
     def _refusal(self, option: Option, error: ConstraintViolationError) -> StageReport:
