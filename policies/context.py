@@ -18,9 +18,10 @@ from router.constraints import Constraints
 from router.features import Features
 from router.plan import Option, Plan, Rejection, Stage
 
-_NOTHING_CACHED: Mapping[str, Mapping[int, float]] = MappingProxyType({})
+NOTHING_CACHED: Mapping[str, Mapping[int, float]] = MappingProxyType({})
+"""No backend has cached scores (the planning context's default)."""
 
-__all__ = ["BackendView", "PlanningContext", "Policy", "Rule", "SortKey"]
+__all__ = ["NOTHING_CACHED", "BackendView", "PlanningContext", "Policy", "Rule", "SortKey"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ class PlanningContext:
     max_cost_usd: float | None
     backends: Mapping[str, BackendView]
     estimate: Callable[[tuple[Stage, ...]], Option]
-    cached: Mapping[str, Mapping[int, float]] = field(default_factory=lambda: _NOTHING_CACHED)
+    cached: Mapping[str, Mapping[int, float]] = field(default_factory=lambda: NOTHING_CACHED)  # a mappingproxy: no plain default
     """Per backend with a score cache (router.cache), document index -> its cached score; the
     estimates already price and time only the uncached documents."""
     budget: BudgetSignal | None = None

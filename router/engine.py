@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, Unpack
 
 from policies.base import BackendView, PlanningContext, Policy
+from policies.context import NOTHING_CACHED
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
 from router.accounting.budget import BudgetWindow, observe_request, plan_signal
@@ -351,9 +352,8 @@ class Router:
             max_cost_usd=request.max_cost_usd,
             backends=MappingProxyType(views),
             estimate=estimator.estimate,
+            cached=NOTHING_CACHED if hits is None else hits,
         )
-        if hits is not None:
-            ctx = dataclasses.replace(ctx, cached=hits)
         if self.budget_window is None:
             return ctx
         return dataclasses.replace(ctx, budget=plan_signal(self.budget_window, ctx))  # router.accounting.budget
