@@ -462,23 +462,10 @@ def adaptive_section(
     rows: list[dict[str, Any]] = []
     sweep_runs: list[RunResult] = []
     for share in ADAPTIVE_SHARES:
-        target = share * strongest.cost_mean
-        cvs = [
-            cross_validate_adaptive(
-                harness,
-                option_runs,
-                options,
-                folds=args.folds,
-                seed=seed,
-                target_cost=target,
-                scores=scores,
-                retriever_features=False,  # this section is the per-request policy on the first stage's evidence only
-                label=f"adaptive (CV, mean cost {share:.0%})" + ("" if seed == seeds[0] else f" seed {seed}"),
-            )
-            for seed in seeds
-        ]
+        # This section is the per-request policy on the first stage's evidence only (no retriever features).
+        cvs = _adaptive_cvs(harness, option_runs, options, args, seeds, share, strongest, scores, "", retriever=False)
         sweep_runs.append(cvs[0].run)
-        rows.append(_sweep_row(share, target, cvs, fixed, strongest))
+        rows.append(_sweep_row(share, share * strongest.cost_mean, cvs, fixed, strongest))
     # How much labelled data before it beats the curve: each fold fitted on a sample of its training queries,
     # at the 30% target, against the constrained policy (today's curve) cross-validated at a 30% ceiling.
     data_needed: list[dict[str, Any]] = []
@@ -557,8 +544,6 @@ def budget_section(
     queries are one request stream (fold after fold, each query routed by the model of the fold that held it out)
     through a ``budgets.mean_cost`` window of ``share`` x the strongest tier's predicted cost per request; the price
     of quality each fold calibrates on its training queries is the controller's starting point."""
-    from router.accounting.budget import MeanCostWindow
-    from router.budget import MeanCostBudget
     from router.offline.evaluation import first_stage_of
 
     seeds = list(range(args.seeds))
@@ -570,23 +555,20 @@ def budget_section(
     for label, retriever, windowed in BUDGET_VARIANTS:
         rows: list[dict[str, Any]] = []
         for share in ADAPTIVE_SHARES:
-            target = share * strongest.cost_mean
-            cvs = [
-                cross_validate_adaptive(
-                    harness,
-                    option_runs,
-                    options,
-                    folds=args.folds,
-                    seed=seed,
-                    target_cost=target,
-                    scores=scores,
-                    retriever_features=retriever,
-                    window=MeanCostWindow(MeanCostBudget(share=share, of=of, window=BUDGET_WINDOW)) if windowed else None,
-                    label=f"adaptive {label} (CV, mean cost {share:.0%}) seed {seed}",
-                )
-                for seed in seeds
-            ]
-            row = _sweep_row(share, target, cvs, fixed, strongest)
+            cvs = _adaptive_cvs(
+                harness,
+                option_runs,
+                options,
+                args,
+                seeds,
+                share,
+                strongest,
+                scores,
+                f" {label}",
+                retriever,
+                of if windowed else None,
+            )
+            row = _sweep_row(share, share * strongest.cost_mean, cvs, fixed, strongest)
             row["features"] = list(cvs[0].models[0].features)
             row["folds_with_a_slope"] = sum(1 for c in cvs for m in c.models if any(w != 0 for w in m.slopes))
             row["fits"] = sum(len(c.models) for c in cvs)
@@ -664,6 +646,42 @@ def budget_only(args: argparse.Namespace, dataset: Dataset) -> dict[str, Any]:
     write_json(section, path)
     print(f"\nreport: {path}")
     return section
+
+
+def _adaptive_cvs(
+    harness: EvalHarness,
+    option_runs: dict[str, RunResult],
+    options: Sequence[Any],
+    args: argparse.Namespace,
+    seeds: Sequence[int],
+    share: float,
+    strongest: RunResult,
+    scores: Any,
+    label: str,
+    retriever: bool,
+    window_of: str | None = None,
+) -> list[Any]:
+    """The adaptive policy cross-validated at a mean-cost target of ``share`` of the strongest tier's
+    cost, once per fold seed; with ``window_of``, the held-out queries go through a
+    ``budgets.mean_cost`` window of that share of ``window_of``'s cost."""
+    from router.accounting.budget import MeanCostWindow
+    from router.budget import MeanCostBudget
+
+    return [
+        cross_validate_adaptive(
+            harness,
+            option_runs,
+            options,
+            folds=args.folds,
+            seed=seed,
+            target_cost=share * strongest.cost_mean,
+            scores=scores,
+            retriever_features=retriever,
+            window=None if window_of is None else MeanCostWindow(MeanCostBudget(share=share, of=window_of, window=BUDGET_WINDOW)),
+            label=f"adaptive{label} (CV, mean cost {share:.0%})" + ("" if seed == seeds[0] and not label else f" seed {seed}"),
+        )
+        for seed in seeds
+    ]
 
 
 def _sweep_row(
