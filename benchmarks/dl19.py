@@ -483,6 +483,7 @@ def adaptive_section(
                 train_size=size,
                 min_queries=1,
                 retriever_features=False,
+                without_signal=args.without_signal,
                 label=f"adaptive (CV, {size or 'all'} training queries) seed {seed}",
             ).run
             for seed in seeds
@@ -571,6 +572,7 @@ def budget_section(
             row = _sweep_row(share, share * strongest.cost_mean, cvs, fixed, strongest)
             row["features"] = list(cvs[0].models[0].features)
             row["folds_with_a_slope"] = sum(1 for c in cvs for m in c.models if any(w != 0 for w in m.slopes))
+            row["folds_by_the_curve"] = sum(1 for c in cvs for f in c.folds if f.get("without_signal") == "curve")
             row["fits"] = sum(len(c.models) for c in cvs)
             rows.append(row)
         variants[label] = rows
@@ -578,8 +580,11 @@ def budget_section(
         "procedure": "per fold seed, 5-fold CV: router.offline.fitting.fit_adaptive on the training folds (price of quality "
         "calibrated for the target on them), held-out queries routed by policies.adaptive.AdaptivePolicy with no per-query "
         f"ceiling; the window variant routes them as one stream through budgets.mean_cost (share of {of}'s predicted cost "
-        f"per request, window {BUDGET_WINDOW} requests), fresh per seed",
+        f"per request, window {BUDGET_WINDOW} requests), fresh per seed; a fold whose fit keeps no slope plans by "
+        f"--without-signal {args.without_signal} (curve: the constrained policy fitted on the same training queries, "
+        "under the target as a per-request ceiling or the window's headroom)",
         "first_stage": first,
+        "without_signal": args.without_signal,
         "of": of,
         "window": BUDGET_WINDOW,
         "reference": {"label": strongest.label, "ndcg@10": strongest.ndcg, "cost_usd": strongest.cost_mean},
@@ -591,20 +596,24 @@ def _print_budget(section: dict[str, Any], strongest: RunResult) -> None:
     print(
         f"\nadaptive under a mean-cost target, cross-validated (first stage {section['first_stage']}; "
         f"{section['variants'][BUDGET_VARIANTS[0][0]][0]['seeds']['seeds']} fold seeds; realised cost as % of "
-        f"{strongest.label}'s, mean (max) over seeds):"
+        f"{strongest.label}'s, mean (max) over seeds; a fit with no slope plans by: --without-signal "
+        f"{section['without_signal']}):"
     )
     print(
         "| variant | target | nDCG@10 mean (sd) | realised cost % | escalated | folds with a slope | best fixed at <= its cost | "
         "its nDCG@10 | diff [95% paired CI] | vs " + strongest.label + " [95% CI] |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
+    # "folds with a slope": fits that kept one; of the rest, how many the inner CV sent to the curve (c) or means (m)
     for label, rows in section["variants"].items():
         for r in rows:
             s, pf, ps = r["seeds"], r["paired_vs_best_fixed"], r["paired_vs_strongest"]
             print(
                 f"| {label} | {100 * r['target_share']:.0f}% | {s['ndcg@10']['mean']:.4f} ({s['ndcg@10']['sd']:.4f}) | "
                 f"{100 * s['cost_share']['mean']:.1f}% ({100 * s['cost_share']['max']:.1f}%) | "
-                f"{100 * r['escalated_share']:.0f}% | {r['folds_with_a_slope']}/{r['fits']} | {r['best_fixed']['label']} | "
+                f"{100 * r['escalated_share']:.0f}% | {r['folds_with_a_slope']}/{r['fits']} "
+                f"(c {r['folds_by_the_curve']}, m {r['fits'] - r['folds_with_a_slope'] - r['folds_by_the_curve']}) | "
+                f"{r['best_fixed']['label']} | "
                 f"{r['best_fixed']['ndcg@10']:.4f} | {pf['mean_difference']:+.4f} [{pf['ci95'][0]:+.4f}, {pf['ci95'][1]:+.4f}] | "
                 f"{ps['mean_difference']:+.4f} [{ps['ci95'][0]:+.4f}, {ps['ci95'][1]:+.4f}] |"
             )
@@ -677,6 +686,7 @@ def _adaptive_cvs(
             target_cost=share * strongest.cost_mean,
             scores=scores,
             retriever_features=retriever,
+            without_signal=args.without_signal,
             window=None if window_of is None else MeanCostWindow(MeanCostBudget(share=share, of=window_of, window=BUDGET_WINDOW)),
             label=f"adaptive{label} (CV, mean cost {share:.0%})" + ("" if seed == seeds[0] and not label else f" seed {seed}"),
         )
@@ -878,6 +888,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "budgets.mean_cost window) against the fixed options; writes <name>-budget.json",
     )
     parser.add_argument("--json", help="with --budget: where to write the JSON (default OUT/<name>-budget.json)")
+    parser.add_argument(
+        "--without-signal",
+        choices=("curve", "means", "cv"),
+        default="curve",
+        help="the adaptive policy where a fold's fit keeps no slope: the curve (default, as shipped), the options' mean "
+        "gains, or the better of the two by an inner cross-validation on the fold's training queries (slow)",
+    )
     args = parser.parse_args(argv)
     data = Path(args.data)
     folder = Path(args.dataset) if args.dataset else data / "trec-dl19"

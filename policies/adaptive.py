@@ -22,11 +22,12 @@ the policy is the constrained policy with today's cascade curve (``saturation_k`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -47,6 +48,7 @@ __all__ = [
     "GainModel",
     "Menu",
     "MenuItem",
+    "WithoutSignal",
     "escalation_features",
 ]
 
@@ -61,6 +63,9 @@ FEATURES: tuple[str, ...] = (
     "query_words",
 )
 """What :func:`escalation_features` returns, in order."""
+
+WithoutSignal = Literal["curve", "means"]
+"""What a model that kept no slope does (AdaptiveModel.without_signal)."""
 
 MIN_QUERIES = 20
 """A model fitted on fewer labelled queries than this is not used: the constrained policy plans instead."""
@@ -187,6 +192,13 @@ class AdaptiveModel(BaseModel):
     queries: int = 0
     """Labelled queries it was fitted on."""
     target: str = ""
+    without_signal: WithoutSignal = "curve"
+    """What the policy does if the fit kept no slope (its features told no query's gain from another's):
+    ``curve``: today's curve plans, under ``target_cost_usd`` as a per-request ceiling; ``means``: every query
+    is escalated alike by the options' measured mean gains. ``calibrate --fit-adaptive`` chooses by
+    cross-validation on the labelled queries."""
+    target_cost_usd: float | None = Field(None, ge=0)
+    """The mean cost per query the price was calibrated for (None: no target); the curve's ceiling when it plans."""
     fitted_on: str = ""
 
     @model_validator(mode="after")
@@ -203,6 +215,11 @@ class AdaptiveModel(BaseModel):
             w * (x - m) / s for w, x, m, s in zip(self.slopes, features, self.mean, self.scale, strict=True) if not math.isnan(x)
         )
         return [g.intercept + lift for g in self.options]
+
+    @property
+    def has_signal(self) -> bool:
+        """Whether the fit kept a slope: whether its features tell one query's gain from another's."""
+        return any(w != 0 for w in self.slopes)
 
 
 class AdaptiveParams(BaseModel):
@@ -307,17 +324,33 @@ class AdaptivePolicy:
         self.min_queries = min_queries
         self.saturation_k = saturation_k
         self.name = name
+        self._curve = ConstrainedPolicy(saturation_k=saturation_k)
 
     def __repr__(self) -> str:
         fitted = "none" if self.model is None else f"{len(self.model.options)} options, {self.model.queries} queries"
         return f"AdaptivePolicy(model={fitted}, min_gain_per_usd={self.min_gain_per_usd})"
 
     def _todays_curve(self, ctx: PlanningContext, why: str) -> Plan:
-        """The constrained policy's plan (today's cascade curve), with why the model is not used."""
-        inner = ConstrainedPolicy(saturation_k=self.saturation_k).plan(ctx)
+        """The constrained policy's plan (today's cascade curve), with why the model is not used.
+
+        A mean cost the model or the config targets becomes the curve's per-request ceiling (the curve
+        has no price of a dollar to steer): the budget window's headroom where one is configured, else
+        the model's target; the request's own ceiling still holds where it is lower."""
+        ceiling, source = None, ""
+        budget = ctx.budget
+        if budget is not None and budget.headroom_usd is not None:
+            ceiling, source = max(0.0, budget.headroom_usd), "the budget window's headroom"
+        elif self.model is not None and self.model.target_cost_usd is not None:
+            ceiling, source = self.model.target_cost_usd, "the model's mean-cost target"
+        capped = ctx
+        if ceiling is not None and (ctx.max_cost_usd is None or ceiling < ctx.max_cost_usd):
+            capped = dataclasses.replace(ctx, max_cost_usd=ceiling)
+            why = f"{why}; ceiling ${ceiling:.4g} ({source})"
+        inner = self._curve.plan(capped)
         reason = f"{why}: today's curve; {inner.reason}"
-        if ctx.budget is not None:  # the curve has no price of a dollar to steer: only the per-request ceiling holds
-            reason = f"{reason}; {ctx.budget.describe()} (not applied: the curve plans per request)"
+        if budget is not None:
+            applied = "applied as the ceiling" if source.startswith("the budget") else "not applied: no headroom known"
+            reason = f"{reason}; {budget.describe()} ({applied})"
         return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, reason)
 
     def plan(self, ctx: PlanningContext) -> Plan:
@@ -325,6 +358,8 @@ class AdaptivePolicy:
         if model is None or model.queries < self.min_queries:
             why = "no fitted model" if model is None else f"model fitted on {model.queries} < {self.min_queries} queries"
             return self._todays_curve(ctx, why)
+        if model.without_signal == "curve" and not model.has_signal:
+            return self._todays_curve(ctx, f"model kept no feature slope on its {model.queries} queries (no per-query signal)")
         n, top_n = ctx.features.n_candidates, ctx.features.top_n
         singles = assess(single_stage_options(ctx), ctx)
         cheap = next((a for a in singles if a.option.backends == (model.first_stage,) and a.feasible), None)

@@ -131,6 +131,26 @@ def test_too_few_queries_fall_back_to_the_curve():
     assert "today's curve" in plan.reason and plan.policy == "adaptive"
 
 
+def test_a_model_without_signal_plans_with_the_curve_under_its_mean_cost_target():
+    """No slope kept: every query would get the same predicted gains, so the curve plans instead, with the
+    model's mean-cost target as the per-request ceiling; a model with a slope routes per query."""
+    backends = {
+        "cheap": {"license": "Apache-2.0", "pricing": {"scheme": "free"}, "quality": {"web": 0.5}},
+        "strong": {"license": "Apache-2.0", "pricing": {"scheme": "per_call", "usd": 0.01}, "quality": {"web": 0.9}},
+    }
+    ctx = planning_context(backends, n=30, top_n=5)
+    flat = _model(0.0).model_copy(update={"first_stage": "cheap", "target_cost_usd": 0.005})
+    plan = create_policy("adaptive", {"model": flat.model_dump()}).plan(ctx)
+    assert "model kept no feature slope on its 40 queries (no per-query signal); ceiling $0.005" in plan.reason
+    assert "today's curve" in plan.reason and plan.primary.backends == ("cheap",)
+    rich = create_policy("adaptive", {"model": flat.model_copy(update={"target_cost_usd": 0.02}).model_dump()}).plan(ctx)
+    assert "strong" in rich.primary.backends and "today's curve" in rich.reason
+    routed = create_policy("adaptive", {"model": {**flat.model_dump(), "without_signal": "means"}}).plan(ctx)
+    assert "per query the best of" in routed.reason and routed.primary.stages[1].escalation is not None
+    sloped = create_policy("adaptive", {"model": _model(0.0, slope=0.02).model_dump()}).plan(ctx)
+    assert "today's curve" not in sloped.reason
+
+
 def test_cost_ceiling_tolerance_is_stated_and_small():
     assert 0 < COST_TOLERANCE_USD <= 1e-9
 
@@ -179,11 +199,16 @@ def test_adaptive_cv_routes_held_out_queries_and_explains(folder):
         specs = {n: harness.backends[n].spec for n in harness.available()}
         options = option_grid(specs, (2, 4))
         runs = evaluate_options(harness, options)
-        cv = cross_validate_adaptive(harness, runs, options, folds=2, seed=0, target_cost=0.005, min_queries=1)
+        cv = cross_validate_adaptive(
+            harness, runs, options, folds=2, seed=0, target_cost=0.005, min_queries=1, without_signal="cv"
+        )
         assert len(cv.run.records) == len(dataset) and len(cv.models) == 2
         assert all(m.first_stage == "bm25" for m in cv.models)
+        for fold, fitted in zip(cv.folds, cv.models, strict=True):  # 3 training queries: no slope kept
+            assert not fitted.has_signal and fold["without_signal"] == fitted.without_signal
+            assert set(fold["inner_cv"]) == {"curve", "means"}  # chosen by CV on that fold's training queries
         model = cv.models[0]
-        policy = create_policy("adaptive", {"model": model.model_dump(), "min_queries": 1})
+        policy = create_policy("adaptive", {"model": {**model.model_dump(), "without_signal": "means"}, "min_queries": 1})
         result = harness.router(policy).rerank(dataset.queries[0].text, dataset.queries[0].documents(), top_n=2)
         notes = " ".join(result.explanation.notes)
         assert "escalated" in notes  # 'escalated to strong@..' or 'not escalated: ...'
@@ -194,7 +219,7 @@ def test_calibrate_fit_adaptive_writes_the_model_and_config_reads_it(folder, cap
     profile = folder / "profile.yaml"
     code = main(
         ["--config", str(folder / "priced.yaml"), "calibrate", "--dataset", str(folder), "--no-progress", "--fit-adaptive",
-         "--fit-constrained", "--target-cost-share", "0.3", "--of", "strong", "--ks", "2", "--out", str(profile)]
+         "--target-cost-share", "0.3", "--of", "strong", "--ks", "2", "--out", str(profile)]
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr()
@@ -204,7 +229,15 @@ def test_calibrate_fit_adaptive_writes_the_model_and_config_reads_it(folder, cap
     from router.profile import policy_params
 
     params = policy_params("adaptive", {}, profile)
-    assert params["model"]["first_stage"] == "bm25" and "saturation_k" in params
+    assert params["model"]["first_stage"] == "bm25" and "saturation_k" in params  # --fit-adaptive fits the curve too
+    assert params["model"]["target_cost_usd"] == pytest.approx(0.3 * 0.01)
+    assert params["model"]["without_signal"] == "curve" and "no slope: it plans by the curve" in out.out
+    code = main(
+        ["--config", str(folder / "priced.yaml"), "calibrate", "--dataset", str(folder), "--no-progress", "--fit-adaptive",
+         "--without-signal", "cv", "--target-cost-share", "0.3", "--of", "strong", "--ks", "2", "--out", str(profile)]
+    )  # fmt: skip
+    assert code == 0 and load_profile(profile).adaptive["without_signal"] in ("curve", "means")
+    assert any("by 3-fold CV (nDCG@10 curve" in note for note in load_profile(profile).meta["notes"])
 
 
 def test_the_executor_runs_the_stage_the_rule_picks_and_keeps_a_permutation():
@@ -228,7 +261,11 @@ def test_the_executor_runs_the_stage_the_rule_picks_and_keeps_a_permutation():
         min_gain_per_usd=0.5,  # net of price: dear 0.06 - 0.5 x 0.05 = 0.035, cheap-strong 0.05 - 0.5 x 0.01 = 0.045
         queries=40,
     )
-    router = Router({"backends": {}}, backends=backends, policy=create_policy("adaptive", {"model": model.model_dump()}))
+    router = Router(
+        {"backends": {}},
+        backends=backends,
+        policy=create_policy("adaptive", {"model": {**model.model_dump(), "without_signal": "means"}}),
+    )
     docs = [f"doc {i} about words" for i in range(6)]
     result = router.rerank("words", docs, top_n=2)
     assert sorted(item.index for item in result.items) == list(range(6))

@@ -233,9 +233,13 @@ def test_the_window_is_safe_across_threads():
     assert window.state.n == pytest.approx(1600, rel=1e-3)
 
 
-def test_without_a_fitted_model_the_budget_is_reported_not_applied():
-    router = _router({"target_usd": 0.002})
-    router.policy = AdaptivePolicy(model=None)
-    plan = router.plan("q 0 gap 0.1", DOCS, top_n=10)
-    assert "no fitted model: today's curve" in plan.reason and "(not applied: the curve plans per request)" in plan.reason
-    router.close()
+def test_without_a_fitted_model_the_window_caps_the_curve():
+    """The curve has no price of a dollar: the window's headroom is its per-request ceiling."""
+    for target, strong in ((STRONG_USD / 2, False), (STRONG_USD * 2, True)):
+        router = _router({"target_usd": target})
+        router.policy = AdaptivePolicy(model=None)
+        plan = router.plan("q 0 gap 0.1", DOCS, top_n=10)
+        assert "no fitted model; ceiling $" in plan.reason and "(the budget window's headroom): today's curve" in plan.reason
+        assert plan.reason.endswith("(applied as the ceiling)")
+        assert ("strong" in plan.primary.backends) is strong
+        router.close()

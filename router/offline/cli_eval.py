@@ -172,6 +172,13 @@ def add_eval_commands(commands: Any) -> None:
         help="cascade margin threshold: escalate this share of --dataset's queries (first stage: --first-stage)",
     )
     cal.add_argument("--first-stage", help="backend whose top-1 margin gates escalation (default: the first free one)")
+    cal.add_argument(
+        "--without-signal",
+        choices=("curve", "means", "cv"),
+        default="curve",
+        help="--fit-adaptive: if the fit keeps no feature slope, plan with the constrained policy's curve (default), "
+        "escalate every query by the options' mean gains, or choose between the two by cross-validation",
+    )
     cal.add_argument("--max-cost", type=float, help="--fit-adaptive: target mean cost per query, US$")
     cal.add_argument("--max-cost-share", type=float, help="--fit-adaptive: target mean cost as a share of --of's cost")
     cal.add_argument("--no-dataset-runs", action="store_true", help="do not add the dataset folder's runs/*.run as replay tiers")
@@ -516,6 +523,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(
             f"  adaptive: first stage {adaptive['first_stage']}, {len(adaptive['options'])} strong options, {kept} feature "
             f"slope(s) kept, {adaptive['min_gain_per_usd']:.4g} nDCG@10 per $ ({adaptive['target']}; {adaptive['queries']} queries)"
+            + ("" if kept else f"; no slope: it plans by the {adaptive['without_signal']} (--without-signal)")
         )
     return 0
 
@@ -644,7 +652,7 @@ def _calibrate_on_dataset(
             examples = examples_from_runs(option_runs)
             if args.fit_adaptive:
                 adaptive = _fit_adaptive(args, harness, option_runs, options, notes)
-            if args.fit_constrained:
+            if args.fit_constrained or args.fit_adaptive:  # the adaptive policy's fallback is the curve
                 fit = fit_constrained(
                     options, [e.quality for e in examples.values()], fitted_on=f"{dataset.name} ({len(examples)} queries)"
                 )
@@ -673,7 +681,8 @@ def _calibrate_on_dataset(
 
 def _fit_adaptive(args: argparse.Namespace, harness: Any, option_runs: Any, options: Any, notes: list[str]) -> dict[str, Any]:
     """The adaptive policy fitted on every query (first stage: the free one best alone), price for the mean-cost target."""
-    from router.offline.evaluation import escalation_evidence, escalation_examples, first_stage_of
+    from router.offline.evaluation import choose_without_signal, escalation_evidence, escalation_examples, first_stage_of
+    from router.offline.evaluation.crossval import INNER_FOLDS
     from router.offline.fitting import MIN_ADAPTIVE_QUERIES, fit_adaptive
 
     dataset = harness.dataset
@@ -697,10 +706,19 @@ def _fit_adaptive(args: argparse.Namespace, harness: Any, option_runs: Any, opti
         fitted_on=f"{dataset.name} ({len(examples)} queries)",
         features=names,
     )
+    if not model.has_signal and args.without_signal == "cv":  # which fallback does better on these queries, held out
+        choice, found = choose_without_signal(harness, option_runs, options, list(dataset.qids), target_cost=target)
+        model = model.model_copy(update={"without_signal": choice})
+        notes.append(
+            f"adaptive: no feature slope kept; without_signal {choice} by {INNER_FOLDS}-fold CV "
+            f"(nDCG@10 curve {found['curve']:.4f}, means {found['means']:.4f})"
+        )
+    elif not model.has_signal:
+        model = model.model_copy(update={"without_signal": args.without_signal})
     if model.queries < MIN_ADAPTIVE_QUERIES:
         print(
             f"adaptive: only {model.queries} labelled queries (< {MIN_ADAPTIVE_QUERIES}): the policy will plan with the "
-            "constrained policy's curve until the profile holds a model fitted on more (add --fit-constrained for it)",
+            "constrained policy's curve (fitted beside it) until the profile holds a model fitted on more",
             file=sys.stderr,
         )
     notes.append(f"adaptive policy fitted on {dataset.name} ({model.queries} queries): {model.target}")

@@ -424,5 +424,6 @@ def fit_adaptive(
         alpha=float(chosen),
         queries=len(examples),
         target=described,
+        target_cost_usd=target_cost,
         fitted_on=fitted_on,
     )

@@ -29,6 +29,7 @@ from router.datasets import (
 )
 from router.offline.evaluation.crossval import (
     CrossValidation,
+    choose_without_signal,
     cross_validate,
     cross_validate_adaptive,
     cross_validate_constrained,
@@ -68,6 +69,7 @@ __all__ = [
     "SimulatedClock",
     "apgr",
     "build_report",
+    "choose_without_signal",
     "cost_to_reach",
     "cross_validate",
     "cross_validate_adaptive",

@@ -20,9 +20,9 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from policies.adaptive import FEATURES, RETRIEVER_FEATURES, AdaptiveModel, AdaptivePolicy, escalation_features
+from policies.adaptive import FEATURES, RETRIEVER_FEATURES, AdaptiveModel, AdaptivePolicy, WithoutSignal, escalation_features
 from policies.learned import LearnedModel, LearnedPolicy, StageSpec, option_key, request_features
 from policies.registry import create_policy
 from router.accounting.budget import BudgetWindow
@@ -260,6 +260,8 @@ def cross_validate_adaptive(
     train_size: int | None = None,
     retriever_features: bool = True,
     window: BudgetWindow | None = None,
+    without_signal: WithoutSignal | Literal["cv"] = "curve",
+    qids: Sequence[str] | None = None,
 ) -> CrossValidation[AdaptiveModel]:
     """k-fold CV of the adaptive policy: per fold, :func:`router.offline.fitting.fit_adaptive` on the
     training queries (first stage: the free one best alone on them; slopes; price of quality for a mean
@@ -270,8 +272,15 @@ def cross_validate_adaptive(
     ``retriever_features``: also fit on the retriever's own scores (policies.adaptive.RETRIEVER_FEATURES) when
     every query's candidates carry one. ``window``: a mean-cost budget window (router.accounting.budget) that
     every fold's Router shares: the held-out queries are one request stream, fold after fold, each routed by
-    its own fold's model, and the window's controller steers the price of a dollar across the whole stream."""
-    qids = [q for q in harness.dataset.qids if all(q in run.per_query for run in runs.values())]
+    its own fold's model, and the window's controller steers the price of a dollar across the whole stream.
+    The policy's fallback (the curve) is fitted on each fold's training queries too (fit_constrained);
+    ``without_signal``: the model's ``without_signal`` where a fold's fit keeps no slope: ``curve``, ``means``,
+    or ``cv``: the one with the better nDCG@10 in an inner cross-validation on that fold's training queries
+    (:func:`choose_without_signal`, as ``calibrate --fit-adaptive --without-signal cv`` chooses on all of them). ``qids``: only
+    these queries (default: every query every run has)."""
+    qids = [q for q in (harness.dataset.qids if qids is None else qids) if all(q in run.per_query for run in runs.values())]
+    primary = next(iter(runs.values())).measures.primary
+    table = {key: run.per_query for key, run in runs.items()}
     texts = {q.qid: q.text for q in harness.dataset.queries}
     cache: dict[str, dict[str, EscalationExample]] = {}  # by first stage: the same for every fold
     names, retriever = escalation_evidence(harness.dataset, qids, retriever_features=retriever_features)
@@ -295,8 +304,25 @@ def cross_validate_adaptive(
             fitted_on=_fitted_on(harness, i, folds, train),
             features=names,
         )
-        policy = AdaptivePolicy(model=model) if min_queries is None else AdaptivePolicy(model=model, min_queries=min_queries)
-        run = harness.run(f"{name} fold {i + 1}", policy, qids=test, budget=budget, window=window)
+        # The fallback's inputs (the curve: quality per backend, saturation_k) from the same training queries,
+        # as `calibrate --fit-adaptive` writes them beside the model.
+        curve = fit_constrained(options, [{key: per[q].get(primary, 0.0) for key, per in table.items()} for q in train])
+        inner: dict[str, float] = {}
+        if not model.has_signal:
+            if without_signal != "cv":
+                choice: WithoutSignal = without_signal
+            else:
+                choice, inner = choose_without_signal(
+                    harness, runs, options, train, seed=seed, target_cost=target_cost, budget=budget,
+                    min_queries=min_queries, scores=scores, retriever_features=retriever_features,
+                )  # fmt: skip
+            model = model.model_copy(update={"without_signal": choice})
+        params: dict[str, Any] = {"model": model, **curve.policy_params()}
+        if min_queries is not None:
+            params["min_queries"] = min_queries
+        policy = AdaptivePolicy(**params)
+        specs = curve.profile_backends(harness.dataset.domain)
+        run = harness.run(f"{name} fold {i + 1}", policy, qids=test, budget=budget, window=window, specs=specs)
         held_out.append(run)
         models.append(model)
         rows.append(
@@ -309,7 +335,43 @@ def cross_validate_adaptive(
                 alpha=model.alpha,
                 slopes=[round(w, 4) for w in model.slopes],
                 min_gain_per_usd=model.min_gain_per_usd,
+                without_signal=None if model.has_signal else model.without_signal,
+                inner_cv={k: round(v, 4) for k, v in inner.items()},
             )
         )
     merged = RunResult.merge(name, "policy", "adaptive", held_out, harness.dataset.qrels)
     return CrossValidation(merged, tuple(models), tuple(rows))
+
+
+INNER_FOLDS = 3
+"""Folds of :func:`choose_without_signal`'s inner cross-validation (on one outer fold's training queries)."""
+
+
+def choose_without_signal(
+    harness: EvalHarness,
+    runs: Mapping[str, RunResult],
+    options: Sequence[tuple[StageSpec, ...]],
+    qids: Sequence[str],
+    *,
+    seed: int = 0,
+    folds: int = INNER_FOLDS,
+    target_cost: float | None = None,
+    budget: Budgets = None,
+    min_queries: int | None = None,
+    scores: Mapping[str, Sequence[float]] | None = None,
+    retriever_features: bool = True,
+) -> tuple[WithoutSignal, dict[str, float]]:
+    """Which fallback a model with no slope should use on data like ``qids``: the adaptive policy
+    cross-validated on them both ways (``curve`` and ``means``), the one with the higher mean nDCG@10
+    over the held-out queries (ties: ``curve``, the smaller model); with each one's mean."""
+    primary = next(iter(runs.values())).measures.primary
+    found: dict[str, float] = {}
+    for mode in ("curve", "means"):
+        cv = cross_validate_adaptive(
+            harness, runs, options, folds=min(folds, len(qids)), seed=seed, budget=budget, target_cost=target_cost,
+            label=f"adaptive inner CV ({mode})", min_queries=min_queries, scores=scores,
+            retriever_features=retriever_features, without_signal=mode, qids=qids,
+        )  # fmt: skip
+        values = [cv.run.per_query[q].get(primary, 0.0) for q in qids if q in cv.run.per_query]
+        found[mode] = sum(values) / max(1, len(values))
+    return ("means" if found["means"] > found["curve"] else "curve"), found
