@@ -51,6 +51,7 @@ from policies import POLICIES, create_policy  # noqa: E402
 from policies.learned import option_key  # noqa: E402
 from router.datasets import Dataset, load_dataset  # noqa: E402
 from router.offline.calibration import fit_constrained, quality_from_report, write_profile  # noqa: E402
+from router.offline.cli_eval import WITHOUT_SIGNAL_MODES  # noqa: E402
 from router.offline.evaluation import (  # noqa: E402
     CrossValidation,
     EvalHarness,
@@ -890,7 +891,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", help="with --budget: where to write the JSON (default OUT/<name>-budget.json)")
     parser.add_argument(
         "--without-signal",
-        choices=("curve", "means", "cv"),
+        choices=WITHOUT_SIGNAL_MODES,
         default="curve",
         help="the adaptive policy where a fold's fit keeps no slope: the curve (default, as shipped), the options' mean "
         "gains, or the better of the two by an inner cross-validation on the fold's training queries (slow)",

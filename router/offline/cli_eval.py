@@ -27,6 +27,9 @@ from typing import Any
 
 from router.errors import ConfigError, RerankRouterError
 
+WITHOUT_SIGNAL_MODES: tuple[str, ...] = ("curve", "means", "cv")
+"""``--without-signal`` (calibrate, benchmarks/dl19.py): router.offline.evaluation.cross_validate_adaptive's ``without_signal``."""
+
 __all__ = ["EVAL_COMMANDS", "add_eval_commands", "run_eval_command"]
 
 EVAL_COMMANDS = frozenset({"eval", "calibrate"})
@@ -174,7 +177,7 @@ def add_eval_commands(commands: Any) -> None:
     cal.add_argument("--first-stage", help="backend whose top-1 margin gates escalation (default: the first free one)")
     cal.add_argument(
         "--without-signal",
-        choices=("curve", "means", "cv"),
+        choices=WITHOUT_SIGNAL_MODES,
         default="curve",
         help="--fit-adaptive: if the fit keeps no feature slope, plan with the constrained policy's curve (default), "
         "escalate every query by the options' mean gains, or choose between the two by cross-validation",
