@@ -436,10 +436,12 @@ class Router:
         if self._scores.contextual:  # which stage each later stage ran after, for calibrations fitted per cascade
             ran = [s.backend for s in execution.stages if s.ok]
             after = dict(zip(ran[1:], ran, strict=False))
-        scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain, after)
+        sole = execution.sole
+        scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain, after, sole)
         raw_of = execution.scores.get
         score_of = raw_of if scored.scores is execution.scores else scored.scores.get  # the same: one lookup each
-        items = RankedItem._many(request.documents, execution.order, score_of, raw_of, execution.scored_by.get)
+        by_of = execution.scored_by.get if sole is None else None
+        items = RankedItem._many(request.documents, execution.order, score_of, raw_of, by_of, sole)
         notes = (*request.notes, *features.notes, *execution.notes)
         if scored.note is not None:
             notes = (*notes, scored.note)

@@ -64,7 +64,10 @@ class Execution:
     scores: dict[int, float] = field(default_factory=dict)
     """Document index -> the score of the last stage that scored it (router.scores maps them)."""
     scored_by: dict[int, str] = field(default_factory=dict)
-    """Document index -> the backend that gave its score."""
+    """Document index -> the backend that gave its score (empty where ``sole`` is set)."""
+    sole: str | None = None
+    """Set where one stage scored every document and served alone: its backend gave every score,
+    and ``order`` is its ranking (scores non-increasing), so ``scored_by`` is not built."""
     stages: list[StageReport] = field(default_factory=list)
     served_by: Option | None = None
     degraded: bool = False
@@ -371,7 +374,10 @@ class Executor:
             head = ranked if position == 0 else [subset[k] for k in ranked]
             execution.order = head + execution.order[len(subset) :]
             execution.scores.update(zip(subset, values, strict=True))
-            execution.scored_by.update(dict.fromkeys(subset, stage.backend))
+            if position == 0 and len(option.stages) == 1 and len(subset) == len(texts):
+                execution.sole = stage.backend  # every score is this stage's: no index -> backend map
+            else:
+                execution.scored_by.update(dict.fromkeys(subset, stage.backend))
             report = self._report(
                 stage, backend, len(subset), started, predicted, call=call, rejected=tally.rejected, cut_usd=tally.cut_usd
             )

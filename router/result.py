@@ -53,17 +53,29 @@ class RankedItem:
         score_of: Callable[[int], float | None],
         raw_of: Callable[[int], float | None] | None = None,
         scored_by_of: Callable[[int], str | None] | None = None,
+        by: str | None = None,
     ) -> tuple[RankedItem, ...]:
         """``RankedItem(i, d.id, score_of(i), d.text, d.metadata, raw_of(i), scored_by_of(i))`` for
         each position ``i`` in ``order`` (``d = documents[i]``; a missing ``raw_of`` or
-        ``scored_by_of`` gives None), as the constructor would build them (the router's hot path:
-        the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
+        ``scored_by_of`` gives None; ``by``, if given, is every item's ``scored_by``), as the
+        constructor would build them (the router's hot path: the frozen ``__init__`` costs a call
+        and an ``object.__setattr__`` per field)."""
         frozen, shell = FrozenMap, _ItemShell
         same = raw_of is score_of  # scores as the backend gave them (the common case): one lookup
         raw_of = raw_of or _none
-        scored_by_of = scored_by_of or _none
         out: list[RankedItem] = []
         append = out.append
+        if by is not None:  # one backend scored them all (the common case): no lookup for it
+            for i in order:
+                d = documents[i]
+                metadata = d.metadata
+                score = score_of(i)
+                if type(metadata) is not frozen:
+                    append(cls(i, d.id, score, d.text, metadata, score if same else raw_of(i), by))
+                    continue
+                append(shell(i, d.id, score, d.text, metadata, score if same else raw_of(i), by))  # type: ignore[arg-type]
+            return tuple(out)
+        scored_by_of = scored_by_of or _none
         for i in order:
             d = documents[i]
             metadata = d.metadata

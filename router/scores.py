@@ -160,10 +160,13 @@ class ScoreBook:
         scored_by: Mapping[int, str],
         domain: str,
         after: Mapping[str, str] | None = None,
+        sole: str | None = None,
     ) -> ScoredOrder:
         """Scores for the documents of ``order`` that a backend scored (``raw``: index -> the
         backend's score, ``scored_by``: index -> its name), mapped and made non-increasing in rank.
-        ``after``: backend -> the stage that ran right before it in the option that served."""
+        ``after``: backend -> the stage that ran right before it in the option that served.
+        ``sole``: the one backend that scored every document of ``order``, which is its ranking
+        (its scores non-increasing in rank; ``scored_by`` is then not read)."""
         if not raw:
             return ScoredOrder(raw, False, NO_SCORES_NOTE)
         scored = [i for i in order if i in raw] if len(raw) < len(order) else order
@@ -171,11 +174,19 @@ class ScoreBook:
         changed = True
         if not self._maps:  # nothing to map: the backends' own scales, clipped (C-level passes where possible)
             values = list(map(raw.__getitem__, scored))
+            if sole is not None:  # non-increasing: the first is the largest, the last the smallest
+                changed = values[-1] < 0.0 or values[0] > 1.0
+                if changed:
+                    values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values]  # still non-increasing
+                scores = dict(zip(scored, values, strict=True)) if changed else raw
+                return ScoredOrder(scores, False, self._note(frozenset((sole,)), domain))
             changed = min(values) < 0.0 or max(values) > 1.0
             if changed:
                 values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values]
             uncalibrated = set(scored_by.values())
         else:
+            if sole is not None:
+                scored_by = dict.fromkeys(scored, sole)
             values, uncalibrated = self._mapped(scored, raw, scored_by, domain, after or {})
         if any(map(operator.lt, values, islice(values, 1, None))):  # some score above the one before it (in C)
             values, changed = pool_non_increasing(values), True

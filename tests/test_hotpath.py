@@ -19,7 +19,9 @@ from router.errors import MalformedResponseError
 from router.executor import _validate
 from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_stats
 from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
+from router.profile import ScoreCalibration
 from router.result import Explanation, OptionReport, RankedItem, RerankResult, StageReport, new_rerank_result, new_stage_report
+from router.scores import ScoreBook
 from router.tokens import EstimatedTokenCounter
 
 
@@ -219,3 +221,26 @@ def test_request_ids_are_uuid4_hex() -> None:
     for value in ids:
         parsed = uuid.UUID(hex=value)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == value and len(value) == 32
+
+
+def test_a_sole_backend_assembles_and_names_items_as_the_map_does() -> None:
+    """One stage that scored every document (``Execution.sole``): ``assemble`` and ``_many``
+    without the index -> backend map give what they give with it, calibrated or not."""
+    rng = random.Random(11)
+    iso = ScoreCalibration(method="isotonic", x=(0.0, 0.5, 1.0), y=(0.0, 0.2, 0.9), n=10, source="test")
+    books = [ScoreBook({}), ScoreBook({"c": {"*": iso}})]
+    for _ in range(500):
+        n = rng.randint(1, 30)
+        values = [rng.choice([0.0, 1.0, -0.5, 1.5, 0.25, rng.uniform(-1.0, 2.0), rng.random()]) for _ in range(n)]
+        order = sorted(range(n), key=values.__getitem__, reverse=True)  # how the executor ranks a stage
+        raw = dict(zip(range(n), values, strict=True))
+        by = dict.fromkeys(range(n), "c")
+        docs = normalize_documents([f"t{i}" for i in range(n)])
+        for book in books:
+            plain, sole = book.assemble(order, raw, by, "web"), book.assemble(order, raw, {}, "web", None, "c")
+            assert (plain.scores, plain.calibrated, plain.note) == (sole.scores, sole.calibrated, sole.note)
+            assert (plain.scores is raw) == (sole.scores is raw)
+            score_of = raw.get if plain.scores is raw else plain.scores.get
+            items = RankedItem._many(docs, order, score_of, raw.get, by.get)
+            assert RankedItem._many(docs, order, score_of, raw.get, None, "c") == items
+            assert [type(i) for i in items] == [RankedItem] * n
