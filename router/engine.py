@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from types import MappingProxyType
 from typing import Any, TypeVar, Unpack
 
-from policies.base import BackendView, PlanningContext, Policy
-from policies.context import NOTHING_CACHED
+from policies.base import PlanningContext, Policy
+from policies.context import NOTHING_CACHED, new_backend_view, new_planning_context
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
 from router.accounting.budget import BudgetWindow, observe_request, plan_signal
@@ -338,14 +338,15 @@ class Router:
 
     def _context(self, request: RerankRequest, features: Features, cached: CacheView | None = None) -> PlanningContext:
         views = {
-            name: BackendView(name=name, spec=b.spec, availability=self._availability(name)) for name, b in self.backends.items()
+            name: new_backend_view(name=name, spec=b.spec, availability=self._availability(name))
+            for name, b in self.backends.items()
         }
         cold = frozenset(name for name, view in views.items() if view.availability.ok and not view.availability.warm)
         for name in cold:
             self._loader.start(name)
         hits = None if cached is None else cached.hits()
         estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features, cold, self.usage, hits)
-        ctx = PlanningContext(
+        ctx = new_planning_context(
             features=features,
             constraints=request.constraints,
             latency_budget_ms=request.latency_budget_ms,

@@ -8,7 +8,7 @@ from router.catalog import BackendSpec
 from router.cost import UsageCalibrator, predict_cost_usd
 from router.features import Features, TokenStats
 from router.latency import LatencyEstimator, item_tokens, stage_sums
-from router.plan import Estimate, Option, Stage
+from router.plan import Estimate, Option, Stage, new_estimate, new_option
 
 __all__ = ["OptionEstimator"]
 
@@ -73,7 +73,10 @@ class OptionEstimator:
                 notes.append(f"{backend}: {cut} item(s) over its {cap}-token context are truncated")
         if not stats.exact:
             notes.append(f"{backend}: token counts estimated ({spec.tokenizer_family} not loaded)")
-        result = Estimate(latency_ms=stage_ms, cost_usd=stage_cost, quality=spec.quality_for(self._features.domain)), tuple(notes)
+        result = (
+            new_estimate(latency_ms=stage_ms, cost_usd=stage_cost, quality=spec.quality_for(self._features.domain)),
+            tuple(notes),
+        )
         self._memo[key] = result
         return result
 
@@ -108,7 +111,7 @@ class OptionEstimator:
 
     def estimate(self, stages: tuple[Stage, ...]) -> Option:
         if not stages:
-            return Option(stages=(), estimate=Estimate(latency_ms=0.0, cost_usd=0.0, quality=None))
+            return new_option(stages=(), estimate=new_estimate(latency_ms=0.0, cost_usd=0.0, quality=None))
         latency = 0.0
         cost: float | None = 0.0
         notes: list[str] = []
@@ -122,9 +125,9 @@ class OptionEstimator:
         quality = per_stage[-1].quality
         if quality is None:
             notes.append(f"{stages[-1].backend}: quality unknown for domain {self._features.domain!r}")
-        return Option(
+        return new_option(
             stages=stages,
-            estimate=Estimate(latency_ms=latency, cost_usd=cost, quality=quality),
+            estimate=new_estimate(latency_ms=latency, cost_usd=cost, quality=quality),
             notes=tuple(notes),
             stage_estimates=tuple(per_stage),
         )

@@ -6,7 +6,7 @@ import math
 import numbers
 import os
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, Any, TypedDict, cast
@@ -23,6 +23,7 @@ from router.errors import (
     QueryTooLongError,
 )
 from router.retrieval import retriever_scores
+from router.shells import shell_of
 from router.validation import NotBool
 
 __all__ = [
@@ -138,6 +139,9 @@ def _check_number(name: str, value: object, *, low: float, high: float, low_incl
     return number
 
 
+_new_request: Callable[..., RerankRequest] = shell_of(RerankRequest)
+"""RerankRequest's constructor for every call (router.shells)."""
+
 _UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
 _UUID4_SET = (0x8000 << 48) | (4 << 76)
 
@@ -205,7 +209,7 @@ def build_request(
     clipped = normalized.clipped
     if clipped:
         notes.append(f"{clipped} document(s) clipped to {limits.max_document_chars} characters for scoring")
-    return RerankRequest(
+    return _new_request(
         query=query,
         documents=docs,
         top_n=n_top,

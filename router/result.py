@@ -16,6 +16,7 @@ from typing import Any
 
 from router.documents import Document, FrozenMap
 from router.plan import Option, Plan
+from router.shells import shell_of
 
 __all__ = ["Explanation", "OptionReport", "RankedItem", "RerankResult", "StageReport"]
 
@@ -112,29 +113,6 @@ class _ItemShell:
 
 
 assert _ItemShell.__slots__ == RankedItem.__slots__ and _ItemShell.__basicsize__ == RankedItem.__basicsize__
-
-
-def _shell_of(cls: type[Any]) -> Callable[..., Any]:
-    """A constructor for the frozen, slotted dataclass ``cls`` with its ``__init__``'s signature
-    (the same fields, order and defaults; none may have a default factory or a post-init): it
-    fills a slotted shell of the same layout by plain attribute stores and assigns ``__class__``,
-    where the frozen ``__init__`` calls ``object.__setattr__`` once per field. For results built
-    on every call."""
-    fields = dataclasses.fields(cls)
-    assert not hasattr(cls, "__post_init__") and all(f.init and f.default_factory is dataclasses.MISSING for f in fields)
-    namespace: dict[str, Any] = {"_cls": cls}
-    params, body = [], []
-    for f in fields:
-        if f.default is dataclasses.MISSING:
-            params.append(f.name)
-        else:
-            namespace[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
-        body.append(f"    self.{f.name} = {f.name}")
-    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n    self.__class__ = _cls\n", namespace)
-    shell = type(f"_{cls.__name__}Shell", (), {"__slots__": cls.__slots__, "__init__": namespace["__init__"]})
-    assert shell.__basicsize__ == cls.__basicsize__ and cls.__dict__.get("__weakref__") is None
-    return shell
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,8 +306,8 @@ def _json_value(value: object) -> Any:
     return str(value)
 
 
-# Constructors for the results built on every call (see _shell_of): the same classes, the same values.
-new_stage_report: Callable[..., StageReport] = _shell_of(StageReport)
-new_rerank_result: Callable[..., RerankResult] = _shell_of(RerankResult)
-_new_option_report: Callable[..., OptionReport] = _shell_of(OptionReport)
-_new_explanation: Callable[..., Explanation] = _shell_of(Explanation)
+# Constructors for the results built on every call (router.shells): the same classes, the same values.
+new_stage_report: Callable[..., StageReport] = shell_of(StageReport)
+new_rerank_result: Callable[..., RerankResult] = shell_of(RerankResult)
+_new_option_report: Callable[..., OptionReport] = shell_of(OptionReport)
+_new_explanation: Callable[..., Explanation] = shell_of(Explanation)

@@ -8,7 +8,7 @@ import json
 import math
 import pickle
 import random
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 
 import pytest
 
@@ -244,3 +244,72 @@ def test_a_sole_backend_assembles_and_names_items_as_the_map_does() -> None:
             items = RankedItem._many(docs, order, score_of, raw.get, by.get)
             assert RankedItem._many(docs, order, score_of, raw.get, None, "c") == items
             assert [type(i) for i in items] == [RankedItem] * n
+
+
+def test_planning_constructors_build_the_public_types() -> None:
+    """The shells planning and step 1 build per request (``router.shells``) give what the classes'
+    own constructors give: type, equality, hash, pickle, deepcopy, asdict, repr, frozenness, and
+    defaults (a default factory included)."""
+    from policies.context import NOTHING_CACHED, BackendView, PlanningContext, new_backend_view, new_planning_context
+    from router.backends.base import AVAILABLE
+    from router.catalog import load_catalog
+    from router.constraints import Constraints
+    from router.features import Features
+    from router.plan import (
+        Assessed,
+        Estimate,
+        Option,
+        Plan,
+        Rejection,
+        Stage,
+        new_assessed,
+        new_estimate,
+        new_option,
+        new_plan,
+        new_stage,
+    )
+    from router.request import RerankRequest, _new_request
+
+    spec = next(iter(load_catalog().values()))
+    estimate = Estimate(1.5, None, 0.4)
+    option = Option((Stage("a", 3),), estimate, ("n",), (estimate,))
+    plan = Plan("p", option, (), (Assessed(option, (Rejection("r", "why"),)),), "because")
+    features = Features(3, 3, "web", MappingProxyType({}))
+    common = {"features": features, "constraints": Constraints(), "latency_budget_ms": 9.0, "max_cost_usd": None}
+    common |= {"backends": MappingProxyType({}), "estimate": len}
+    request = {"query": "q", "documents": (), "top_n": 3, "latency_budget_ms": None, "max_cost_usd": 0.1}
+    request |= {"constraints": Constraints(), "context": MappingProxyType({}), "request_id": "r"}
+    pairs = [
+        (new_stage("a", 3), Stage("a", 3)),
+        (new_stage("a", 3, 0.1), Stage("a", 3, 0.1)),
+        (new_estimate(1.5, None, 0.4), estimate),
+        (new_option((new_stage("a", 3),), new_estimate(1.5, None, 0.4), ("n",), (estimate,)), option),
+        (new_option((), estimate), Option((), estimate)),
+        (new_assessed(option, ()), Assessed(option, ())),
+        (new_plan("p", option, (), plan.assessed, "because"), plan),
+        (new_backend_view("a", spec, AVAILABLE), BackendView("a", spec, AVAILABLE)),
+        (new_planning_context(**common), PlanningContext(**common)),
+        (new_planning_context(**common, cached=NOTHING_CACHED, budget=None), PlanningContext(**common)),
+        (_new_request(**request), RerankRequest(**request)),
+        (_new_request(**request, notes=("x",), cache=False), RerankRequest(**request, notes=("x",), cache=False)),
+    ]
+    for value, expected in pairs:
+        assert type(value) is type(expected) and value == expected and repr(value) == repr(expected)
+        if not isinstance(value, PlanningContext | RerankRequest):  # they hold mappingproxies, which do not copy
+            assert dataclasses.asdict(value) == dataclasses.asdict(expected)
+            assert pickle.loads(pickle.dumps(value)) == expected and copy.deepcopy(value) == expected
+        if not isinstance(value, PlanningContext | RerankRequest | BackendView):
+            assert hash(value) == hash(expected)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, dataclasses.fields(value)[0].name, "changed")
+    assert new_planning_context(**common).cached is NOTHING_CACHED
+    with pytest.raises(TypeError):
+        new_option(())  # a field without a default is required, as in the constructor
+
+
+def test_estimate_counters_are_kept_per_family() -> None:
+    from router.tokens import TokenCounters
+
+    counters = TokenCounters({"f": 3.0})
+    assert counters.estimate("f") is counters.estimate("f") == EstimatedTokenCounter("f", 3.0)
+    assert counters.get("g") == EstimatedTokenCounter("g", TokenCounters().estimate("g").chars_per_token)
