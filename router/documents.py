@@ -184,7 +184,16 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
     shell = _document
     if count <= _N_IDS and set(map(type, documents)) == _PLAIN_STR:
         # Only plain strings: their ids are their positions, unique by construction; nothing to check.
-        plain: list[Document] = [shell(text, doc_id, _EMPTY) for text, doc_id in zip(documents, _IDS, strict=False)]
+        # Each made in place, not by calling the shell (its Python __init__ through the class costs more).
+        plain: list[Any] = []
+        append, new, empty = plain.append, object.__new__, _EMPTY
+        for text, doc_id in zip(documents, _IDS, strict=False):
+            made = new(_DocumentShell)
+            made.text = text
+            made.id = doc_id
+            made.metadata = empty
+            made.__class__ = Document  # type: ignore[assignment]
+            append(made)
         if cap < 0 or max(map(len, documents)) <= cap:
             return Normalized(tuple(plain), tuple(documents), sum(map(len, documents)), 0)
         texts = tuple(t if len(t) <= cap else t[:cap] for t in documents)

@@ -61,10 +61,12 @@ class RankedItem:
         ``scored_by_of`` gives None; ``by``, if given, is every item's ``scored_by``), as the
         constructor would build them (the router's hot path: the frozen ``__init__`` costs a call
         and an ``object.__setattr__`` per field)."""
-        frozen, shell = FrozenMap, _ItemShell
+        # Each item made in place, not by calling the shell: a Python ``__init__`` called through
+        # its class costs more than the stores themselves.
+        frozen, shell, new = FrozenMap, _ItemShell, object.__new__
         same = raw_of is score_of  # scores as the backend gave them (the common case): one lookup
         raw_of = raw_of or _none
-        out: list[RankedItem] = []
+        out: list[Any] = []
         append = out.append
         if by is not None:  # one backend scored them all (the common case): no lookup for it
             for i in order:
@@ -74,7 +76,16 @@ class RankedItem:
                 if type(metadata) is not frozen:
                     append(cls(i, d.id, score, d.text, metadata, score if same else raw_of(i), by))
                     continue
-                append(shell(i, d.id, score, d.text, metadata, score if same else raw_of(i), by))  # type: ignore[arg-type]
+                item = new(shell)
+                item.index = i
+                item.id = d.id
+                item.score = score
+                item.text = d.text
+                item.metadata = metadata
+                item.raw_score = score if same else raw_of(i)
+                item.scored_by = by
+                item.__class__ = cls  # type: ignore[assignment]
+                append(item)
             return tuple(out)
         scored_by_of = scored_by_of or _none
         for i in order:
@@ -84,7 +95,16 @@ class RankedItem:
                 append(cls(i, d.id, score_of(i), d.text, metadata, raw_of(i), scored_by_of(i)))
                 continue
             score = score_of(i)
-            append(shell(i, d.id, score, d.text, metadata, score if same else raw_of(i), scored_by_of(i)))  # type: ignore[arg-type]
+            item = new(shell)
+            item.index = i
+            item.id = d.id
+            item.score = score
+            item.text = d.text
+            item.metadata = metadata
+            item.raw_score = score if same else raw_of(i)
+            item.scored_by = scored_by_of(i)
+            item.__class__ = cls  # type: ignore[assignment]
+            append(item)
         return tuple(out)
 
 
@@ -98,18 +118,13 @@ class _ItemShell:
     the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
 
     __slots__ = RankedItem.__slots__  # the same names in the same order: the layouts match
-
-    def __init__(
-        self, index: int, id: str, score: float | None, text: str, metadata: FrozenMap, raw: float | None, by: str | None
-    ) -> None:
-        self.index = index
-        self.id = id
-        self.score = score
-        self.text = text
-        self.metadata = metadata
-        self.raw_score = raw
-        self.scored_by = by
-        self.__class__ = RankedItem  # type: ignore[assignment]
+    index: int
+    id: str
+    score: float | None
+    text: str
+    metadata: FrozenMap
+    raw_score: float | None
+    scored_by: str | None
 
 
 assert _ItemShell.__slots__ == RankedItem.__slots__ and _ItemShell.__basicsize__ == RankedItem.__basicsize__
