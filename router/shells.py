@@ -26,8 +26,10 @@ def shell_of(cls: type[Any]) -> Callable[..., Any]:
     fields = dataclasses.fields(cls)  # a TypeError unless cls is a dataclass
     assert cls.__dataclass_params__.frozen and "__slots__" in cls.__dict__
     assert not hasattr(cls, "__post_init__") and all(f.init for f in fields)
-    namespace: dict[str, Any] = {"_cls": cls, "_FACTORY": _FACTORY}
-    params, body = [], []
+    shell = type(f"_{cls.__name__}Shell", (), {"__slots__": cls.__slots__})
+    assert shell.__basicsize__ == cls.__basicsize__ and cls.__dict__.get("__weakref__") is None
+    namespace: dict[str, Any] = {"_cls": cls, "_shell": shell, "_new": object.__new__, "_FACTORY": _FACTORY}
+    params, body = [], ["    self = _new(_shell)"]
     for f in fields:
         if f.default_factory is not dataclasses.MISSING:
             namespace[f"_factory_{f.name}"] = f.default_factory
@@ -40,7 +42,8 @@ def shell_of(cls: type[Any]) -> Callable[..., Any]:
             namespace[f"_default_{f.name}"] = f.default
             params.append(f"{f.name}=_default_{f.name}")
         body.append(f"    self.{f.name} = {f.name}")
-    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n    self.__class__ = _cls\n", namespace)
-    shell = type(f"_{cls.__name__}Shell", (), {"__slots__": cls.__slots__, "__init__": namespace["__init__"]})
-    assert shell.__basicsize__ == cls.__basicsize__ and cls.__dict__.get("__weakref__") is None
-    return shell
+    # A plain function, not the shell's __init__ called through its class: cheaper, keywords most of all.
+    body += ["    self.__class__ = _cls", "    return self"]
+    exec(f"def new_{cls.__name__}({', '.join(params)}):\n" + "\n".join(body) + "\n", namespace)
+    made: Callable[..., Any] = namespace[f"new_{cls.__name__}"]
+    return made
