@@ -61,13 +61,10 @@ class OptionEstimator:
             stage_ms += spec.cold_start_ms
             notes.append(f"{backend}: cold, includes ~{spec.cold_start_ms:.0f} ms to load (loading in the background)")
         correction = self._usage.correction(backend) if self._usage is not None else 1.0
-        stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms, correction)
+        longest = (stats.doc_max if len(docs) == len(stats.docs) else max(docs)) if docs else 0
+        stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms, correction, longest)
         cap = spec.max_tokens_per_doc
-        if (
-            cap is not None
-            and docs
-            and (stats.doc_max if len(docs) == len(stats.docs) else max(docs)) + _extra_tokens(spec, stats) > cap
-        ):  # else none is cut
+        if cap is not None and docs and longest + _extra_tokens(spec, stats) > cap:  # else none is cut
             cut = sum(1 for t in item_tokens(spec, stats, docs, truncate=False) if t > cap)
             if cut:
                 notes.append(f"{backend}: {cut} item(s) over its {cap}-token context are truncated")

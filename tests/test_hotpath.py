@@ -17,7 +17,7 @@ from router.catalog import LatencyParams
 from router.documents import Document, normalize_documents, normalize_for_scoring
 from router.errors import MalformedResponseError
 from router.executor import _validate
-from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_stats
+from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_doc_stats, _estimated_stats
 from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
 from router.profile import ScoreCalibration
 from router.result import Explanation, OptionReport, RankedItem, RerankResult, StageReport, new_rerank_result, new_stage_report
@@ -313,3 +313,19 @@ def test_estimate_counters_are_kept_per_family() -> None:
     counters = TokenCounters({"f": 3.0})
     assert counters.estimate("f") is counters.estimate("f") == EstimatedTokenCounter("f", 3.0)
     assert counters.get("g") == EstimatedTokenCounter("g", TokenCounters().estimate("g").chars_per_token)
+
+
+def test_estimated_doc_stats_read_through_one_itemgetter_as_by_map() -> None:
+    """The counts read by one ``itemgetter`` per request (two texts or more) equal the counter's."""
+    import operator
+
+    rng = random.Random(13)
+    for ratio in (4.49, 4.52, 2.0):
+        counter = EstimatedTokenCounter("f", ratio)
+        for _ in range(200):
+            texts = ["w" * rng.randrange(0, 4000) for _ in range(rng.randrange(2, 60))]
+            lengths = list(map(len, texts))
+            fast = _estimated_doc_stats(counter, "q?", texts, lengths, max(lengths), operator.itemgetter(*lengths))
+            plain = _estimated_doc_stats(counter, "q?", texts)
+            counts = counter.count(["q?", *texts])
+            assert fast == plain == (counts[0], tuple(counts[1:]), sum(c * c for c in counts[1:]), max(counts[1:]))
