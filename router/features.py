@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from router.request import RerankRequest
+from router.shells import shell_of
 from router.tokens import EstimatedTokenCounter, TokenCounter, TokenCounters, TokenizersCounter
 
 __all__ = ["CHARS_PER_TOKEN_BOUND", "EXACT_COUNT_SHARE", "Features", "TokenStats", "extract_features"]
@@ -79,6 +80,8 @@ class Features:
     def token_stats(self, family: str) -> TokenStats:
         return self.tokens[family]
 
+
+_new_features: Callable[..., Features] = shell_of(Features)
 
 _COUNT_TABLE_CHARS = 1 << 16
 """Texts up to this long are counted from a table (grown to the longest text seen; at most 64K
@@ -222,7 +225,7 @@ def extract_features(
         counts = counter.count([request.query, *clipped])
         stats[family] = TokenStats(family=family, exact=counter.exact, query=counts[0], docs=tuple(counts[1:]))
     domain = str(request.context.get("domain") or default_domain)
-    return Features(
+    return _new_features(
         n_candidates=len(request.documents),
         top_n=request.top_n,
         domain=domain,

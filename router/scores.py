@@ -39,11 +39,12 @@ from __future__ import annotations
 import math
 import operator
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
 from router.profile import ANY_DOMAIN, ScoreCalibration, after_key
+from router.shells import shell_of
 
 __all__ = ["NO_SCORES_NOTE", "IsotonicMap", "PlattMap", "ScoreBook", "ScoredOrder", "build_map", "pool_non_increasing"]
 
@@ -123,6 +124,9 @@ class ScoredOrder:
     note: str | None
 
 
+_new_scored_order: Callable[..., ScoredOrder] = shell_of(ScoredOrder)
+
+
 class ScoreBook:
     """A Router's score maps, built once from its config's ``scores:`` (backend -> domain -> calibration)."""
 
@@ -179,7 +183,7 @@ class ScoreBook:
                 if changed:
                     values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values]  # still non-increasing
                 scores = dict(zip(scored, values, strict=True)) if changed else raw
-                return ScoredOrder(scores, False, self._note(frozenset((sole,)), domain))
+                return _new_scored_order(scores, False, self._note(frozenset((sole,)), domain))
             changed = min(values) < 0.0 or max(values) > 1.0
             if changed:
                 values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values]
@@ -193,7 +197,7 @@ class ScoreBook:
         note = self._note(frozenset(uncalibrated), domain) if uncalibrated else None
         # Unchanged (a single stage's scores on [0, 1], the common case): the backend's own mapping serves.
         scores = dict(zip(scored, values, strict=True)) if changed else raw
-        return ScoredOrder(scores, not uncalibrated, note)
+        return _new_scored_order(scores, not uncalibrated, note)
 
     def _mapped(
         self, scored: Sequence[int], raw: Mapping[int, float], scored_by: Mapping[int, str], domain: str, after: Mapping[str, str]

@@ -329,3 +329,31 @@ def test_estimated_doc_stats_read_through_one_itemgetter_as_by_map() -> None:
             plain = _estimated_doc_stats(counter, "q?", texts)
             counts = counter.count(["q?", *texts])
             assert fast == plain == (counts[0], tuple(counts[1:]), sum(c * c for c in counts[1:]), max(counts[1:]))
+
+
+def test_per_call_value_constructors_build_the_public_types() -> None:
+    """Usage, Scores, BatchResult, ScoredOrder, Features and Normalized through their shells."""
+    from router.backends.base import Usage, new_scores, new_usage
+    from router.backends.remote import BatchResult, new_batch_result
+    from router.documents import Normalized, _new_normalized
+    from router.features import Features, _new_features
+    from router.scores import ScoredOrder, _new_scored_order
+
+    usage = Usage(search_units=1.0)
+    pairs = [
+        (new_usage(search_units=1.0), usage),
+        (new_usage(), Usage()),
+        (new_scores((0.5,), usage), Scores((0.5,), usage)),
+        (new_scores((0.5,)), Scores((0.5,))),
+        (new_batch_result((0.5,), usage), BatchResult((0.5,), usage)),
+        (_new_scored_order({0: 0.5}, False, "n"), ScoredOrder({0: 0.5}, False, "n")),
+        (_new_features(3, 2, "web", {}, ("n",)), Features(3, 2, "web", {}, ("n",))),
+        (_new_normalized((Document("a", "0"),), ("a",), 1, 0), Normalized((Document("a", "0"),), ("a",), 1, 0)),
+    ]
+    for value, expected in pairs:
+        assert type(value) is type(expected) and value == expected and repr(value) == repr(expected)
+        assert pickle.loads(pickle.dumps(value)) == expected and copy.deepcopy(value) == expected
+        assert dataclasses.asdict(value) == dataclasses.asdict(expected)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, dataclasses.fields(value)[0].name, None)
+    assert new_usage(search_units=1.0) + usage == usage + usage
