@@ -333,7 +333,7 @@ class Executor:
             doc_tokens: Sequence[int]
             if position == 0:  # the order is still the retriever's: the subset is a prefix
                 doc_tokens = stats.docs[: len(subset)]
-                stage_texts = list(texts[: len(subset)])
+                stage_texts = list(texts) if len(subset) == len(texts) else list(texts[: len(subset)])
                 sums = stage_sums(backend.spec, stats, len(subset))  # from the request's sums where it can
             else:
                 doc_tokens = [stats.docs[i] for i in subset]

@@ -109,6 +109,9 @@ _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 def is_blank(text: str) -> bool:
     """True when ``text`` has no visible character (stops at the first one it finds)."""
+    first = text[:1]
+    if first.isalnum() and first not in _BLANK_LETTERS:  # a letter or digit shows (the common first character)
+        return False
     return all(ch.isspace() or ch in _BLANK_LETTERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in text)
 
 
@@ -121,10 +124,11 @@ def _check_number(name: str, value: object, *, low: float, high: float, low_incl
     """A finite real number (numpy scalars included, bools not) within bounds, as a float."""
     if value is None:
         return None
-    if _is_bool(value) or not isinstance(value, numbers.Real):
+    plain = type(value) is float or type(value) is int  # the common case: neither a bool nor a numpy scalar
+    if not plain and (_is_bool(value) or not isinstance(value, numbers.Real)):
         kind = "bool" if _is_bool(value) else type(value).__name__
         raise InvalidBudgetError(f"{name} must be a number, got {kind}")
-    number = float(value)
+    number = float(cast(float, value))  # a real number, checked above
     if math.isnan(number) or math.isinf(number):
         raise InvalidBudgetError(f"{name} must be finite, got {value}")
     too_low = number < low if low_inclusive else number <= low

@@ -194,15 +194,17 @@ class Explanation:
 
         report = _new_option_report
         options = tuple(
-            report(
-                name=name(a.option),
-                latency_ms=a.option.estimate.latency_ms,
-                cost_usd=a.option.estimate.cost_usd,
-                quality=a.option.estimate.quality,
-                rejected=tuple(map(str, a.rejections)),
-                notes=a.option.notes,
-            )
-            for a in plan.assessed
+            [
+                report(
+                    name(option := a.option),
+                    (estimate := option.estimate).latency_ms,
+                    estimate.cost_usd,
+                    estimate.quality,
+                    tuple(map(str, a.rejections)) if a.rejections else (),
+                    option.notes,
+                )
+                for a in plan.assessed
+            ]
         )
         return (_new_explanation if cls is Explanation else cls)(
             policy=plan.policy,

@@ -357,3 +357,18 @@ def test_per_call_value_constructors_build_the_public_types() -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(value, dataclasses.fields(value)[0].name, None)
     assert new_usage(search_units=1.0) + usage == usage + usage
+
+
+def test_is_blank_with_its_first_character_fast_path_as_the_full_check() -> None:
+    import unicodedata
+
+    from router.request import _BLANK_LETTERS, _INVISIBLE_CATEGORIES, is_blank
+
+    def full(text: str) -> bool:
+        return all(ch.isspace() or ch in _BLANK_LETTERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in text)
+
+    chars = [chr(c) for c in range(0x3200)] + sorted(_BLANK_LETTERS) + ["\U0001d7ce", "\U00020000", "\u3164", "\uffa0"]
+    for ch in chars:
+        for text in (ch, ch + " ", ch + "a", ch * 3):
+            assert is_blank(text) == full(text), repr(text)
+    assert is_blank("") and not is_blank("q")
