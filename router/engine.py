@@ -438,14 +438,18 @@ class Router:
             ran = [s.backend for s in execution.stages if s.ok]
             after = dict(zip(ran[1:], ran, strict=False))
         sole = execution.sole
-        scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain, after, sole)
-        raw_of = execution.scores.get
-        score_of = raw_of if scored.scores is execution.scores else scored.scores.get  # the same: one lookup each
-        by_of = execution.scored_by.get if sole is None else None
-        items = RankedItem._many(request.documents, execution.order, score_of, raw_of, by_of, sole)
+        if sole is None:
+            scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain, after)
+            raw_of = execution.scores.get
+            score_of = raw_of if scored.scores is execution.scores else scored.scores.get  # the same: one lookup each
+            items = RankedItem._many(request.documents, execution.order, score_of, raw_of, execution.scored_by.get)
+            calibrated, note = scored.calibrated, scored.note
+        else:  # one stage scored them all: its scores in rank order, no maps
+            ranked, calibrated, note = self._scores.assemble_ranked(execution.ranked, sole, features.domain, after)
+            items = RankedItem._ranked(request.documents, execution.order, ranked, execution.ranked, sole)
         notes = (*request.notes, *features.notes, *execution.notes)
-        if scored.note is not None:
-            notes = (*notes, scored.note)
+        if note is not None:
+            notes = (*notes, note)
         if assignment is not None and arm is None:
             notes = (*notes, f"experiment {assignment.experiment}: arm {assignment.arm} ({assignment.reason})")
         return new_rerank_result(
@@ -463,7 +467,7 @@ class Router:
             experiment=None if assignment is None else assignment.experiment,
             arm=arm or (None if assignment is None else assignment.arm),
             **({} if cache is None else _cache_totals(execution.stages)),
-            scores_calibrated=scored.calibrated,
+            scores_calibrated=calibrated,
         )
 
     # -- step 7: record -------------------------------------------------------------------------------

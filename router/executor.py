@@ -62,12 +62,16 @@ CEILING_TOLERANCE_USD = 1e-9
 class Execution:
     order: list[int]
     scores: dict[int, float] = field(default_factory=dict)
-    """Document index -> the score of the last stage that scored it (router.scores maps them)."""
+    """Document index -> the score of the last stage that scored it (router.scores maps them;
+    empty where ``sole`` is set)."""
     scored_by: dict[int, str] = field(default_factory=dict)
     """Document index -> the backend that gave its score (empty where ``sole`` is set)."""
     sole: str | None = None
     """Set where one stage scored every document and served alone: its backend gave every score,
-    and ``order`` is its ranking (scores non-increasing), so ``scored_by`` is not built."""
+    ``order`` is its ranking and ``ranked`` its scores in that order (non-increasing), so neither
+    map is built."""
+    ranked: list[float] = field(default_factory=list)
+    """Where ``sole`` is set: the score of each document of ``order``, in that order."""
     stages: list[StageReport] = field(default_factory=list)
     served_by: Option | None = None
     degraded: bool = False
@@ -373,10 +377,11 @@ class Executor:
             # At the first stage the subset is the prefix 0..k-1: its positions are the ranks themselves.
             head = ranked if position == 0 else [subset[k] for k in ranked]
             execution.order = head + execution.order[len(subset) :]
-            execution.scores.update(zip(subset, values, strict=True))
             if position == 0 and len(option.stages) == 1 and len(subset) == len(texts):
-                execution.sole = stage.backend  # every score is this stage's: no index -> backend map
+                # Every score is this stage's: its scores in rank order, no index -> score / backend maps.
+                execution.sole, execution.ranked = stage.backend, list(map(values.__getitem__, ranked))
             else:
+                execution.scores.update(zip(subset, values, strict=True))
                 execution.scored_by.update(dict.fromkeys(subset, stage.backend))
             report = self._report(
                 stage, backend, len(subset), started, predicted, call=call, rejected=tally.rejected, cut_usd=tally.cut_usd

@@ -54,40 +54,19 @@ class RankedItem:
         score_of: Callable[[int], float | None],
         raw_of: Callable[[int], float | None] | None = None,
         scored_by_of: Callable[[int], str | None] | None = None,
-        by: str | None = None,
     ) -> tuple[RankedItem, ...]:
         """``RankedItem(i, d.id, score_of(i), d.text, d.metadata, raw_of(i), scored_by_of(i))`` for
         each position ``i`` in ``order`` (``d = documents[i]``; a missing ``raw_of`` or
-        ``scored_by_of`` gives None; ``by``, if given, is every item's ``scored_by``), as the
-        constructor would build them (the router's hot path: the frozen ``__init__`` costs a call
-        and an ``object.__setattr__`` per field)."""
+        ``scored_by_of`` gives None), as the constructor would build them (the router's hot path:
+        the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
         # Each item made in place, not by calling the shell: a Python ``__init__`` called through
         # its class costs more than the stores themselves.
         frozen, shell, new = FrozenMap, _ItemShell, object.__new__
         same = raw_of is score_of  # scores as the backend gave them (the common case): one lookup
         raw_of = raw_of or _none
+        scored_by_of = scored_by_of or _none
         out: list[Any] = []
         append = out.append
-        if by is not None:  # one backend scored them all (the common case): no lookup for it
-            for i in order:
-                d = documents[i]
-                metadata = d.metadata
-                score = score_of(i)
-                if type(metadata) is not frozen:
-                    append(cls(i, d.id, score, d.text, metadata, score if same else raw_of(i), by))
-                    continue
-                item = new(shell)
-                item.index = i
-                item.id = d.id
-                item.score = score
-                item.text = d.text
-                item.metadata = metadata
-                item.raw_score = score if same else raw_of(i)
-                item.scored_by = by
-                item.__class__ = cls  # type: ignore[assignment]
-                append(item)
-            return tuple(out)
-        scored_by_of = scored_by_of or _none
         for i in order:
             d = documents[i]
             metadata = d.metadata
@@ -103,6 +82,34 @@ class RankedItem:
             item.metadata = metadata
             item.raw_score = score if same else raw_of(i)
             item.scored_by = scored_by_of(i)
+            item.__class__ = cls  # type: ignore[assignment]
+            append(item)
+        return tuple(out)
+
+    @classmethod
+    def _ranked(
+        cls, documents: Sequence[Document], order: Iterable[int], scores: Iterable[float], raws: Iterable[float], by: str
+    ) -> tuple[RankedItem, ...]:
+        """``RankedItem(i, d.id, score, d.text, d.metadata, raw, by)`` for each ``i``, ``score``,
+        ``raw`` of ``order``, ``scores`` and ``raws`` together: one backend scored every item
+        (:meth:`_many` without a lookup per item)."""
+        frozen, shell, new = FrozenMap, _ItemShell, object.__new__
+        out: list[Any] = []
+        append = out.append
+        for i, score, raw in zip(order, scores, raws, strict=True):
+            d = documents[i]
+            metadata = d.metadata
+            if type(metadata) is not frozen:
+                append(cls(i, d.id, score, d.text, metadata, raw, by))
+                continue
+            item = new(shell)
+            item.index = i
+            item.id = d.id
+            item.score = score
+            item.text = d.text
+            item.metadata = metadata
+            item.raw_score = raw
+            item.scored_by = by
             item.__class__ = cls  # type: ignore[assignment]
             append(item)
         return tuple(out)

@@ -164,13 +164,10 @@ class ScoreBook:
         scored_by: Mapping[int, str],
         domain: str,
         after: Mapping[str, str] | None = None,
-        sole: str | None = None,
     ) -> ScoredOrder:
         """Scores for the documents of ``order`` that a backend scored (``raw``: index -> the
         backend's score, ``scored_by``: index -> its name), mapped and made non-increasing in rank.
-        ``after``: backend -> the stage that ran right before it in the option that served.
-        ``sole``: the one backend that scored every document of ``order``, which is its ranking
-        (its scores non-increasing in rank; ``scored_by`` is then not read)."""
+        ``after``: backend -> the stage that ran right before it in the option that served."""
         if not raw:
             return ScoredOrder(raw, False, NO_SCORES_NOTE)
         scored = [i for i in order if i in raw] if len(raw) < len(order) else order
@@ -178,19 +175,11 @@ class ScoreBook:
         changed = True
         if not self._maps:  # nothing to map: the backends' own scales, clipped (C-level passes where possible)
             values = list(map(raw.__getitem__, scored))
-            if sole is not None:  # non-increasing: the first is the largest, the last the smallest
-                changed = values[-1] < 0.0 or values[0] > 1.0
-                if changed:
-                    values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values]  # still non-increasing
-                scores = dict(zip(scored, values, strict=True)) if changed else raw
-                return _new_scored_order(scores, False, self._note(frozenset((sole,)), domain))
             changed = min(values) < 0.0 or max(values) > 1.0
             if changed:
                 values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in values]
             uncalibrated = set(scored_by.values())
         else:
-            if sole is not None:
-                scored_by = dict.fromkeys(scored, sole)
             values, uncalibrated = self._mapped(scored, raw, scored_by, domain, after or {})
         if any(map(operator.lt, values, islice(values, 1, None))):  # some score above the one before it (in C)
             values, changed = pool_non_increasing(values), True
@@ -198,6 +187,25 @@ class ScoreBook:
         # Unchanged (a single stage's scores on [0, 1], the common case): the backend's own mapping serves.
         scores = dict(zip(scored, values, strict=True)) if changed else raw
         return _new_scored_order(scores, not uncalibrated, note)
+
+    def assemble_ranked(
+        self, ranked: list[float], backend: str, domain: str, after: Mapping[str, str] | None = None
+    ) -> tuple[list[float], bool, str | None]:
+        """:meth:`assemble` where one backend scored every document and the order is its ranking:
+        ``ranked`` holds its scores in that order (non-increasing). The scores in the same order
+        (``ranked`` itself where nothing changes), whether they are calibrated, and the note."""
+        if not ranked:
+            return ranked, False, NO_SCORES_NOTE
+        found = self.lookup(backend, domain, (after or {}).get(backend)) if self._maps else None
+        if found is None:  # the backend's own scale, clipped: still non-increasing, its ends say whether to clip
+            values = ranked
+            if ranked[-1] < 0.0 or ranked[0] > 1.0:
+                values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in ranked]
+            return values, False, self._note(frozenset((backend,)), domain)
+        values = [found(v) for v in ranked]
+        if any(map(operator.lt, values, islice(values, 1, None))):
+            values = pool_non_increasing(values)
+        return values, True, None
 
     def _mapped(
         self, scored: Sequence[int], raw: Mapping[int, float], scored_by: Mapping[int, str], domain: str, after: Mapping[str, str]

@@ -223,27 +223,35 @@ def test_request_ids_are_uuid4_hex() -> None:
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == value and len(value) == 32
 
 
-def test_a_sole_backend_assembles_and_names_items_as_the_map_does() -> None:
-    """One stage that scored every document (``Execution.sole``): ``assemble`` and ``_many``
-    without the index -> backend map give what they give with it, calibrated or not."""
+def test_a_sole_backend_assembles_and_names_items_as_the_maps_do() -> None:
+    """One stage that scored every document (``Execution.sole``): ``assemble_ranked`` and
+    ``_ranked`` over its scores in rank order give what ``assemble`` and ``_many`` give over the
+    index -> score and index -> backend maps, calibrated (fitted for it, after another stage, or
+    not for it) or not."""
     rng = random.Random(11)
     iso = ScoreCalibration(method="isotonic", x=(0.0, 0.5, 1.0), y=(0.0, 0.2, 0.9), n=10, source="test")
-    books = [ScoreBook({}), ScoreBook({"c": {"*": iso}})]
-    for _ in range(500):
+    platt = ScoreCalibration(method="platt", a=5.0, b=-4.0, n=10)
+    books = [ScoreBook({}), ScoreBook({"c": {"*": iso}}), ScoreBook({"c": {"web": platt}}), ScoreBook({"d": {"*": iso}})]
+    books.append(ScoreBook({"c after a": {"*": iso}}))
+    for _ in range(400):
         n = rng.randint(1, 30)
         values = [rng.choice([0.0, 1.0, -0.5, 1.5, 0.25, rng.uniform(-1.0, 2.0), rng.random()]) for _ in range(n)]
         order = sorted(range(n), key=values.__getitem__, reverse=True)  # how the executor ranks a stage
+        ranked = list(map(values.__getitem__, order))
         raw = dict(zip(range(n), values, strict=True))
         by = dict.fromkeys(range(n), "c")
         docs = normalize_documents([f"t{i}" for i in range(n)])
         for book in books:
-            plain, sole = book.assemble(order, raw, by, "web"), book.assemble(order, raw, {}, "web", None, "c")
-            assert (plain.scores, plain.calibrated, plain.note) == (sole.scores, sole.calibrated, sole.note)
-            assert (plain.scores is raw) == (sole.scores is raw)
-            score_of = raw.get if plain.scores is raw else plain.scores.get
-            items = RankedItem._many(docs, order, score_of, raw.get, by.get)
-            assert RankedItem._many(docs, order, score_of, raw.get, None, "c") == items
-            assert [type(i) for i in items] == [RankedItem] * n
+            for after in (None, {"c": "a"}):
+                plain = book.assemble(order, raw, by, "web", after)
+                scores, calibrated, note = book.assemble_ranked(ranked, "c", "web", after)
+                assert [plain.scores[i] for i in order] == scores
+                assert (plain.calibrated, plain.note) == (calibrated, note)
+                score_of = raw.get if plain.scores is raw else plain.scores.get
+                items = RankedItem._many(docs, order, score_of, raw.get, by.get)
+                assert RankedItem._ranked(docs, order, scores, ranked, "c") == items
+                assert [type(i) for i in items] == [RankedItem] * n
+    assert ScoreBook({}).assemble_ranked([], "c", "web") == ([], False, ScoreBook({}).assemble([], {}, {}, "web").note)
 
 
 def test_planning_constructors_build_the_public_types() -> None:
