@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from types import MappingProxyType
 from typing import Any, TypeVar, Unpack
 
-from policies.base import PlanningContext, Policy
+from policies.base import BackendView, PlanningContext, Policy
 from policies.context import NOTHING_CACHED, new_backend_view, new_planning_context
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
@@ -29,6 +29,7 @@ from router.admission import Admission, queued_callbacks
 from router.backends.base import Availability, Backend
 from router.batch import BatchOutcome, BatchRequest, arerank_many
 from router.cache import CacheView
+from router.catalog import BackendSpec
 from router.compose import Clock, compose, default_wall_clock
 from router.config import RouterConfig, load_config
 from router.constraints import Constraints
@@ -67,6 +68,9 @@ OFFLOAD_FEATURES_CHARS = 50_000
 
 Documents = Sequence[str | Mapping[str, Any]] | Any
 """Strings, or mappings with ``text`` and optional ``id`` / ``metadata`` (router.documents)."""
+
+
+_NONE_COLD: frozenset[str] = frozenset()
 
 
 def _loop_clock() -> float:
@@ -337,15 +341,20 @@ class Router:
         return self._cache.view(self._cache.namespace(request.context), request.query, texts)
 
     def _context(self, request: RerankRequest, features: Features, cached: CacheView | None = None) -> PlanningContext:
-        views = {
-            name: new_backend_view(name=name, spec=b.spec, availability=self._availability(name))
-            for name, b in self.backends.items()
-        }
-        cold = frozenset(name for name, view in views.items() if view.availability.ok and not view.availability.warm)
+        views: dict[str, BackendView] = {}
+        specs: dict[str, BackendSpec] = {}
+        warming: list[str] = []
+        for name, b in self.backends.items():  # one pass: views, specs and the backends still loading
+            availability = self._availability(name)
+            views[name] = new_backend_view(name, b.spec, availability)
+            specs[name] = b.spec
+            if availability.ok and not availability.warm:
+                warming.append(name)
+        cold = frozenset(warming) if warming else _NONE_COLD
         for name in cold:
             self._loader.start(name)
         hits = None if cached is None else cached.hits()
-        estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features, cold, self.usage, hits)
+        estimator = OptionEstimator(specs, self.latency, features, cold, self.usage, hits)
         ctx = new_planning_context(
             features=features,
             constraints=request.constraints,
