@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from policies.context import BackendView, PlanningContext, Policy, Rule, SortKey
 from policies.rules import DEFAULT_RULES, check_all
-from router.plan import Assessed, Option, Plan, Stage
+from router.plan import Assessed, Option, Plan, new_assessed, new_plan, new_stage
 
 __all__ = [
     "BackendView",
@@ -49,14 +49,14 @@ def by_latency(option: Option) -> tuple[float, ...]:
 def single_stage_options(ctx: PlanningContext) -> list[Option]:
     """Each configured backend on all candidates, plus the retriever's order."""
     n = ctx.features.n_candidates
-    options = [ctx.estimate((Stage(name, n),)) for name in ctx.backends]
+    options = [ctx.estimate((new_stage(name, n),)) for name in ctx.backends]
     options.append(ctx.estimate(()))
     return options
 
 
 def assess(options: Iterable[Option], ctx: PlanningContext, rules: Sequence[Rule] | None = None) -> list[Assessed]:
 
-    return [Assessed(option, check_all(option, ctx, rules or DEFAULT_RULES)) for option in options]
+    return [new_assessed(option, check_all(option, ctx, rules or DEFAULT_RULES)) for option in options]
 
 
 def plan_by(name: str, assessed: Sequence[Assessed], key: SortKey, reason: str, first: Option | None = None) -> Plan:
@@ -66,4 +66,4 @@ def plan_by(name: str, assessed: Sequence[Assessed], key: SortKey, reason: str, 
         feasible = [first, *(o for o in feasible if o is not first)]
     # The retriever order is always feasible; keep it last as the final fallback.
     ordered = [o for o in feasible if o.stages] + [o for o in feasible if not o.stages]
-    return Plan(policy=name, primary=ordered[0], fallbacks=tuple(ordered[1:]), assessed=tuple(assessed), reason=reason)
+    return new_plan(policy=name, primary=ordered[0], fallbacks=tuple(ordered[1:]), assessed=tuple(assessed), reason=reason)

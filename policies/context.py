@@ -17,6 +17,7 @@ from router.catalog import BackendSpec
 from router.constraints import Constraints
 from router.features import Features
 from router.plan import Option, Plan, Rejection, Stage
+from router.shells import shell_of
 
 NOTHING_CACHED: Mapping[str, Mapping[int, float]] = MappingProxyType({})
 """No backend has cached scores (the planning context's default)."""
@@ -57,3 +58,8 @@ class Policy(Protocol):
 
 SortKey = Callable[[Option], tuple[float, ...]]
 Rule = Callable[[Option, PlanningContext], Rejection | None]
+
+
+# Constructors for the views and the context built on every request (router.shells).
+new_backend_view: Callable[..., BackendView] = shell_of(BackendView)
+new_planning_context: Callable[..., PlanningContext] = shell_of(PlanningContext)

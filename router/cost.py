@@ -27,14 +27,18 @@ from router.catalog import BackendSpec, Pricing
 __all__ = ["UsageCalibrator", "billed_cost_usd", "predict_cost_usd", "predict_usage"]
 
 
-def predict_usage(spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int], token_correction: float = 1.0) -> Usage:
-    """``token_correction``: billed / estimated tokens learnt for this backend (UsageCalibrator)."""
+def predict_usage(
+    spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int], token_correction: float = 1.0, longest: int | None = None
+) -> Usage:
+    """``token_correction``: billed / estimated tokens learnt for this backend (UsageCalibrator);
+    ``longest``: ``max(doc_tokens)``, where the caller knows it."""
     pricing = spec.pricing
     if pricing.scheme not in ("per_search_unit", "per_token"):
         return Usage()  # billed by the call or the hour: no pass over the documents
     cap = spec.max_tokens_per_doc
-    longest = max(doc_tokens, default=0)
-    docs = [min(d, cap) for d in doc_tokens] if cap and longest > cap else list(doc_tokens)
+    if longest is None:
+        longest = max(doc_tokens, default=0)
+    docs = [min(d, cap) for d in doc_tokens] if cap and longest > cap else doc_tokens
     if pricing.scheme == "per_search_unit":
         chunk = pricing.chunk_tokens
         # The split the backend will make; each provider call is billed on its own, so a split
@@ -69,9 +73,14 @@ def _price(pricing: Pricing, usage: Usage, latency_ms: float) -> float | None:
 
 
 def predict_cost_usd(
-    spec: BackendSpec, query_tokens: int, doc_tokens: Sequence[int], latency_ms: float, token_correction: float = 1.0
+    spec: BackendSpec,
+    query_tokens: int,
+    doc_tokens: Sequence[int],
+    latency_ms: float,
+    token_correction: float = 1.0,
+    longest: int | None = None,
 ) -> float | None:
-    return _price(spec.pricing, predict_usage(spec, query_tokens, doc_tokens, token_correction), latency_ms)
+    return _price(spec.pricing, predict_usage(spec, query_tokens, doc_tokens, token_correction, longest), latency_ms)
 
 
 def billed_cost_usd(spec: BackendSpec, usage: Usage, latency_ms: float) -> float | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.errors import DuplicateIdError, InvalidDocumentsError, TooManyDocumentsError
+from router.shells import shell_of
 from router.validation import echo
 
 __all__ = ["Document", "DocumentInput", "FrozenMap", "Normalized", "normalize_documents", "normalize_for_scoring"]
@@ -167,6 +168,9 @@ class Normalized:
     clipped: int
 
 
+_new_normalized: Callable[..., Normalized] = shell_of(Normalized)
+
+
 def normalize_for_scoring(documents: object, *, max_documents: int | None = None, max_chars: int | None = None) -> Normalized:
     """:func:`normalize_documents`, and in the same pass each text clipped to ``max_chars`` (None:
     not clipped), the clipped texts' total characters and the number of texts clipped."""
@@ -184,11 +188,20 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
     shell = _document
     if count <= _N_IDS and set(map(type, documents)) == _PLAIN_STR:
         # Only plain strings: their ids are their positions, unique by construction; nothing to check.
-        plain: list[Document] = [shell(text, doc_id, _EMPTY) for text, doc_id in zip(documents, _IDS, strict=False)]
+        # Each made in place, not by calling the shell (its Python __init__ through the class costs more).
+        plain: list[Any] = []
+        append, new, empty = plain.append, object.__new__, _EMPTY
+        for text, doc_id in zip(documents, _IDS, strict=False):
+            made = new(_DocumentShell)
+            made.text = text
+            made.id = doc_id
+            made.metadata = empty
+            made.__class__ = Document  # type: ignore[assignment]
+            append(made)
         if cap < 0 or max(map(len, documents)) <= cap:
-            return Normalized(tuple(plain), tuple(documents), sum(map(len, documents)), 0)
+            return _new_normalized(tuple(plain), tuple(documents), sum(map(len, documents)), 0)
         texts = tuple(t if len(t) <= cap else t[:cap] for t in documents)
-        return Normalized(tuple(plain), texts, sum(map(len, texts)), sum(1 for t in documents if len(t) > cap))
+        return _new_normalized(tuple(plain), texts, sum(map(len, texts)), sum(1 for t in documents if len(t) > cap))
     out: list[Document] = []
     texts_: list[str] = []
     seen: dict[str, int] = {}
@@ -215,4 +228,4 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
             clipped += 1
         texts_.append(text)
         chars += size
-    return Normalized(tuple(out), tuple(texts_), chars, clipped)
+    return _new_normalized(tuple(out), tuple(texts_), chars, clipped)

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, Unpack
 
 from policies.base import BackendView, PlanningContext, Policy
-from policies.context import NOTHING_CACHED
+from policies.context import NOTHING_CACHED, new_backend_view, new_planning_context
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
 from router.accounting.budget import BudgetWindow, observe_request, plan_signal
@@ -29,6 +29,7 @@ from router.admission import Admission, queued_callbacks
 from router.backends.base import Availability, Backend
 from router.batch import BatchOutcome, BatchRequest, arerank_many
 from router.cache import CacheView
+from router.catalog import BackendSpec
 from router.compose import Clock, compose, default_wall_clock
 from router.config import RouterConfig, load_config
 from router.constraints import Constraints
@@ -67,6 +68,9 @@ OFFLOAD_FEATURES_CHARS = 50_000
 
 Documents = Sequence[str | Mapping[str, Any]] | Any
 """Strings, or mappings with ``text`` and optional ``id`` / ``metadata`` (router.documents)."""
+
+
+_NONE_COLD: frozenset[str] = frozenset()
 
 
 def _loop_clock() -> float:
@@ -337,15 +341,21 @@ class Router:
         return self._cache.view(self._cache.namespace(request.context), request.query, texts)
 
     def _context(self, request: RerankRequest, features: Features, cached: CacheView | None = None) -> PlanningContext:
-        views = {
-            name: BackendView(name=name, spec=b.spec, availability=self._availability(name)) for name, b in self.backends.items()
-        }
-        cold = frozenset(name for name, view in views.items() if view.availability.ok and not view.availability.warm)
+        views: dict[str, BackendView] = {}
+        specs: dict[str, BackendSpec] = {}
+        warming: list[str] = []
+        for name, b in self.backends.items():  # one pass: views, specs and the backends still loading
+            availability = self._availability(name)
+            views[name] = new_backend_view(name, b.spec, availability)
+            specs[name] = b.spec
+            if availability.ok and not availability.warm:
+                warming.append(name)
+        cold = frozenset(warming) if warming else _NONE_COLD
         for name in cold:
             self._loader.start(name)
         hits = None if cached is None else cached.hits()
-        estimator = OptionEstimator({n: b.spec for n, b in self.backends.items()}, self.latency, features, cold, self.usage, hits)
-        ctx = PlanningContext(
+        estimator = OptionEstimator(specs, self.latency, features, cold, self.usage, hits)
+        ctx = new_planning_context(
             features=features,
             constraints=request.constraints,
             latency_budget_ms=request.latency_budget_ms,
@@ -436,13 +446,19 @@ class Router:
         if self._scores.contextual:  # which stage each later stage ran after, for calibrations fitted per cascade
             ran = [s.backend for s in execution.stages if s.ok]
             after = dict(zip(ran[1:], ran, strict=False))
-        scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain, after)
-        raw_of = execution.scores.get
-        score_of = raw_of if scored.scores is execution.scores else scored.scores.get  # the same: one lookup each
-        items = RankedItem._many(request.documents, execution.order, score_of, raw_of, execution.scored_by.get)
+        sole = execution.sole
+        if sole is None:
+            scored = self._scores.assemble(execution.order, execution.scores, execution.scored_by, features.domain, after)
+            raw_of = execution.scores.get
+            score_of = raw_of if scored.scores is execution.scores else scored.scores.get  # the same: one lookup each
+            items = RankedItem._many(request.documents, execution.order, score_of, raw_of, execution.scored_by.get)
+            calibrated, note = scored.calibrated, scored.note
+        else:  # one stage scored them all: its scores in rank order, no maps
+            ranked, calibrated, note = self._scores.assemble_ranked(execution.ranked, sole, features.domain, after)
+            items = RankedItem._ranked(request.documents, execution.order, ranked, execution.ranked, sole)
         notes = (*request.notes, *features.notes, *execution.notes)
-        if scored.note is not None:
-            notes = (*notes, scored.note)
+        if note is not None:
+            notes = (*notes, note)
         if assignment is not None and arm is None:
             notes = (*notes, f"experiment {assignment.experiment}: arm {assignment.arm} ({assignment.reason})")
         return new_rerank_result(
@@ -460,7 +476,7 @@ class Router:
             experiment=None if assignment is None else assignment.experiment,
             arm=arm or (None if assignment is None else assignment.arm),
             **({} if cache is None else _cache_totals(execution.stages)),
-            scores_calibrated=scored.calibrated,
+            scores_calibrated=calibrated,
         )
 
     # -- step 7: record -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from router.catalog import BackendSpec
 from router.cost import UsageCalibrator, predict_cost_usd
 from router.features import Features, TokenStats
 from router.latency import LatencyEstimator, item_tokens, stage_sums
-from router.plan import Estimate, Option, Stage
+from router.plan import Estimate, Option, Stage, new_estimate, new_option
 
 __all__ = ["OptionEstimator"]
 
@@ -61,19 +61,19 @@ class OptionEstimator:
             stage_ms += spec.cold_start_ms
             notes.append(f"{backend}: cold, includes ~{spec.cold_start_ms:.0f} ms to load (loading in the background)")
         correction = self._usage.correction(backend) if self._usage is not None else 1.0
-        stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms, correction)
+        longest = (stats.doc_max if len(docs) == len(stats.docs) else max(docs)) if docs else 0
+        stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms, correction, longest)
         cap = spec.max_tokens_per_doc
-        if (
-            cap is not None
-            and docs
-            and (stats.doc_max if len(docs) == len(stats.docs) else max(docs)) + _extra_tokens(spec, stats) > cap
-        ):  # else none is cut
+        if cap is not None and docs and longest + _extra_tokens(spec, stats) > cap:  # else none is cut
             cut = sum(1 for t in item_tokens(spec, stats, docs, truncate=False) if t > cap)
             if cut:
                 notes.append(f"{backend}: {cut} item(s) over its {cap}-token context are truncated")
         if not stats.exact:
             notes.append(f"{backend}: token counts estimated ({spec.tokenizer_family} not loaded)")
-        result = Estimate(latency_ms=stage_ms, cost_usd=stage_cost, quality=spec.quality_for(self._features.domain)), tuple(notes)
+        result = (
+            new_estimate(latency_ms=stage_ms, cost_usd=stage_cost, quality=spec.quality_for(self._features.domain)),
+            tuple(notes),
+        )
         self._memo[key] = result
         return result
 
@@ -108,7 +108,7 @@ class OptionEstimator:
 
     def estimate(self, stages: tuple[Stage, ...]) -> Option:
         if not stages:
-            return Option(stages=(), estimate=Estimate(latency_ms=0.0, cost_usd=0.0, quality=None))
+            return new_option(stages=(), estimate=new_estimate(latency_ms=0.0, cost_usd=0.0, quality=None))
         latency = 0.0
         cost: float | None = 0.0
         notes: list[str] = []
@@ -122,9 +122,9 @@ class OptionEstimator:
         quality = per_stage[-1].quality
         if quality is None:
             notes.append(f"{stages[-1].backend}: quality unknown for domain {self._features.domain!r}")
-        return Option(
+        return new_option(
             stages=stages,
-            estimate=Estimate(latency_ms=latency, cost_usd=cost, quality=quality),
+            estimate=new_estimate(latency_ms=latency, cost_usd=cost, quality=quality),
             notes=tuple(notes),
             stage_estimates=tuple(per_stage),
         )

@@ -62,9 +62,16 @@ CEILING_TOLERANCE_USD = 1e-9
 class Execution:
     order: list[int]
     scores: dict[int, float] = field(default_factory=dict)
-    """Document index -> the score of the last stage that scored it (router.scores maps them)."""
+    """Document index -> the score of the last stage that scored it (router.scores maps them;
+    empty where ``sole`` is set)."""
     scored_by: dict[int, str] = field(default_factory=dict)
-    """Document index -> the backend that gave its score."""
+    """Document index -> the backend that gave its score (empty where ``sole`` is set)."""
+    sole: str | None = None
+    """Set where one stage scored every document and served alone: its backend gave every score,
+    ``order`` is its ranking and ``ranked`` its scores in that order (non-increasing), so neither
+    map is built."""
+    ranked: list[float] = field(default_factory=list)
+    """Where ``sole`` is set: the score of each document of ``order``, in that order."""
     stages: list[StageReport] = field(default_factory=list)
     served_by: Option | None = None
     degraded: bool = False
@@ -330,7 +337,7 @@ class Executor:
             doc_tokens: Sequence[int]
             if position == 0:  # the order is still the retriever's: the subset is a prefix
                 doc_tokens = stats.docs[: len(subset)]
-                stage_texts = list(texts[: len(subset)])
+                stage_texts = list(texts) if len(subset) == len(texts) else list(texts[: len(subset)])
                 sums = stage_sums(backend.spec, stats, len(subset))  # from the request's sums where it can
             else:
                 doc_tokens = [stats.docs[i] for i in subset]
@@ -370,8 +377,12 @@ class Executor:
             # At the first stage the subset is the prefix 0..k-1: its positions are the ranks themselves.
             head = ranked if position == 0 else [subset[k] for k in ranked]
             execution.order = head + execution.order[len(subset) :]
-            execution.scores.update(zip(subset, values, strict=True))
-            execution.scored_by.update(dict.fromkeys(subset, stage.backend))
+            if position == 0 and len(option.stages) == 1 and len(subset) == len(texts):
+                # Every score is this stage's: its scores in rank order, no index -> score / backend maps.
+                execution.sole, execution.ranked = stage.backend, list(map(values.__getitem__, ranked))
+            else:
+                execution.scores.update(zip(subset, values, strict=True))
+                execution.scored_by.update(dict.fromkeys(subset, stage.backend))
             report = self._report(
                 stage, backend, len(subset), started, predicted, call=call, rejected=tally.rejected, cut_usd=tally.cut_usd
             )
@@ -647,7 +658,12 @@ class Executor:
 
         try:
             async with asyncio.timeout(timeout) as scope:
-                scores, was_hedged = await hedged(one_call, None if hedge_ms is None else hedge_ms / 1000)
+                if hedge_ms is None:  # one_call() in place: what hedged() does without a delay, less two coroutines
+                    async with limits.slot(tokens):
+                        scores = await backend.rerank(query, texts)
+                    was_hedged = False
+                else:
+                    scores, was_hedged = await hedged(one_call, hedge_ms / 1000)
         except TimeoutError as exc:
             if not scope.expired():
                 raise BackendTimeoutError(f"timed out ({str(exc) or 'TimeoutError'})", backend=name) from exc

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from router.request import RerankRequest
+from router.shells import shell_of
 from router.tokens import EstimatedTokenCounter, TokenCounter, TokenCounters, TokenizersCounter
 
 __all__ = ["CHARS_PER_TOKEN_BOUND", "EXACT_COUNT_SHARE", "Features", "TokenStats", "extract_features"]
@@ -80,6 +81,8 @@ class Features:
         return self.tokens[family]
 
 
+_new_features: Callable[..., Features] = shell_of(Features)
+
 _COUNT_TABLE_CHARS = 1 << 16
 """Texts up to this long are counted from a table (grown to the longest text seen; at most 64K
 entries, about 2 MB, per ratio)."""
@@ -123,6 +126,24 @@ def _estimated_stats(
 ) -> tuple[list[int], int, int] | None:
     """:func:`_estimated_counts`, with the texts' Σ count² and largest count: a count is a
     non-decreasing function of the length, so the longest text has the largest."""
+    found = _estimated_doc_stats(counter, query, texts, lengths, longest)
+    if found is None:
+        return None
+    query_count, docs, sq_sum, top = found
+    return [query_count, *docs], sq_sum, top
+
+
+def _estimated_doc_stats(
+    counter: TokenCounter,
+    query: str,
+    texts: Sequence[str],
+    lengths: Sequence[int] | None = None,
+    longest: int | None = None,
+    pick: Callable[[list[int]], tuple[int, ...]] | None = None,
+) -> tuple[int, tuple[int, ...], int, int] | None:
+    """:func:`_estimated_stats` as (the query's count, the texts' counts, Σ count², the largest).
+    ``pick``: ``operator.itemgetter(*lengths)`` (two lengths or more), which reads a table at every
+    length in one C call, where the caller made one for several families."""
     if type(counter) is not EstimatedTokenCounter:
         return None
     if lengths is None:
@@ -136,7 +157,14 @@ def _estimated_stats(
     squares = _square_tables.get(ratio)
     if squares is None or squares[0] is not table:
         squares = _square_tables[ratio] = (table, [n * n for n in table])
-    return [table[len(query)], *map(table.__getitem__, lengths)], sum(map(squares[1].__getitem__, lengths)), table[longest]
+    if pick is None:
+        return (
+            table[len(query)],
+            tuple(map(table.__getitem__, lengths)),
+            sum(map(squares[1].__getitem__, lengths)),
+            table[longest],
+        )
+    return table[len(query)], pick(table), sum(pick(squares[1])), table[longest]
 
 
 def extract_features(
@@ -164,7 +192,8 @@ def extract_features(
     notes: list[str] = []
     reads = read_tokens or {}
     # Families whose counters count alike (estimates at one ratio) share one count of the same prefixes.
-    shared: dict[tuple[float, int], tuple[list[int], int, int]] = {}
+    shared: dict[tuple[float, int], tuple[int, tuple[int, ...], int, int]] = {}
+    pick = operator.itemgetter(*lengths) if len(lengths) >= 2 else None  # one C call per table read (one value: not a tuple)
     for family in sorted(set(families)):
         limit = reads.get(family)
         cap = max_document_chars if limit is None else min(max_document_chars, limit * CHARS_PER_TOKEN_BOUND)
@@ -183,17 +212,20 @@ def extract_features(
         key = (counter.chars_per_token, min(cap, longest)) if type(counter) is EstimatedTokenCounter else None
         found = shared.get(key) if key is not None else None
         if found is None and key is not None:
-            found = _estimated_stats(counter, request.query, clipped, lengths if whole else None, min(cap, longest))
+            if whole:
+                found = _estimated_doc_stats(counter, request.query, clipped, lengths, longest, pick)
+            else:
+                found = _estimated_doc_stats(counter, request.query, clipped, None, min(cap, longest))
             if found is not None:
                 shared[key] = found
         if found is not None:
-            counts, sq_sum, top = found
-            stats[family] = TokenStats._of(family, counter.exact, counts[0], tuple(counts[1:]), sq_sum, top)
+            query_count, docs, sq_sum, top = found
+            stats[family] = TokenStats._of(family, counter.exact, query_count, docs, sq_sum, top)
             continue
         counts = counter.count([request.query, *clipped])
         stats[family] = TokenStats(family=family, exact=counter.exact, query=counts[0], docs=tuple(counts[1:]))
     domain = str(request.context.get("domain") or default_domain)
-    return Features(
+    return _new_features(
         n_candidates=len(request.documents),
         top_n=request.top_n,
         domain=domain,

@@ -9,9 +9,11 @@ it assessed with the reasons it rejected it, which is the explanation users read
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from router.shells import shell_of
 
 __all__ = [
     "RETRIEVER_ORDER",
@@ -141,3 +143,11 @@ class Plan:
     @property
     def options_in_order(self) -> tuple[Option, ...]:
         return (self.primary, *self.fallbacks)
+
+
+# Constructors for what planning builds on every request (router.shells): the same classes, the same values.
+new_stage: Callable[..., Stage] = shell_of(Stage)
+new_estimate: Callable[..., Estimate] = shell_of(Estimate)
+new_option: Callable[..., Option] = shell_of(Option)
+new_assessed: Callable[..., Assessed] = shell_of(Assessed)
+new_plan: Callable[..., Plan] = shell_of(Plan)

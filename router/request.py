@@ -6,7 +6,7 @@ import math
 import numbers
 import os
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, Any, TypedDict, cast
@@ -23,6 +23,7 @@ from router.errors import (
     QueryTooLongError,
 )
 from router.retrieval import retriever_scores
+from router.shells import shell_of
 from router.validation import NotBool
 
 __all__ = [
@@ -108,6 +109,9 @@ _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 def is_blank(text: str) -> bool:
     """True when ``text`` has no visible character (stops at the first one it finds)."""
+    first = text[:1]
+    if first.isalnum() and first not in _BLANK_LETTERS:  # a letter or digit shows (the common first character)
+        return False
     return all(ch.isspace() or ch in _BLANK_LETTERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in text)
 
 
@@ -120,10 +124,11 @@ def _check_number(name: str, value: object, *, low: float, high: float, low_incl
     """A finite real number (numpy scalars included, bools not) within bounds, as a float."""
     if value is None:
         return None
-    if _is_bool(value) or not isinstance(value, numbers.Real):
+    plain = type(value) is float or type(value) is int  # the common case: neither a bool nor a numpy scalar
+    if not plain and (_is_bool(value) or not isinstance(value, numbers.Real)):
         kind = "bool" if _is_bool(value) else type(value).__name__
         raise InvalidBudgetError(f"{name} must be a number, got {kind}")
-    number = float(value)
+    number = float(cast(float, value))  # a real number, checked above
     if math.isnan(number) or math.isinf(number):
         raise InvalidBudgetError(f"{name} must be finite, got {value}")
     too_low = number < low if low_inclusive else number <= low
@@ -137,6 +142,9 @@ def _check_number(name: str, value: object, *, low: float, high: float, low_incl
         )
     return number
 
+
+_new_request: Callable[..., RerankRequest] = shell_of(RerankRequest)
+"""RerankRequest's constructor for every call (router.shells)."""
 
 _UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
 _UUID4_SET = (0x8000 << 48) | (4 << 76)
@@ -205,7 +213,7 @@ def build_request(
     clipped = normalized.clipped
     if clipped:
         notes.append(f"{clipped} document(s) clipped to {limits.max_document_chars} characters for scoring")
-    return RerankRequest(
+    return _new_request(
         query=query,
         documents=docs,
         top_n=n_top,

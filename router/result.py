@@ -16,6 +16,7 @@ from typing import Any
 
 from router.documents import Document, FrozenMap
 from router.plan import Option, Plan
+from router.shells import shell_of
 
 __all__ = ["Explanation", "OptionReport", "RankedItem", "RerankResult", "StageReport"]
 
@@ -58,11 +59,13 @@ class RankedItem:
         each position ``i`` in ``order`` (``d = documents[i]``; a missing ``raw_of`` or
         ``scored_by_of`` gives None), as the constructor would build them (the router's hot path:
         the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
-        frozen, shell = FrozenMap, _ItemShell
+        # Each item made in place, not by calling the shell: a Python ``__init__`` called through
+        # its class costs more than the stores themselves.
+        frozen, shell, new = FrozenMap, _ItemShell, object.__new__
         same = raw_of is score_of  # scores as the backend gave them (the common case): one lookup
         raw_of = raw_of or _none
         scored_by_of = scored_by_of or _none
-        out: list[RankedItem] = []
+        out: list[Any] = []
         append = out.append
         for i in order:
             d = documents[i]
@@ -71,7 +74,44 @@ class RankedItem:
                 append(cls(i, d.id, score_of(i), d.text, metadata, raw_of(i), scored_by_of(i)))
                 continue
             score = score_of(i)
-            append(shell(i, d.id, score, d.text, metadata, score if same else raw_of(i), scored_by_of(i)))  # type: ignore[arg-type]
+            item = new(shell)
+            item.index = i
+            item.id = d.id
+            item.score = score
+            item.text = d.text
+            item.metadata = metadata
+            item.raw_score = score if same else raw_of(i)
+            item.scored_by = scored_by_of(i)
+            item.__class__ = cls  # type: ignore[assignment]
+            append(item)
+        return tuple(out)
+
+    @classmethod
+    def _ranked(
+        cls, documents: Sequence[Document], order: Iterable[int], scores: Iterable[float], raws: Iterable[float], by: str
+    ) -> tuple[RankedItem, ...]:
+        """``RankedItem(i, d.id, score, d.text, d.metadata, raw, by)`` for each ``i``, ``score``,
+        ``raw`` of ``order``, ``scores`` and ``raws`` together: one backend scored every item
+        (:meth:`_many` without a lookup per item)."""
+        frozen, shell, new = FrozenMap, _ItemShell, object.__new__
+        out: list[Any] = []
+        append = out.append
+        for i, score, raw in zip(order, scores, raws, strict=True):
+            d = documents[i]
+            metadata = d.metadata
+            if type(metadata) is not frozen:
+                append(cls(i, d.id, score, d.text, metadata, raw, by))
+                continue
+            item = new(shell)
+            item.index = i
+            item.id = d.id
+            item.score = score
+            item.text = d.text
+            item.metadata = metadata
+            item.raw_score = raw
+            item.scored_by = by
+            item.__class__ = cls  # type: ignore[assignment]
+            append(item)
         return tuple(out)
 
 
@@ -85,44 +125,16 @@ class _ItemShell:
     the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
 
     __slots__ = RankedItem.__slots__  # the same names in the same order: the layouts match
-
-    def __init__(
-        self, index: int, id: str, score: float | None, text: str, metadata: FrozenMap, raw: float | None, by: str | None
-    ) -> None:
-        self.index = index
-        self.id = id
-        self.score = score
-        self.text = text
-        self.metadata = metadata
-        self.raw_score = raw
-        self.scored_by = by
-        self.__class__ = RankedItem  # type: ignore[assignment]
+    index: int
+    id: str
+    score: float | None
+    text: str
+    metadata: FrozenMap
+    raw_score: float | None
+    scored_by: str | None
 
 
 assert _ItemShell.__slots__ == RankedItem.__slots__ and _ItemShell.__basicsize__ == RankedItem.__basicsize__
-
-
-def _shell_of(cls: type[Any]) -> Callable[..., Any]:
-    """A constructor for the frozen, slotted dataclass ``cls`` with its ``__init__``'s signature
-    (the same fields, order and defaults; none may have a default factory or a post-init): it
-    fills a slotted shell of the same layout by plain attribute stores and assigns ``__class__``,
-    where the frozen ``__init__`` calls ``object.__setattr__`` once per field. For results built
-    on every call."""
-    fields = dataclasses.fields(cls)
-    assert not hasattr(cls, "__post_init__") and all(f.init and f.default_factory is dataclasses.MISSING for f in fields)
-    namespace: dict[str, Any] = {"_cls": cls}
-    params, body = [], []
-    for f in fields:
-        if f.default is dataclasses.MISSING:
-            params.append(f.name)
-        else:
-            namespace[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
-        body.append(f"    self.{f.name} = {f.name}")
-    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body) + "\n    self.__class__ = _cls\n", namespace)
-    shell = type(f"_{cls.__name__}Shell", (), {"__slots__": cls.__slots__, "__init__": namespace["__init__"]})
-    assert shell.__basicsize__ == cls.__basicsize__ and cls.__dict__.get("__weakref__") is None
-    return shell
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,15 +201,17 @@ class Explanation:
 
         report = _new_option_report
         options = tuple(
-            report(
-                name=name(a.option),
-                latency_ms=a.option.estimate.latency_ms,
-                cost_usd=a.option.estimate.cost_usd,
-                quality=a.option.estimate.quality,
-                rejected=tuple(map(str, a.rejections)),
-                notes=a.option.notes,
-            )
-            for a in plan.assessed
+            [
+                report(
+                    name(option := a.option),
+                    (estimate := option.estimate).latency_ms,
+                    estimate.cost_usd,
+                    estimate.quality,
+                    tuple(map(str, a.rejections)) if a.rejections else (),
+                    option.notes,
+                )
+                for a in plan.assessed
+            ]
         )
         return (_new_explanation if cls is Explanation else cls)(
             policy=plan.policy,
@@ -316,8 +330,8 @@ def _json_value(value: object) -> Any:
     return str(value)
 
 
-# Constructors for the results built on every call (see _shell_of): the same classes, the same values.
-new_stage_report: Callable[..., StageReport] = _shell_of(StageReport)
-new_rerank_result: Callable[..., RerankResult] = _shell_of(RerankResult)
-_new_option_report: Callable[..., OptionReport] = _shell_of(OptionReport)
-_new_explanation: Callable[..., Explanation] = _shell_of(Explanation)
+# Constructors for the results built on every call (router.shells): the same classes, the same values.
+new_stage_report: Callable[..., StageReport] = shell_of(StageReport)
+new_rerank_result: Callable[..., RerankResult] = shell_of(RerankResult)
+_new_option_report: Callable[..., OptionReport] = shell_of(OptionReport)
+_new_explanation: Callable[..., Explanation] = shell_of(Explanation)

@@ -39,11 +39,12 @@ from __future__ import annotations
 import math
 import operator
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
 from router.profile import ANY_DOMAIN, ScoreCalibration, after_key
+from router.shells import shell_of
 
 __all__ = ["NO_SCORES_NOTE", "IsotonicMap", "PlattMap", "ScoreBook", "ScoredOrder", "build_map", "pool_non_increasing"]
 
@@ -123,6 +124,9 @@ class ScoredOrder:
     note: str | None
 
 
+_new_scored_order: Callable[..., ScoredOrder] = shell_of(ScoredOrder)
+
+
 class ScoreBook:
     """A Router's score maps, built once from its config's ``scores:`` (backend -> domain -> calibration)."""
 
@@ -182,7 +186,26 @@ class ScoreBook:
         note = self._note(frozenset(uncalibrated), domain) if uncalibrated else None
         # Unchanged (a single stage's scores on [0, 1], the common case): the backend's own mapping serves.
         scores = dict(zip(scored, values, strict=True)) if changed else raw
-        return ScoredOrder(scores, not uncalibrated, note)
+        return _new_scored_order(scores, not uncalibrated, note)
+
+    def assemble_ranked(
+        self, ranked: list[float], backend: str, domain: str, after: Mapping[str, str] | None = None
+    ) -> tuple[list[float], bool, str | None]:
+        """:meth:`assemble` where one backend scored every document and the order is its ranking:
+        ``ranked`` holds its scores in that order (non-increasing). The scores in the same order
+        (``ranked`` itself where nothing changes), whether they are calibrated, and the note."""
+        if not ranked:
+            return ranked, False, NO_SCORES_NOTE
+        found = self.lookup(backend, domain, (after or {}).get(backend)) if self._maps else None
+        if found is None:  # the backend's own scale, clipped: still non-increasing, its ends say whether to clip
+            values = ranked
+            if ranked[-1] < 0.0 or ranked[0] > 1.0:
+                values = [0.0 if v < 0.0 else 1.0 if v > 1.0 else v for v in ranked]
+            return values, False, self._note(frozenset((backend,)), domain)
+        values = [found(v) for v in ranked]
+        if any(map(operator.lt, values, islice(values, 1, None))):
+            values = pool_non_increasing(values)
+        return values, True, None
 
     def _mapped(
         self, scored: Sequence[int], raw: Mapping[int, float], scored_by: Mapping[int, str], domain: str, after: Mapping[str, str]

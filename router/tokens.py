@@ -111,12 +111,17 @@ class TokenizersCounter:
         return chars / self._chars_per_ms
 
 
+_ESTIMATED_KEPT = 256
+"""Families whose estimate counter is kept (the configured backends' families: a handful)."""
+
+
 class TokenCounters:
     """Family -> counter. Real tokenizers win over estimates once registered."""
 
     def __init__(self, estimates: Mapping[str, float] | None = None) -> None:
         self._estimates = {**DEFAULT_CHARS_PER_TOKEN, **(estimates or {})}
         self._exact: dict[str, TokenCounter] = {}
+        self._estimated: dict[str, EstimatedTokenCounter] = {}
         self._lock = threading.Lock()
 
     def register(self, counter: TokenCounter) -> None:
@@ -134,5 +139,11 @@ class TokenCounters:
         return self.estimate(family)
 
     def estimate(self, family: str) -> EstimatedTokenCounter:
-        """The character-based estimate for ``family``, even where a real tokenizer is registered."""
-        return EstimatedTokenCounter(family, self._estimates.get(family, _FALLBACK_CHARS_PER_TOKEN))
+        """The character-based estimate for ``family``, even where a real tokenizer is registered
+        (one frozen counter per family, made once: the ratios are fixed at construction)."""
+        counter = self._estimated.get(family)
+        if counter is None:
+            counter = EstimatedTokenCounter(family, self._estimates.get(family, _FALLBACK_CHARS_PER_TOKEN))
+            if len(self._estimated) < _ESTIMATED_KEPT:
+                self._estimated[family] = counter
+        return counter

@@ -8,7 +8,7 @@ import json
 import math
 import pickle
 import random
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 
 import pytest
 
@@ -17,9 +17,11 @@ from router.catalog import LatencyParams
 from router.documents import Document, normalize_documents, normalize_for_scoring
 from router.errors import MalformedResponseError
 from router.executor import _validate
-from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_stats
+from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_doc_stats, _estimated_stats
 from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
+from router.profile import ScoreCalibration
 from router.result import Explanation, OptionReport, RankedItem, RerankResult, StageReport, new_rerank_result, new_stage_report
+from router.scores import ScoreBook
 from router.tokens import EstimatedTokenCounter
 
 
@@ -219,3 +221,162 @@ def test_request_ids_are_uuid4_hex() -> None:
     for value in ids:
         parsed = uuid.UUID(hex=value)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == value and len(value) == 32
+
+
+def test_a_sole_backend_assembles_and_names_items_as_the_maps_do() -> None:
+    """One stage that scored every document (``Execution.sole``): ``assemble_ranked`` and
+    ``_ranked`` over its scores in rank order give what ``assemble`` and ``_many`` give over the
+    index -> score and index -> backend maps, calibrated (fitted for it, after another stage, or
+    not for it) or not."""
+    rng = random.Random(11)
+    iso = ScoreCalibration(method="isotonic", x=(0.0, 0.5, 1.0), y=(0.0, 0.2, 0.9), n=10, source="test")
+    platt = ScoreCalibration(method="platt", a=5.0, b=-4.0, n=10)
+    books = [ScoreBook({}), ScoreBook({"c": {"*": iso}}), ScoreBook({"c": {"web": platt}}), ScoreBook({"d": {"*": iso}})]
+    books.append(ScoreBook({"c after a": {"*": iso}}))
+    for _ in range(400):
+        n = rng.randint(1, 30)
+        values = [rng.choice([0.0, 1.0, -0.5, 1.5, 0.25, rng.uniform(-1.0, 2.0), rng.random()]) for _ in range(n)]
+        order = sorted(range(n), key=values.__getitem__, reverse=True)  # how the executor ranks a stage
+        ranked = list(map(values.__getitem__, order))
+        raw = dict(zip(range(n), values, strict=True))
+        by = dict.fromkeys(range(n), "c")
+        docs = normalize_documents([f"t{i}" for i in range(n)])
+        for book in books:
+            for after in (None, {"c": "a"}):
+                plain = book.assemble(order, raw, by, "web", after)
+                scores, calibrated, note = book.assemble_ranked(ranked, "c", "web", after)
+                assert [plain.scores[i] for i in order] == scores
+                assert (plain.calibrated, plain.note) == (calibrated, note)
+                score_of = raw.get if plain.scores is raw else plain.scores.get
+                items = RankedItem._many(docs, order, score_of, raw.get, by.get)
+                assert RankedItem._ranked(docs, order, scores, ranked, "c") == items
+                assert [type(i) for i in items] == [RankedItem] * n
+    assert ScoreBook({}).assemble_ranked([], "c", "web") == ([], False, ScoreBook({}).assemble([], {}, {}, "web").note)
+
+
+def test_planning_constructors_build_the_public_types() -> None:
+    """The shells planning and step 1 build per request (``router.shells``) give what the classes'
+    own constructors give: type, equality, hash, pickle, deepcopy, asdict, repr, frozenness, and
+    defaults (a default factory included)."""
+    from policies.context import NOTHING_CACHED, BackendView, PlanningContext, new_backend_view, new_planning_context
+    from router.backends.base import AVAILABLE
+    from router.catalog import load_catalog
+    from router.constraints import Constraints
+    from router.features import Features
+    from router.plan import (
+        Assessed,
+        Estimate,
+        Option,
+        Plan,
+        Rejection,
+        Stage,
+        new_assessed,
+        new_estimate,
+        new_option,
+        new_plan,
+        new_stage,
+    )
+    from router.request import RerankRequest, _new_request
+
+    spec = next(iter(load_catalog().values()))
+    estimate = Estimate(1.5, None, 0.4)
+    option = Option((Stage("a", 3),), estimate, ("n",), (estimate,))
+    plan = Plan("p", option, (), (Assessed(option, (Rejection("r", "why"),)),), "because")
+    features = Features(3, 3, "web", MappingProxyType({}))
+    common = {"features": features, "constraints": Constraints(), "latency_budget_ms": 9.0, "max_cost_usd": None}
+    common |= {"backends": MappingProxyType({}), "estimate": len}
+    request = {"query": "q", "documents": (), "top_n": 3, "latency_budget_ms": None, "max_cost_usd": 0.1}
+    request |= {"constraints": Constraints(), "context": MappingProxyType({}), "request_id": "r"}
+    pairs = [
+        (new_stage("a", 3), Stage("a", 3)),
+        (new_stage("a", 3, 0.1), Stage("a", 3, 0.1)),
+        (new_estimate(1.5, None, 0.4), estimate),
+        (new_option((new_stage("a", 3),), new_estimate(1.5, None, 0.4), ("n",), (estimate,)), option),
+        (new_option((), estimate), Option((), estimate)),
+        (new_assessed(option, ()), Assessed(option, ())),
+        (new_plan("p", option, (), plan.assessed, "because"), plan),
+        (new_backend_view("a", spec, AVAILABLE), BackendView("a", spec, AVAILABLE)),
+        (new_planning_context(**common), PlanningContext(**common)),
+        (new_planning_context(**common, cached=NOTHING_CACHED, budget=None), PlanningContext(**common)),
+        (_new_request(**request), RerankRequest(**request)),
+        (_new_request(**request, notes=("x",), cache=False), RerankRequest(**request, notes=("x",), cache=False)),
+    ]
+    for value, expected in pairs:
+        assert type(value) is type(expected) and value == expected and repr(value) == repr(expected)
+        if not isinstance(value, PlanningContext | RerankRequest):  # they hold mappingproxies, which do not copy
+            assert dataclasses.asdict(value) == dataclasses.asdict(expected)
+            assert pickle.loads(pickle.dumps(value)) == expected and copy.deepcopy(value) == expected
+        if not isinstance(value, PlanningContext | RerankRequest | BackendView):
+            assert hash(value) == hash(expected)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, dataclasses.fields(value)[0].name, "changed")
+    assert new_planning_context(**common).cached is NOTHING_CACHED
+    with pytest.raises(TypeError):
+        new_option(())  # a field without a default is required, as in the constructor
+
+
+def test_estimate_counters_are_kept_per_family() -> None:
+    from router.tokens import TokenCounters
+
+    counters = TokenCounters({"f": 3.0})
+    assert counters.estimate("f") is counters.estimate("f") == EstimatedTokenCounter("f", 3.0)
+    assert counters.get("g") == EstimatedTokenCounter("g", TokenCounters().estimate("g").chars_per_token)
+
+
+def test_estimated_doc_stats_read_through_one_itemgetter_as_by_map() -> None:
+    """The counts read by one ``itemgetter`` per request (two texts or more) equal the counter's."""
+    import operator
+
+    rng = random.Random(13)
+    for ratio in (4.49, 4.52, 2.0):
+        counter = EstimatedTokenCounter("f", ratio)
+        for _ in range(200):
+            texts = ["w" * rng.randrange(0, 4000) for _ in range(rng.randrange(2, 60))]
+            lengths = list(map(len, texts))
+            fast = _estimated_doc_stats(counter, "q?", texts, lengths, max(lengths), operator.itemgetter(*lengths))
+            plain = _estimated_doc_stats(counter, "q?", texts)
+            counts = counter.count(["q?", *texts])
+            assert fast == plain == (counts[0], tuple(counts[1:]), sum(c * c for c in counts[1:]), max(counts[1:]))
+
+
+def test_per_call_value_constructors_build_the_public_types() -> None:
+    """Usage, Scores, BatchResult, ScoredOrder, Features and Normalized through their shells."""
+    from router.backends.base import Usage, new_scores, new_usage
+    from router.backends.remote import BatchResult, new_batch_result
+    from router.documents import Normalized, _new_normalized
+    from router.features import Features, _new_features
+    from router.scores import ScoredOrder, _new_scored_order
+
+    usage = Usage(search_units=1.0)
+    pairs = [
+        (new_usage(search_units=1.0), usage),
+        (new_usage(), Usage()),
+        (new_scores((0.5,), usage), Scores((0.5,), usage)),
+        (new_scores((0.5,)), Scores((0.5,))),
+        (new_batch_result((0.5,), usage), BatchResult((0.5,), usage)),
+        (_new_scored_order({0: 0.5}, False, "n"), ScoredOrder({0: 0.5}, False, "n")),
+        (_new_features(3, 2, "web", {}, ("n",)), Features(3, 2, "web", {}, ("n",))),
+        (_new_normalized((Document("a", "0"),), ("a",), 1, 0), Normalized((Document("a", "0"),), ("a",), 1, 0)),
+    ]
+    for value, expected in pairs:
+        assert type(value) is type(expected) and value == expected and repr(value) == repr(expected)
+        assert pickle.loads(pickle.dumps(value)) == expected and copy.deepcopy(value) == expected
+        assert dataclasses.asdict(value) == dataclasses.asdict(expected)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, dataclasses.fields(value)[0].name, None)
+    assert new_usage(search_units=1.0) + usage == usage + usage
+
+
+def test_is_blank_with_its_first_character_fast_path_as_the_full_check() -> None:
+    import unicodedata
+
+    from router.request import _BLANK_LETTERS, _INVISIBLE_CATEGORIES, is_blank
+
+    def full(text: str) -> bool:
+        return all(ch.isspace() or ch in _BLANK_LETTERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in text)
+
+    chars = [chr(c) for c in range(0x3200)] + sorted(_BLANK_LETTERS) + ["\U0001d7ce", "\U00020000", "\u3164", "\uffa0"]
+    for ch in chars:
+        for text in (ch, ch + " ", ch + "a", ch * 3):
+            assert is_blank(text) == full(text), repr(text)
+    assert is_blank("") and not is_blank("q")

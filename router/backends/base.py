@@ -11,11 +11,12 @@ Subclass :class:`Backend` to inherit the defaults of ``token_counter`` and ``loa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from router.catalog import BackendSpec
+from router.shells import shell_of
 from router.tokens import TokenCounter
 
 __all__ = ["AVAILABLE", "Availability", "Backend", "Scores", "Usage", "attach_billed", "billed_of"]
@@ -47,6 +48,12 @@ class Scores:
     usage: Usage = Usage()
     cold_start: bool = False
     """True when this call also loaded the model: its latency says nothing about scoring."""
+
+
+new_usage: Callable[..., Usage] = shell_of(Usage)
+"""Usage's constructor for every call (router.shells)."""
+new_scores: Callable[..., Scores] = shell_of(Scores)
+"""Scores' constructor for every call (router.shells)."""
 
 
 @dataclass(frozen=True, slots=True)

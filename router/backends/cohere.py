@@ -34,8 +34,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from router.backends.base import Usage
-from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, SdkErrors
+from router.backends.base import Usage, new_usage
+from router.backends.remote import BatchResult, RemoteBackend, RemoteConfig, SdkErrors, new_batch_result
 from router.backends.wire import Transport, WirePoster, dumps, loads, loads_fast, loads_or_text, new_poster, resolve_transport
 from router.catalog import BackendSpec
 from router.errors import MalformedResponseError
@@ -170,7 +170,7 @@ class CohereBackend(RemoteBackend):
         values = self._fast_scores(results, n, "relevance_score")
         if values is None:
             return None
-        return BatchResult(values, self._usage(_cast(float, units)))
+        return new_batch_result(values, self._usage(_cast(float, units)))
 
     def _parse_json(self, payload: Any, n: int) -> BatchResult:
         """:meth:`_parse` over plain JSON (a key that is absent reads as None, as an unset field of
@@ -205,7 +205,7 @@ class CohereBackend(RemoteBackend):
     def _usage(self, billed: object) -> Usage:
         if billed is not None and (isinstance(billed, bool) or not isinstance(billed, int | float)):
             raise MalformedResponseError(f"Cohere billed_units.search_units is {billed!r}", backend=self.name)
-        return Usage(search_units=None if billed is None else float(billed))
+        return new_usage(search_units=None if billed is None else float(billed))
 
 
 _WRONG_SHAPE = "Cohere returned a response of the wrong shape"

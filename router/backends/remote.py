@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from router.backends.base import AVAILABLE, Availability, Backend, Scores, Usage, attach_billed, billed_of
+from router.backends.base import AVAILABLE, Availability, Backend, Scores, Usage, attach_billed, billed_of, new_scores
 from router.backends.batching import counts_tokens, plan_batches, split_request
 from router.backends.wire import WireErrors
 from router.catalog import BackendSpec
@@ -63,6 +63,7 @@ from router.errors import (
     scrub_exception,
 )
 from router.secrets import env_var_name, url_without_credentials
+from router.shells import shell_of
 from router.tokens import TokenCounter, TokenCounters
 
 __all__ = [
@@ -123,6 +124,10 @@ class BatchResult:
 
     values: tuple[float, ...]
     usage: Usage
+
+
+new_batch_result: Callable[..., BatchResult] = shell_of(BatchResult)
+"""BatchResult's constructor for every call (router.shells)."""
 
 
 # -- API keys -------------------------------------------------------------------------------------
@@ -506,7 +511,7 @@ class RemoteBackend(Backend):
         if len(batches) == 1:
             result = await self._score_batch(query, texts)
             self._check_length(result, len(texts))
-            return Scores(result.values, result.usage)
+            return new_scores(result.values, result.usage)
         slots = asyncio.Semaphore(self.config.max_concurrency)
         billed: list[Usage] = []  # batches answered (and billed) so far, whatever happens to the rest
 
