@@ -160,12 +160,14 @@ def normalize_documents(documents: object, *, max_documents: int | None = None) 
 @dataclass(frozen=True, slots=True)
 class Normalized:
     """What one pass over the documents yields: the Documents, their texts clipped for scoring,
-    the total characters of those texts and how many were clipped."""
+    the total characters of those texts, how many were clipped and each one's length."""
 
     documents: tuple[Document, ...]
     texts: tuple[str, ...]
     chars: int
     clipped: int
+    lengths: tuple[int, ...] = ()
+    """``len`` of each of ``texts`` (empty: not known)."""
 
 
 _new_normalized: Callable[..., Normalized] = shell_of(Normalized)
@@ -198,12 +200,15 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
             made.metadata = empty
             made.__class__ = Document  # type: ignore[assignment]
             append(made)
-        if cap < 0 or max(map(len, documents)) <= cap:
-            return _new_normalized(tuple(plain), tuple(documents), sum(map(len, documents)), 0)
+        lengths = tuple(map(len, documents))  # once: the step's checks and step 2's token counts read them
+        if cap < 0 or max(lengths) <= cap:
+            return _new_normalized(tuple(plain), tuple(documents), sum(lengths), 0, lengths)
         texts = tuple(t if len(t) <= cap else t[:cap] for t in documents)
-        return _new_normalized(tuple(plain), texts, sum(map(len, texts)), sum(1 for t in documents if len(t) > cap))
+        lengths = tuple(map(len, texts))
+        return _new_normalized(tuple(plain), texts, sum(lengths), sum(1 for t in documents if len(t) > cap), lengths)
     out: list[Document] = []
     texts_: list[str] = []
+    sizes: list[int] = []
     seen: dict[str, int] = {}
     chars = clipped = 0
     for position, item in enumerate(documents):
@@ -227,5 +232,6 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
             size = cap
             clipped += 1
         texts_.append(text)
+        sizes.append(size)
         chars += size
-    return _new_normalized(tuple(out), tuple(texts_), chars, clipped)
+    return _new_normalized(tuple(out), tuple(texts_), chars, clipped, tuple(sizes))

@@ -6,6 +6,7 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, cast
 
 from router.request import RerankRequest
 from router.shells import shell_of
@@ -44,18 +45,29 @@ class TokenStats:
     def _of(cls, family: str, exact: bool, query: int, docs: tuple[int, ...], doc_sq_sum: int, doc_max: int) -> TokenStats:
         """``TokenStats(family, exact, query, docs)`` where the caller already has Σ docs² and
         max(docs) (the estimated counts' tables give both without a pass)."""
-        stats = _new(cls)
-        for name, value in (
-            ("family", family),
-            ("exact", exact),
-            ("query", query),
-            ("docs", docs),
-            ("doc_sum", sum(docs)),
-            ("doc_sq_sum", doc_sq_sum),
-            ("doc_max", doc_max),
-        ):
-            _set(stats, name, value)
-        return stats
+        if cls is not TokenStats:
+            stats = _new(cls)
+            for name, value in (
+                ("family", family),
+                ("exact", exact),
+                ("query", query),
+                ("docs", docs),
+                ("doc_sum", sum(docs)),
+                ("doc_sq_sum", doc_sq_sum),
+                ("doc_max", doc_max),
+            ):
+                _set(stats, name, value)
+            return stats
+        made: Any = _new(_TokenStatsShell)  # filled in place (router.shells): no object.__setattr__ per field
+        made.family = family
+        made.exact = exact
+        made.query = query
+        made.docs = docs
+        made.doc_sum = sum(docs)
+        made.doc_sq_sum = doc_sq_sum
+        made.doc_max = doc_max
+        made.__class__ = TokenStats
+        return cast(TokenStats, made)
 
     @property
     def total(self) -> int:
@@ -64,6 +76,15 @@ class TokenStats:
     @property
     def max(self) -> int:
         return self.doc_max
+
+
+class _TokenStatsShell:
+    """TokenStats' slots without the frozen ``__setattr__`` (filled, then given TokenStats' class)."""
+
+    __slots__ = TokenStats.__slots__
+
+
+assert _TokenStatsShell.__basicsize__ == TokenStats.__basicsize__
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +207,7 @@ def extract_features(
     :data:`EXACT_COUNT_SHARE` of it, the family's counts are estimated from characters instead
     (and a note says so)."""
     texts = request.texts_for_scoring(max_document_chars)
-    lengths = list(map(len, texts))  # once for every family that counts whole texts
+    lengths = request.lengths_for_scoring(max_document_chars)  # step 1's: for every family that counts whole texts
     longest = max(lengths, default=0)
     stats: dict[str, TokenStats] = {}
     notes: list[str] = []

@@ -83,6 +83,8 @@ class RerankRequest:
     scoring_max_chars: int = -1
     scoring_chars: int = -1
     """The total characters of ``scoring_texts`` (-1: not known)."""
+    scoring_lengths: tuple[int, ...] = ()
+    """``len`` of each of ``scoring_texts`` (empty: not known)."""
     cache: bool = True
     """False: the score cache (router.cache) is neither read nor written for this request."""
     retriever_scores: tuple[float, ...] | None = None
@@ -92,6 +94,12 @@ class RerankRequest:
         if max_chars == self.scoring_max_chars and len(self.scoring_texts) == len(self.documents):
             return self.scoring_texts
         return [d.text[:max_chars] for d in self.documents]
+
+    def lengths_for_scoring(self, max_chars: int) -> Sequence[int]:
+        """``len`` of each of :meth:`texts_for_scoring`."""
+        if max_chars == self.scoring_max_chars and len(self.scoring_lengths) == len(self.documents):
+            return self.scoring_lengths
+        return list(map(len, self.texts_for_scoring(max_chars)))
 
     def scoring_chars_for(self, max_chars: int) -> int:
         """The total characters of :meth:`texts_for_scoring`."""
@@ -227,6 +235,7 @@ def build_request(
         scoring_texts=normalized.texts,
         scoring_max_chars=limits.max_document_chars,
         scoring_chars=normalized.chars,
+        scoring_lengths=normalized.lengths,
         cache=cache is not False,
         retriever_scores=retriever_scores(cast(Sequence[object], documents), retriever_score_key),
     )

@@ -148,6 +148,29 @@ def test_one_pass_collects_clipped_texts() -> None:
     out = normalize_for_scoring(["abcdef", {"text": "ab"}], max_chars=4)
     assert out.texts == ("abcd", "ab") and out.chars == 6 and out.clipped == 1
     assert [d.text for d in out.documents] == ["abcdef", "ab"]
+    assert out.lengths == (4, 2)
+
+
+@pytest.mark.parametrize("docs", [["abcdef", "ab", ""], ["abcdef", {"text": "ab"}], ["x" * 9, "y"]])
+@pytest.mark.parametrize("max_chars", [None, 4, 100])
+def test_step_one_lengths_are_the_scoring_texts_lengths(docs: list[object], max_chars: int | None) -> None:
+    from router.request import build_request
+
+    out = normalize_for_scoring(docs, max_chars=max_chars)
+    assert out.lengths == tuple(map(len, out.texts)) and out.chars == sum(out.lengths)
+    request = build_request("q", docs)
+    for limit in (request.scoring_max_chars, 3):  # its own, and one it did not clip for
+        assert list(request.lengths_for_scoring(limit)) == [len(t) for t in request.texts_for_scoring(limit)]
+
+
+def test_token_stats_filled_in_place_equal_the_constructor() -> None:
+    made = TokenStats._of("f", False, 3, (1, 2, 4), 21, 4)
+    built = TokenStats("f", False, 3, (1, 2, 4))
+    assert type(made) is TokenStats and made == built and repr(made) == repr(built)
+    assert (made.doc_sum, made.doc_sq_sum, made.doc_max) == (built.doc_sum, built.doc_sq_sum, built.doc_max)
+    assert pickle.loads(pickle.dumps(made)) == built and copy.deepcopy(made) == built
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.query = 1  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
