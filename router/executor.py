@@ -372,14 +372,17 @@ class Executor:
             elapsed = (self._clock() - started) * 1000
             self._learn(stage.backend, backend, call, sums, stats.query, doc_tokens, elapsed)
             values = call.scores.values
-            # Best first; reverse=True keeps a sort stable, so ties keep the prior order.
-            ranked = sorted(range(len(subset)), key=values.__getitem__, reverse=True)
+            # Best first; reverse=True keeps a sort stable, so ties keep the prior order. The key is
+            # a list's __getitem__ (a tuple's goes through a slot wrapper, slower per call).
+            ranked = sorted(range(len(subset)), key=list(values).__getitem__, reverse=True)
             # At the first stage the subset is the prefix 0..k-1: its positions are the ranks themselves.
             head = ranked if position == 0 else [subset[k] for k in ranked]
             execution.order = head + execution.order[len(subset) :]
             if position == 0 and len(option.stages) == 1 and len(subset) == len(texts):
                 # Every score is this stage's: its scores in rank order, no index -> score / backend maps.
-                execution.sole, execution.ranked = stage.backend, list(map(values.__getitem__, ranked))
+                # The scores sorted the same way are the scores at ``ranked``, the same objects in the
+                # same order (the same comparisons, and both sorts are stable), without a call per item.
+                execution.sole, execution.ranked = stage.backend, sorted(values, reverse=True)
             else:
                 execution.scores.update(zip(subset, values, strict=True))
                 execution.scored_by.update(dict.fromkeys(subset, stage.backend))

@@ -203,6 +203,19 @@ def test_reverse_sort_keeps_ties_in_order() -> None:
         assert sorted(range(n), key=lambda k: -values[k]) == sorted(range(n), key=values.__getitem__, reverse=True)
 
 
+def test_scores_sorted_are_the_scores_at_the_ranking() -> None:
+    """The executor's ranking through a list's __getitem__, and its scores in rank order by sorting
+    the scores themselves: the same objects in the same order as read at each ranked index."""
+    rng = random.Random(4)
+    for _ in range(2_000):
+        values = tuple(rng.choice([0.0, -0.0, 0.5, 1, 1.0, 0.25, True]) for _ in range(rng.randint(1, 30)))
+        ranked = sorted(range(len(values)), key=values.__getitem__, reverse=True)
+        assert sorted(range(len(values)), key=list(values).__getitem__, reverse=True) == ranked
+        by_sort = sorted(values, reverse=True)
+        assert [type(v) for v in by_sort] == [type(values[k]) for k in ranked]
+        assert [repr(v) for v in by_sort] == [repr(values[k]) for k in ranked]
+
+
 def test_cohere_fast_json_reads_answers_as_json_does() -> None:
     """orjson's decode (``_fast_json``) is taken only where it gives what ``json.loads`` gives."""
     pytest.importorskip("orjson")
