@@ -416,3 +416,32 @@ def test_is_blank_with_its_first_character_fast_path_as_the_full_check() -> None
         for text in (ch, ch + " ", ch + "a", ch * 3):
             assert is_blank(text) == full(text), repr(text)
     assert is_blank("") and not is_blank("q")
+
+
+def test_bucket_take_is_acquire_where_acquire_would_not_wait() -> None:
+    import asyncio
+
+    from router.resilience.limits import _Bucket
+
+    async def run() -> None:
+        taken, acquired = _Bucket(10, 60), _Bucket(10, 60)
+        for amount in (1, 2.5, 3, 0):
+            assert taken.take(amount)
+            await acquired.acquire(amount)
+            assert taken._level == acquired._level and taken._waker_handle is None is acquired._waker_handle
+        assert not taken.take(4)  # over what is left: acquire must wait, nothing is taken
+        assert taken._level == acquired._level
+        assert not taken.take(11)  # over the capacity: acquire raises
+        with pytest.raises(ValueError):
+            await taken.acquire(11)
+        waiter = asyncio.ensure_future(taken.acquire(4))  # waits for capacity
+        await asyncio.sleep(0)
+        assert taken._waiters and not taken.take(0.1)  # someone waits: take leaves the order to acquire
+        waiter.cancel()
+
+    loop = asyncio.new_event_loop()
+    loop.time = lambda: 100.0  # type: ignore[method-assign]  # no leak between the two: the levels compare exactly
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()

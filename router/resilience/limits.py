@@ -36,6 +36,16 @@ class _Bucket(AsyncLimiter):
         super()._leak()
         self._level = round(self._level, 9)
 
+    def take(self, amount: float = 1) -> bool:
+        """``acquire(amount)`` where it would not wait (no one waiting, the capacity there): taken
+        at once, without the coroutine; False (nothing taken) where ``acquire`` must run."""
+        if self._waiters or self._waker_handle is not None or not 0 <= amount <= self.max_rate:
+            return False
+        if not self.has_capacity(amount):
+            return False
+        self._level += amount  # what acquire() does next; its wake-up reset has nothing to reset here
+        return True
+
 
 class _PerLoop:
     def __init__(self, policy: LimitPolicy) -> None:
@@ -74,11 +84,14 @@ class _Slot:
 
     async def __aenter__(self) -> None:
         state, tokens = self._state, self._tokens
-        if state.requests is not None:
-            await state.requests.acquire()
+        requests = state.requests
+        if requests is not None and not requests.take(1):
+            await requests.acquire()
         if state.tokens is not None and tokens:
             # aiolimiter refuses amounts above its capacity; a huge request takes the whole minute.
-            await state.tokens.acquire(min(tokens, state.tokens.max_rate))
+            amount = min(tokens, state.tokens.max_rate)
+            if not state.tokens.take(amount):
+                await state.tokens.acquire(amount)
         if state.semaphore is not None:
             await state.semaphore.acquire()
 
