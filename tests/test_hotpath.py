@@ -445,3 +445,25 @@ def test_bucket_take_is_acquire_where_acquire_would_not_wait() -> None:
         loop.run_until_complete(run())
     finally:
         loop.close()
+
+
+def test_cohere_wire_headers_follow_the_environment_and_hide_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.backends.cohere import CohereBackend
+    from router.errors import AuthenticationError
+    from tests.conftest import build_remote
+
+    backend = build_remote(CohereBackend, "cohere", {"model": "rerank-v3.5", "base_url": "http://127.0.0.1:9"})
+    env = backend.config.api_key_env
+    assert env
+    monkeypatch.setenv(env, " key-one ")
+    first = backend._headers()
+    assert dict(first) == {"Authorization": "Bearer key-one", "Content-Type": "application/json", "Accept": "application/json"}
+    assert backend._headers() is first and "key-one" not in repr(first) and "key-one" not in repr(backend)
+    monkeypatch.setenv(env, "key-two")  # rotated: the next call sends the new key
+    assert backend._headers()["Authorization"] == "Bearer key-two"
+    monkeypatch.setenv(env, "  ")
+    with pytest.raises(AuthenticationError):
+        backend._headers()
+    monkeypatch.delenv(env)
+    with pytest.raises(AuthenticationError):
+        backend._headers()

@@ -29,6 +29,7 @@ backends:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -55,6 +56,13 @@ class CohereConfig(RemoteConfig):
     transport: Transport = "auto"
 
 
+class _KeyedHeaders(dict[str, str]):
+    """Request headers that carry the API key: their repr names the keys only, never the values."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({sorted(self)})"
+
+
 class CohereBackend(RemoteBackend):
     config_model = CohereConfig
     default_spec: ClassVar[dict[str, Any]] = {
@@ -79,6 +87,8 @@ class CohereBackend(RemoteBackend):
         if self.transport != "sdk":
             self.requires = None if self.transport == "httpx" else self.transport
         self._url = config.base_url.rstrip("/") + "/v2/rerank"
+        self._wire_headers: tuple[str, _KeyedHeaders] | None = None
+        """(the environment's raw key value, the headers made from it): see :meth:`_headers`."""
 
     def _new_client(self) -> Any:
         if self.transport != "sdk":
@@ -131,17 +141,11 @@ class CohereBackend(RemoteBackend):
 
     async def _post(self, query: str, documents: Sequence[str]) -> BatchResult:
         """The wire path: the body the SDK sends, read the way the SDK reads the answer."""
-        key = self._api_key(required=True)
-        assert key is not None
+        headers = self._headers()
         docs = documents if isinstance(documents, list) else list(documents)
         body: dict[str, Any] = {"model": self.config.model, "query": query, "documents": docs, "top_n": len(docs)}
         if self.spec.max_tokens_per_doc is not None:
             body["max_tokens_per_doc"] = self.spec.max_tokens_per_doc
-        headers = {
-            "Authorization": f"Bearer {key.get_secret_value()}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
         poster: WirePoster = self._clients.get()
         reply = await poster.post(self._url, dumps(body), headers)
         if not 200 <= reply.status < 300:
@@ -154,6 +158,25 @@ class CohereBackend(RemoteBackend):
         except ValueError as exc:
             raise MalformedResponseError("Cohere returned a body that is not valid JSON", backend=self.name) from exc
         return self._parse_json(payload, len(documents))
+
+    def _headers(self) -> _KeyedHeaders:
+        """The wire call's headers for the key the environment holds now (read on every call, so a
+        rotated key is sent from the next call on); built again only when that value changes."""
+        env = self.config.api_key_env
+        raw = os.environ.get(env, "") if env else ""
+        known = self._wire_headers
+        if known is None or known[0] != raw:
+            key = self._api_key(required=True)  # the error where the key is absent or blank
+            assert key is not None
+            headers = _KeyedHeaders(
+                {
+                    "Authorization": f"Bearer {key.get_secret_value()}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                }
+            )
+            known = self._wire_headers = (raw, headers)
+        return known[1]
 
     def _fast_json(self, content: bytes, n: int) -> BatchResult | None:
         """The common answer decoded by orjson (:func:`router.backends.wire.loads_fast`) and read by
