@@ -201,8 +201,9 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
             made.__class__ = Document  # type: ignore[assignment]
             append(made)
         lengths = tuple(map(len, documents))  # once: the step's checks and step 2's token counts read them
-        if cap < 0 or max(lengths) <= cap:
-            return _new_normalized(tuple(plain), tuple(documents), sum(lengths), 0, lengths)
+        chars = sum(lengths)
+        if cap < 0 or chars <= cap or max(lengths) <= cap:  # no more in all than the cap: none is over it
+            return _new_normalized(tuple(plain), tuple(documents), chars, 0, lengths)
         texts = tuple(t if len(t) <= cap else t[:cap] for t in documents)
         lengths = tuple(map(len, texts))
         return _new_normalized(tuple(plain), texts, sum(lengths), sum(1 for t in documents if len(t) > cap), lengths)

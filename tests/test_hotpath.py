@@ -151,7 +151,7 @@ def test_one_pass_collects_clipped_texts() -> None:
     assert out.lengths == (4, 2)
 
 
-@pytest.mark.parametrize("docs", [["abcdef", "ab", ""], ["abcdef", {"text": "ab"}], ["x" * 9, "y"]])
+@pytest.mark.parametrize("docs", [["abcdef", "ab", ""], ["abcdef", {"text": "ab"}], ["x" * 9, "y"], ["abc", "abc"]])
 @pytest.mark.parametrize("max_chars", [None, 4, 100])
 def test_step_one_lengths_are_the_scoring_texts_lengths(docs: list[object], max_chars: int | None) -> None:
     from router.request import build_request
