@@ -572,7 +572,7 @@ def budget_section(
             )
             row = _sweep_row(share, share * strongest.cost_mean, cvs, fixed, strongest)
             row["features"] = list(cvs[0].models[0].features)
-            row["folds_with_a_slope"] = sum(1 for c in cvs for m in c.models if any(w != 0 for w in m.slopes))
+            row["folds_with_a_slope"] = sum(1 for c in cvs for m in c.models if m.has_signal)
             row["folds_by_the_curve"] = sum(1 for c in cvs for f in c.folds if f.get("without_signal") == "curve")
             row["fits"] = sum(len(c.models) for c in cvs)
             rows.append(row)

@@ -338,8 +338,9 @@ class AdaptivePolicy:
         the model's target; the request's own ceiling still holds where it is lower."""
         ceiling, source = None, ""
         budget = ctx.budget
-        if budget is not None and budget.headroom_usd is not None:
-            ceiling, source = max(0.0, budget.headroom_usd), "the budget window's headroom"
+        headroom = None if budget is None else budget.headroom_usd
+        if headroom is not None:
+            ceiling, source = max(0.0, headroom), "the budget window's headroom"
         elif self.model is not None and self.model.target_cost_usd is not None:
             ceiling, source = self.model.target_cost_usd, "the model's mean-cost target"
         capped = ctx
@@ -349,7 +350,7 @@ class AdaptivePolicy:
         inner = self._curve.plan(capped)
         reason = f"{why}: today's curve; {inner.reason}"
         if budget is not None:
-            applied = "applied as the ceiling" if source.startswith("the budget") else "not applied: no headroom known"
+            applied = "applied as the ceiling" if headroom is not None else "not applied: no headroom known"
             reason = f"{reason}; {budget.describe()} ({applied})"
         return Plan(self.name, inner.primary, inner.fallbacks, inner.assessed, reason)
 

@@ -150,6 +150,15 @@ def cross_validate(
     return CrossValidation(merged, tuple(models), tuple(table))
 
 
+def _fit_curve(
+    options: Sequence[tuple[StageSpec, ...]], runs: Mapping[str, RunResult], qids: Sequence[str], *, fitted_on: str = ""
+) -> ConstrainedFit:
+    """The constrained policy's inputs (fit_constrained) from each option's primary measure on ``qids``."""
+    primary = next(iter(runs.values())).measures.primary
+    quality = [{key: run.per_query[q].get(primary, 0.0) for key, run in runs.items()} for q in qids]
+    return fit_constrained(options, quality, fitted_on=fitted_on)
+
+
 def cross_validate_constrained(
     harness: EvalHarness,
     runs: Mapping[str, RunResult],
@@ -167,17 +176,14 @@ def cross_validate_constrained(
     cascades to fit the curve on. ``budget``: the user's (e.g. a per-query cost ceiling); the same
     for every fold. ``cascade_k``: the policy's cascade grid (default: ConstrainedPolicy's).
     """
-    primary = next(iter(runs.values())).measures.primary
-    table = {key: run.per_query for key, run in runs.items()}
-    qids = [q for q in harness.dataset.qids if all(q in per for per in table.values())]
+    qids = [q for q in harness.dataset.qids if all(q in run.per_query for run in runs.values())]
     domain = harness.dataset.domain
     held_out: list[RunResult] = []
     fits: list[ConstrainedFit] = []
     rows: list[dict[str, object]] = []
     name = label or f"constrained ({folds}-fold CV)"
     for i, (train, test) in enumerate(kfold(qids, folds, seed)):
-        quality = [{key: per[q].get(primary, 0.0) for key, per in table.items()} for q in train]
-        fit = fit_constrained(options, quality, fitted_on=_fitted_on(harness, i, folds, train))
+        fit = _fit_curve(options, runs, train, fitted_on=_fitted_on(harness, i, folds, train))
         params: dict[str, object] = fit.policy_params()
         if cascade_k:
             params["cascade_k"] = tuple(cascade_k)
@@ -279,8 +285,6 @@ def cross_validate_adaptive(
     (:func:`choose_without_signal`, as ``calibrate --fit-adaptive --without-signal cv`` chooses on all of them). ``qids``: only
     these queries (default: every query every run has)."""
     qids = [q for q in (harness.dataset.qids if qids is None else qids) if all(q in run.per_query for run in runs.values())]
-    primary = next(iter(runs.values())).measures.primary
-    table = {key: run.per_query for key, run in runs.items()}
     texts = {q.qid: q.text for q in harness.dataset.queries}
     cache: dict[str, dict[str, EscalationExample]] = {}  # by first stage: the same for every fold
     names, retriever = escalation_evidence(harness.dataset, qids, retriever_features=retriever_features)
@@ -306,7 +310,7 @@ def cross_validate_adaptive(
         )
         # The fallback's inputs (the curve: quality per backend, saturation_k) from the same training queries,
         # as `calibrate --fit-adaptive` writes them beside the model.
-        curve = fit_constrained(options, [{key: per[q].get(primary, 0.0) for key, per in table.items()} for q in train])
+        curve = _fit_curve(options, runs, train)
         inner: dict[str, float] = {}
         if not model.has_signal:
             if without_signal != "cv":
