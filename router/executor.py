@@ -661,12 +661,8 @@ class Executor:
 
         try:
             async with asyncio.timeout(timeout) as scope:
-                if hedge_ms is None:  # one_call() in place: what hedged() does without a delay, less two coroutines
-                    async with limits.slot(tokens):
-                        scores = await backend.rerank(query, texts)
-                    was_hedged = False
-                else:
-                    scores, was_hedged = await hedged(one_call, hedge_ms / 1000)
+                # Without a delay hedged() awaits one_call() in place: no task, no wait set.
+                scores, was_hedged = await hedged(one_call, None if hedge_ms is None else hedge_ms / 1000)
         except TimeoutError as exc:
             if not scope.expired():
                 raise BackendTimeoutError(f"timed out ({str(exc) or 'TimeoutError'})", backend=name) from exc
