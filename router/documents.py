@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from router.errors import DuplicateIdError, InvalidDocumentsError, TooManyDocumentsError
 from router.shells import shell_of
 from router.validation import echo
 
-__all__ = ["Document", "DocumentInput", "FrozenMap", "Normalized", "normalize_documents", "normalize_for_scoring"]
+__all__ = [
+    "EMPTY_METADATA",
+    "Document",
+    "DocumentInput",
+    "FrozenMap",
+    "Normalized",
+    "PositionalDocuments",
+    "normalize_documents",
+    "normalize_for_scoring",
+]
 
 
 class FrozenMap(Mapping[str, Any]):
@@ -53,6 +63,8 @@ class FrozenMap(Mapping[str, Any]):
 
 
 _EMPTY = FrozenMap()
+EMPTY_METADATA = _EMPTY
+"""The metadata of a document that has none (one shared read-only mapping)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +158,62 @@ _document: Callable[[str, str, FrozenMap], Document] = _DocumentShell  # type: i
 """A Document from fields already checked by :func:`_checked` (no second check)."""
 
 
+def position_ids(n: int) -> Sequence[str]:
+    """``str(i)`` for ``i`` in ``range(n)`` (the made-once ids where they reach)."""
+    return _IDS if n <= _N_IDS else tuple(map(str, range(n)))
+
+
+class PositionalDocuments(Sequence[Document]):
+    """Plain strings as the Documents they stand for: item ``i`` is ``Document(texts[i], str(i))``
+    with no metadata, made when it is read. A request of plain strings (the common call) holds
+    this, not a Document per string; what reads every document at once (the result's items)
+    reads ``texts`` and ``ids`` instead. Compares, pickles and copies as the tuple of those
+    Documents would (and, like it, is not hashable)."""
+
+    __slots__ = ("ids", "texts")
+    texts: tuple[str, ...]
+    ids: Sequence[str]
+    """``str(i)`` for each position (at least ``len(texts)`` of them)."""
+
+    def __init__(self, texts: tuple[str, ...]) -> None:
+        self.texts = texts
+        self.ids = position_ids(len(texts))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @overload
+    def __getitem__(self, index: int) -> Document: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Document, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Document | tuple[Document, ...]:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        text = self.texts[index]  # the IndexError / TypeError of a tuple
+        position = operator.index(index)
+        return _document(text, self.ids[position if position >= 0 else position + len(self.texts)], _EMPTY)
+
+    def __iter__(self) -> Iterator[Document]:
+        return map(_document, self.texts, self.ids, itertools.repeat(_EMPTY))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PositionalDocuments):
+            return self.texts == other.texts
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # as the tuple's: a Document's metadata is not hashable
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+    def __reduce__(self) -> tuple[type[PositionalDocuments], tuple[tuple[str, ...]]]:
+        return PositionalDocuments, (self.texts,)
+
+
 def normalize_documents(documents: object, *, max_documents: int | None = None) -> tuple[Document, ...]:
     """Turn strings, records and Documents into Documents with unique string ids.
 
@@ -154,7 +222,7 @@ def normalize_documents(documents: object, *, max_documents: int | None = None) 
     it is never dropped); a non-string text, an id that is not a str or int, metadata that is not a
     mapping, an empty list or a duplicate id is an :class:`InvalidDocumentsError`.
     """
-    return normalize_for_scoring(documents, max_documents=max_documents).documents
+    return tuple(normalize_for_scoring(documents, max_documents=max_documents).documents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +230,8 @@ class Normalized:
     """What one pass over the documents yields: the Documents, their texts clipped for scoring,
     the total characters of those texts, how many were clipped and each one's length."""
 
-    documents: tuple[Document, ...]
+    documents: Sequence[Document]
+    """A tuple, or for plain strings only their :class:`PositionalDocuments`."""
     texts: tuple[str, ...]
     chars: int
     clipped: int
@@ -188,25 +257,17 @@ def normalize_for_scoring(documents: object, *, max_documents: int | None = None
         )
     cap = max_chars if max_chars is not None else -1
     shell = _document
-    if count <= _N_IDS and set(map(type, documents)) == _PLAIN_STR:
-        # Only plain strings: their ids are their positions, unique by construction; nothing to check.
-        # Each made in place, not by calling the shell (its Python __init__ through the class costs more).
-        plain: list[Any] = []
-        append, new, empty = plain.append, object.__new__, _EMPTY
-        for text, doc_id in zip(documents, _IDS, strict=False):
-            made = new(_DocumentShell)
-            made.text = text
-            made.id = doc_id
-            made.metadata = empty
-            made.__class__ = Document  # type: ignore[assignment]
-            append(made)
-        lengths = tuple(map(len, documents))  # once: the step's checks and step 2's token counts read them
+    if set(map(type, documents)) == _PLAIN_STR:
+        # Only plain strings: their ids are their positions, unique by construction; nothing to
+        # check, and no Document made for each (PositionalDocuments makes one where it is read).
+        plain = PositionalDocuments(tuple(documents))
+        lengths = tuple(map(len, plain.texts))  # once: the step's checks and step 2's token counts read them
         chars = sum(lengths)
         if cap < 0 or chars <= cap or max(lengths) <= cap:  # no more in all than the cap: none is over it
-            return _new_normalized(tuple(plain), tuple(documents), chars, 0, lengths)
-        texts = tuple(t if len(t) <= cap else t[:cap] for t in documents)
+            return _new_normalized(plain, plain.texts, chars, 0, lengths)
+        texts = tuple(t if len(t) <= cap else t[:cap] for t in plain.texts)
         lengths = tuple(map(len, texts))
-        return _new_normalized(tuple(plain), texts, sum(lengths), sum(1 for t in documents if len(t) > cap), lengths)
+        return _new_normalized(plain, texts, sum(lengths), sum(1 for t in plain.texts if len(t) > cap), lengths)
     out: list[Document] = []
     texts_: list[str] = []
     sizes: list[int] = []

@@ -69,7 +69,8 @@ class RequestLimits(BaseModel):
 @dataclass(frozen=True, slots=True)
 class RerankRequest:
     query: str
-    documents: tuple[Document, ...]
+    documents: Sequence[Document]
+    """A tuple of Documents, or for plain strings their :class:`~router.documents.PositionalDocuments`."""
     top_n: int
     latency_budget_ms: float | None
     max_cost_usd: float | None

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.documents import Document, FrozenMap
+from router.documents import EMPTY_METADATA as _EMPTY
+from router.documents import Document, FrozenMap, PositionalDocuments
 from router.plan import Option, Plan
 from router.shells import shell_of
 
@@ -59,14 +60,29 @@ class RankedItem:
         each position ``i`` in ``order`` (``d = documents[i]``; a missing ``raw_of`` or
         ``scored_by_of`` gives None), as the constructor would build them (the router's hot path:
         the frozen ``__init__`` costs a call and an ``object.__setattr__`` per field)."""
-        # Each item made in place, not by calling the shell: a Python ``__init__`` called through
-        # its class costs more than the stores themselves.
-        frozen, shell, new = FrozenMap, _ItemShell, object.__new__
+        # Each item filled in place: the shell has no Python ``__init__`` (one called through its
+        # class costs more than the stores themselves), so ``shell()`` only allocates.
+        frozen, shell = FrozenMap, _ItemShell
         same = raw_of is score_of  # scores as the backend gave them (the common case): one lookup
         raw_of = raw_of or _none
         scored_by_of = scored_by_of or _none
         out: list[Any] = []
         append = out.append
+        if type(documents) is PositionalDocuments:  # plain strings: no Document to read
+            texts, ids = documents.texts, documents.ids
+            for i in order:
+                score = score_of(i)
+                item = shell()
+                item.index = i
+                item.id = ids[i]
+                item.score = score
+                item.text = texts[i]
+                item.metadata = _EMPTY
+                item.raw_score = score if same else raw_of(i)
+                item.scored_by = scored_by_of(i)
+                item.__class__ = cls  # type: ignore[assignment]
+                append(item)
+            return tuple(out)
         for i in order:
             d = documents[i]
             metadata = d.metadata
@@ -74,7 +90,7 @@ class RankedItem:
                 append(cls(i, d.id, score_of(i), d.text, metadata, raw_of(i), scored_by_of(i)))
                 continue
             score = score_of(i)
-            item = new(shell)
+            item = shell()
             item.index = i
             item.id = d.id
             item.score = score
@@ -93,16 +109,30 @@ class RankedItem:
         """``RankedItem(i, d.id, score, d.text, d.metadata, raw, by)`` for each ``i``, ``score``,
         ``raw`` of ``order``, ``scores`` and ``raws`` together: one backend scored every item
         (:meth:`_many` without a lookup per item)."""
-        frozen, shell, new = FrozenMap, _ItemShell, object.__new__
+        frozen, shell = FrozenMap, _ItemShell
         out: list[Any] = []
         append = out.append
+        if type(documents) is PositionalDocuments:  # plain strings: no Document to read
+            texts, ids, empty = documents.texts, documents.ids, _EMPTY
+            for i, score, raw in zip(order, scores, raws, strict=True):
+                item = shell()
+                item.index = i
+                item.id = ids[i]
+                item.score = score
+                item.text = texts[i]
+                item.metadata = empty
+                item.raw_score = raw
+                item.scored_by = by
+                item.__class__ = cls  # type: ignore[assignment]
+                append(item)
+            return tuple(out)
         for i, score, raw in zip(order, scores, raws, strict=True):
             d = documents[i]
             metadata = d.metadata
             if type(metadata) is not frozen:
                 append(cls(i, d.id, score, d.text, metadata, raw, by))
                 continue
-            item = new(shell)
+            item = shell()
             item.index = i
             item.id = d.id
             item.score = score

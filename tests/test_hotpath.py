@@ -14,7 +14,7 @@ import pytest
 
 from router.backends.base import Scores
 from router.catalog import LatencyParams
-from router.documents import Document, normalize_documents, normalize_for_scoring
+from router.documents import Document, PositionalDocuments, normalize_documents, normalize_for_scoring
 from router.errors import MalformedResponseError
 from router.executor import _validate
 from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_doc_stats, _estimated_stats
@@ -121,6 +121,55 @@ def test_shell_built_documents_and_items_are_the_public_types() -> None:
         assert dataclasses.asdict(value) == dataclasses.asdict(expected) and repr(value) == repr(expected)
         with pytest.raises(dataclasses.FrozenInstanceError):
             value.text = "changed"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("n", [1, 3, 1030])  # past the made-once ids too
+def test_plain_strings_stand_for_the_documents_they_would_be(n: int) -> None:
+    """A request of plain strings keeps them as PositionalDocuments: a Sequence that reads, compares,
+    pickles and copies as the tuple of Documents the general path builds."""
+    texts = [f"text {i}" for i in range(n)]
+    general = normalize_for_scoring([*texts[:-1], {"text": texts[-1]}]).documents  # one mapping: the general path
+    plain = normalize_for_scoring(texts).documents
+    assert type(plain) is PositionalDocuments and type(general) is tuple
+    expected = tuple(Document(t, str(i)) for i, t in enumerate(texts))
+    assert general == expected
+    assert plain == expected and expected == plain and plain == PositionalDocuments(tuple(texts))
+    assert (plain != expected) is False and plain != expected[:-1] and plain != PositionalDocuments(("other",))
+    assert plain != list(expected)  # as a tuple is not equal to a list
+    assert len(plain) == n and list(plain) == list(expected) and tuple(plain) == expected
+    assert [plain[i] for i in (0, n - 1, -1, -n)] == [expected[i] for i in (0, n - 1, -1, -n)]
+    assert plain[1:3] == expected[1:3] and plain[::-1] == expected[::-1]
+    assert all(type(d) is Document for d in plain)
+    for bad in (n, -n - 1):
+        with pytest.raises(IndexError):
+            plain[bad]
+    with pytest.raises(TypeError):
+        plain["0"]  # type: ignore[call-overload]
+    assert repr(plain) == repr(expected)
+    for unhashable in (plain, expected):  # a Document's metadata is not hashable
+        with pytest.raises(TypeError):
+            hash(unhashable)
+    assert pickle.loads(pickle.dumps(plain)) == expected and copy.deepcopy(plain) == expected
+    assert normalize_documents(texts) == expected and type(normalize_documents(texts)) is tuple
+    # The items read the texts and ids, not Documents: the same items as from the Documents.
+    order = list(range(n))[::-1]
+    scores = [1.0 - i / (2 * n) for i in range(n)]
+    assert RankedItem._ranked(plain, order, scores, scores, "m") == RankedItem._ranked(expected, order, scores, scores, "m")
+    score_of = dict(zip(order[:2], scores[:2], strict=True)).get
+    assert RankedItem._many(plain, order, score_of) == RankedItem._many(expected, order, score_of)
+    assert RankedItem._many(plain, order, score_of, score_of, {order[0]: "m"}.get) == RankedItem._many(
+        expected, order, score_of, score_of, {order[0]: "m"}.get
+    )
+
+
+def test_a_request_of_plain_strings_compares_as_one_of_documents() -> None:
+    from router.request import build_request
+
+    plain = build_request("q", ["a", "b"], context={"request_id": "r"})
+    documents = build_request("q", [Document("a", "0"), Document("b", "1")], context={"request_id": "r"})
+    assert type(plain.documents) is PositionalDocuments and type(documents.documents) is tuple
+    assert plain == documents and documents == plain
+    assert plain.texts_for_scoring(1) == documents.texts_for_scoring(1) == ["a", "b"]
 
 
 def test_result_constructors_build_the_public_types() -> None:
