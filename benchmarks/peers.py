@@ -36,6 +36,10 @@ each cut of issue 13 in the transport and resilience code saves: the budgeted Co
 and wall time per call with every cut in, and with each one reverted to the code it replaced (kept
 below, as the reference), alternating in rounds. ``--pools`` measures the wire clients' pool size:
 raw aiohttp and httpx POSTs with 8 to 128 pooled connections at 32 and 128 calls in flight.
+``--idle`` measures how the budgeted tier's own time depends on what the machine does while the
+call waits: the wire client's ``post`` answering at once with a captured answer (the router's work
+alone), after 1 ms asleep on the loop (the CPU idles, as it does while a real server works), after
+1 ms of busy-waiting, and over real loopback I/O; arms alternating in rounds.
 """
 
 from __future__ import annotations
@@ -871,6 +875,83 @@ def print_cuts(result: dict[str, Any]) -> None:
         )
 
 
+IDLE_ARMS = ("instant answer", "1 ms asleep", "1 ms busy", "loopback server")
+
+
+async def measure_idle(args: argparse.Namespace) -> dict[str, Any]:
+    """The budgeted tier's own time with the wire client's ``post`` replaced by each arm of
+    :data:`IDLE_ARMS` (the real answer captured once), arms alternating in rounds."""
+    from router import Router
+    from router.backends import wire
+
+    os.environ["CO_API_KEY"] = KEY
+    proc, base = start_server()
+    real = wire.AiohttpPoster.post
+    try:
+        query, docs, _ = build_input()
+        router = Router(router_config(base, fallback=True))
+        router.warm_up(freeze_gc=True)
+
+        async def call() -> Outcome:
+            return _router_outcome(await router.arerank(query, docs, **BUDGET))
+
+        variant = Variant("budgeted", call)
+        for _ in range(args.warmup):
+            await call()
+        captured: list[Any] = []
+
+        async def capture(self: Any, url: str, content: bytes, headers: Any) -> Any:
+            reply = await real(self, url, content, headers)
+            captured[:] = [reply]
+            return reply
+
+        wire.AiohttpPoster.post = capture  # type: ignore[method-assign]
+        await call()
+
+        def arm_post(arm: str) -> Any:
+            async def post(self: Any, url: str, content: bytes, headers: Any) -> Any:
+                if arm == "loopback server":
+                    return await real(self, url, content, headers)
+                if arm == "1 ms asleep":
+                    await asyncio.sleep(0.001)
+                elif arm == "1 ms busy":
+                    until = time.perf_counter() + 0.001
+                    while time.perf_counter() < until:
+                        pass
+                return captured[0]
+
+            return post
+
+        own: dict[str, list[float]] = {a: [] for a in IDLE_ARMS}
+        per_round = max(10, args.own_calls // args.rounds)
+        for r in range(args.rounds * args.runs):
+            for arm in IDLE_ARMS[r % len(IDLE_ARMS) :] + IDLE_ARMS[: r % len(IDLE_ARMS)]:
+                wire.AiohttpPoster.post = arm_post(arm)  # type: ignore[method-assign]
+                await sequential(variant, 10, Tally())  # settle into the arm's pattern
+                own[arm].append(await own_time(variant, per_round))
+        await router.aclose()
+    finally:
+        wire.AiohttpPoster.post = real  # type: ignore[method-assign]
+        proc.kill()
+    base_ms = statistics.median(own[IDLE_ARMS[0]])
+    rows = {
+        arm: {"own_ms": statistics.median(v), "range_ms": [min(v), max(v)], "ratio": statistics.median(v) / base_ms}
+        for arm, v in own.items()
+    }
+    return {"calls_per_arm": per_round * args.rounds * args.runs, "load": os.getloadavg()[0], "rows": rows}
+
+
+def print_idle(result: dict[str, Any]) -> None:
+    print(
+        f"own time of the budgeted Cohere tier by what the call's wait is, {result['calls_per_arm']} calls per arm, "
+        f"arms alternating in rounds (load {result['load']:.1f}); medians of rounds"
+    )
+    print(f"{'the wire post':<20} {'own ms':>7} {'range ms':>15} {'÷ instant':>9}")
+    for arm, row in result["rows"].items():
+        low, high = row["range_ms"]
+        print(f"{arm:<20} {row['own_ms']:>7.3f} {f'{low:.3f}-{high:.3f}':>15} {row['ratio']:>9.2f}")
+
+
 async def measure_pools(args: argparse.Namespace) -> dict[str, Any]:
     """Throughput and p95 of raw POSTs per client and pool size, at 32 and 128 in flight, alternating."""
     import aiohttp
@@ -994,6 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pools", action="store_true", help="measure the wire clients' connection-pool size")
     parser.add_argument("--cuts", action="store_true", help="measure each transport/resilience cut against the code it replaced")
+    parser.add_argument("--idle", action="store_true", help="measure the own time by what the call's wait is (see above)")
     parser.add_argument("--profile", type=Path, default=None, metavar="PATH", help="also write a cProfile of the budgeted tier")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -1020,6 +1102,12 @@ def main(argv: list[str] | None = None) -> int:
         print_cuts(cuts)
         if args.json is not None:
             args.json.write_text(json.dumps(cuts, indent=2) + "\n", encoding="utf-8")
+        return 0
+    if args.idle:
+        idle = asyncio.run(measure_idle(args))
+        print_idle(idle)
+        if args.json is not None:
+            args.json.write_text(json.dumps(idle, indent=2) + "\n", encoding="utf-8")
         return 0
     result = asyncio.run(amain(args))
     print_report(result)
