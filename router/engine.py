@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, Unpack
 
 from policies.base import BackendView, PlanningContext, Policy
-from policies.context import NOTHING_CACHED, new_backend_view, new_planning_context
+from policies.context import NOTHING_CACHED, RuleVerdicts, new_backend_view, new_planning_context
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
 from router.accounting.budget import BudgetWindow, observe_request, plan_signal
@@ -142,6 +142,8 @@ class Router:
         self._admission = Admission(self.config.admission)
         self._last_shed_task = 0
         self._read_tokens = _read_tokens(self.backends)
+        self._last_views: _Views | None = None
+        self._verdicts: RuleVerdicts | None = None
         self._scores = ScoreBook(self.config.scores)
         """Score maps per backend and domain, built once (router.scores)."""
         self._sync = LoopThread()
@@ -341,32 +343,47 @@ class Router:
         return self._cache.view(self._cache.namespace(request.context), request.query, texts)
 
     def _context(self, request: RerankRequest, features: Features, cached: CacheView | None = None) -> PlanningContext:
-        views: dict[str, BackendView] = {}
-        specs: dict[str, BackendSpec] = {}
-        warming: list[str] = []
-        for name, b in self.backends.items():  # one pass: views, specs and the backends still loading
-            availability = self._availability(name)
-            views[name] = new_backend_view(name, b.spec, availability)
-            specs[name] = b.spec
-            if availability.ok and not availability.warm:
-                warming.append(name)
-        cold = frozenset(warming) if warming else _NONE_COLD
-        for name in cold:
+        views = self._views()
+        for name in views.cold:
             self._loader.start(name)
         hits = None if cached is None else cached.hits()
-        estimator = OptionEstimator(specs, self.latency, features, cold, self.usage, hits)
+        estimator = OptionEstimator(views.specs, self.latency, features, views.cold, self.usage, hits)
+        verdicts = self._verdicts
+        constraints = request.constraints
+        if verdicts is None or verdicts.backends is not views.views or not _same(verdicts.constraints, constraints):
+            verdicts = self._verdicts = RuleVerdicts(views.views, constraints)
         ctx = new_planning_context(
             features=features,
-            constraints=request.constraints,
+            constraints=verdicts.constraints,  # the same object the verdicts are bound to (an equal one)
             latency_budget_ms=request.latency_budget_ms,
             max_cost_usd=request.max_cost_usd,
-            backends=MappingProxyType(views),
+            backends=views.views,
             estimate=estimator.estimate,
             cached=NOTHING_CACHED if hits is None else hits,
+            verdicts=verdicts,
         )
         if self.budget_window is None:
             return ctx
         return dataclasses.replace(ctx, budget=plan_signal(self.budget_window, ctx))  # router.accounting.budget
+
+    def _views(self) -> _Views:
+        """Every backend as planning sees it now. The last call's objects while every backend's spec
+        and availability are the same, so the rule verdicts bound to them (policies.context.RuleVerdicts)
+        still hold; new ones as soon as one differs (a breaker opened, a model loaded, a spec replaced)."""
+        seen = [(b.spec, self._availability(name)) for name, b in self.backends.items()]
+        last = self._last_views
+        if last is not None and last.seen == seen:  # frozen values: equal ones plan alike
+            return last
+        views: dict[str, BackendView] = {}
+        specs: dict[str, BackendSpec] = {}
+        warming: list[str] = []
+        for name, (spec, availability) in zip(self.backends, seen, strict=True):
+            views[name] = new_backend_view(name, spec, availability)
+            specs[name] = spec
+            if availability.ok and not availability.warm:
+                warming.append(name)
+        self._last_views = made = _Views(seen, MappingProxyType(views), specs, frozenset(warming) or _NONE_COLD)
+        return made
 
     def _availability(self, name: str) -> Availability:
         """The backend's own availability, closed off while its circuit breaker is open."""
@@ -607,6 +624,21 @@ def _cache_totals(stages: Sequence[StageReport]) -> dict[str, Any]:
 
 def _no_score(_: int) -> None:
     return None
+
+
+def _same(kept: Constraints, constraints: Constraints) -> bool:
+    return kept is constraints or kept == constraints
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Views:
+    """The backends as one planning saw them: what it read (spec, availability) and what it built."""
+
+    seen: list[tuple[BackendSpec, Availability]]
+    views: Mapping[str, BackendView]
+    specs: dict[str, BackendSpec]
+    """Read only (the estimator's): never changed once made."""
+    cold: frozenset[str]
 
 
 class _BreakerClosed(Availability):
