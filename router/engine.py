@@ -274,6 +274,8 @@ class Router:
             counter = backend.token_counter()
             if counter is not None:
                 self._counters.register(counter)
+        # The time left decides only whether an exact counter counts: none registered, none read.
+        exact = started is not None and self._counters.any_exact()
         return extract_features(
             request,
             self._read_tokens,
@@ -281,7 +283,7 @@ class Router:
             default_domain=self.config.domain,
             max_document_chars=self.config.limits.max_document_chars,
             read_tokens=self._read_tokens,
-            time_left_ms=None if started is None else self._time_left_ms(request, started),
+            time_left_ms=self._time_left_ms(request, started) if exact and started is not None else None,
         )
 
     def _time_left_ms(self, request: RerankRequest, started: float) -> float | None:

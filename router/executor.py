@@ -614,11 +614,11 @@ class Executor:
         retry = None
         try:
             failed: Exception | None = None
-            try:  # the first attempt outside the retry loop: it nearly always succeeds
-                scores, was_hedged = await self._try(
-                    name, query, texts, deadline, policy, tokens, hedge_ms, predicted, tally, spend
-                )
+            tally.attempts += 1  # the first attempt, outside the retry loop (it nearly always succeeds)
+            try:
+                scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
             except Exception as exc:
+                _tally_failure(exc, predicted, tally)
                 failed = exc
             if failed is not None:  # out of the except block, so later errors do not chain to it
                 retry = retrying(policy.retries, deadline=deadline, clock=self._clock, rng=self._rng, sleep=self._sleep)
@@ -658,19 +658,15 @@ class Executor:
         tally: _Tally,
         spend: _Spend,
     ) -> tuple[Scores, bool]:
-        """One attempt of :meth:`_call`, counted in ``tally`` with what a failure billed."""
+        """A retry of :meth:`_call` (the first attempt runs in place there), counted in ``tally``:
+        only where the ceiling leaves room for what it may bill."""
         if tally.attempts and not self._retry_fits(predicted, tally, spend, name):
             raise BackendError(f"{tally.last_error}; not retried: the cost ceiling leaves too little for another call")
         tally.attempts += 1
         try:
             return await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
         except Exception as exc:
-            billed = billed_of(exc)
-            tally.bill(billed)
-            unread = isinstance(exc, BackendTimeoutError) or (isinstance(exc, MalformedResponseError) and billed is None)
-            if unread and predicted is not None and predicted.cost_usd:
-                tally.cut_usd += predicted.cost_usd
-            tally.last_error = str(exc)
+            _tally_failure(exc, predicted, tally)
             raise
 
     def _retry_fits(self, predicted: Estimate | None, tally: _Tally, spend: _Spend, name: str) -> bool:
@@ -728,6 +724,17 @@ class Executor:
             attach_billed(exc, scores.usage)  # charged for, then rejected: it still counts
             raise
         return scores, was_hedged
+
+
+def _tally_failure(exc: Exception, predicted: Estimate | None, tally: _Tally) -> None:
+    """A failed attempt in the stage's tally: what it billed, its predicted cost where its bill
+    cannot be read (cut by a timeout, or a body too broken to read), its error."""
+    billed = billed_of(exc)
+    tally.bill(billed)
+    unread = isinstance(exc, BackendTimeoutError) or (isinstance(exc, MalformedResponseError) and billed is None)
+    if unread and predicted is not None and predicted.cost_usd:
+        tally.cut_usd += predicted.cost_usd
+    tally.last_error = str(exc)
 
 
 def _reordered(head: list[int], order: list[int], position: int, n: int) -> list[int]:

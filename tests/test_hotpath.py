@@ -767,3 +767,37 @@ def test_reordered_keeps_everything_below_the_stage() -> None:
         later = rng.sample(range(n), n)
         head2 = rng.sample(later[:k], k)
         assert _reordered(head2, later, 1, n) == head2 + later[k:]
+
+
+def test_breaker_success_writes_only_what_changes_in_process_and_always_to_a_shared_store() -> None:
+    from router.resilience.breaker import BreakerRecord, BreakerState, CircuitBreaker, InMemoryBreakerStore
+
+    class Counting(InMemoryBreakerStore):  # another type: stands for a shared store
+        saves = 0
+
+        def save(self, name: str, record: BreakerRecord) -> None:
+            Counting.saves += 1
+            super().save(name, record)
+
+    local = CircuitBreaker("b")
+    assert local.try_acquire()
+    local.on_failure()
+    assert local._store.load("b").consecutive_failures == 1
+    local.on_success()  # a success after a failure resets the count
+    assert local._store.load("b") == BreakerRecord() and local.status() == (BreakerState.CLOSED, "")
+    local.on_success()
+    shared = CircuitBreaker("b", store=Counting())
+    for _ in range(3):
+        assert shared.try_acquire()
+        shared.on_success()
+    assert Counting.saves == 3
+
+
+def test_cascade_grid_is_the_sorted_counts_between_top_n_and_n() -> None:
+    from policies.cascade import _grid
+
+    rng = random.Random(8)
+    for _ in range(300):
+        ks = tuple(rng.sample(range(1, 300), rng.randint(0, 8)))
+        top_n, n = rng.randint(1, 200), rng.randint(1, 300)
+        assert _grid(ks, top_n, n) == tuple(sorted({k for k in ks if top_n <= k < n}))
