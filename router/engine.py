@@ -384,7 +384,8 @@ class Router:
             specs[name] = spec
             if availability.ok and not availability.warm:
                 warming.append(name)
-        self._last_views = made = _Views(seen, MappingProxyType(views), specs, frozenset(warming) or _NONE_COLD)
+        closed = any(isinstance(availability, _BreakerClosed) for _, availability in seen)
+        self._last_views = made = _Views(seen, MappingProxyType(views), specs, frozenset(warming) or _NONE_COLD, closed)
         return made
 
     def _availability(self, name: str) -> Availability:
@@ -399,6 +400,9 @@ class Router:
         """Why the plan is not what the policy would choose with every backend healthy (an open
         circuit breaker took a backend out), or None when it is. Reads the breakers as planning
         saw them (a shared breaker store costs a Redis round trip per read)."""
+        views = self._last_views
+        if views is not None and ctx.backends is views.views and not views.breaker_closed:
+            return None  # the views planning used, none closed by a breaker
         open_ = {n: v.availability.reason for n, v in ctx.backends.items() if isinstance(v.availability, _BreakerClosed)}
         if not open_:
             return None
@@ -641,6 +645,8 @@ class _Views:
     specs: dict[str, BackendSpec]
     """Read only (the estimator's): never changed once made."""
     cold: frozenset[str]
+    breaker_closed: bool
+    """Whether an open circuit breaker closed one of them."""
 
 
 class _BreakerClosed(Availability):

@@ -59,7 +59,7 @@ FALLBACK_MARGIN_MS = 10.0
 CEILING_TOLERANCE_USD = 1e-9
 
 
-@dataclass
+@dataclass(slots=True)
 class Execution:
     order: list[int]
     scores: dict[int, float] = field(default_factory=dict)
@@ -80,14 +80,14 @@ class Execution:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Call:
     scores: Scores
     attempts: int
     hedged: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tally:
     attempts: int = 0
     last_error: str = ""
@@ -102,7 +102,7 @@ class _Tally:
             self.rejected = usage if self.rejected is None else self.rejected + usage
 
 
-@dataclass
+@dataclass(slots=True)
 class _Spend:
     """The request's ceiling and what its calls have been billed so far, rejected responses too."""
 
@@ -253,8 +253,10 @@ class Executor:
                 failed.append(failure)
                 failed_backends.add(failure.backend)
                 continue
-            execution.stages[:0] = failed
-            execution.notes[:0] = skipped
+            if failed:
+                execution.stages[:0] = failed
+            if skipped:
+                execution.notes[:0] = skipped
             if option is not plan.primary or execution.degraded:
                 reasons = [r.error or "" for r in failed] + skipped
                 if execution.degraded_reason:

@@ -9,7 +9,7 @@ import json
 import math
 import pickle
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import MappingProxyType, SimpleNamespace
 
 import pytest
@@ -801,3 +801,86 @@ def test_cascade_grid_is_the_sorted_counts_between_top_n_and_n() -> None:
         ks = tuple(rng.sample(range(1, 300), rng.randint(0, 8)))
         top_n, n = rng.randint(1, 200), rng.randint(1, 300)
         assert _grid(ks, top_n, n) == tuple(sorted({k for k in ks if top_n <= k < n}))
+
+
+def test_admission_reads_the_cpu_clock_only_where_it_is_used_and_learns_the_same() -> None:
+    from router.admission import Admission, AdmissionConfig, Shed
+
+    class Eager(Admission):
+        """The code before the lazy reads: the clock read on every admission and completion."""
+
+        def admit(self, time_left_ms: float | None, queued: int = 0) -> Shed | None:
+            config = self.config
+            now, wall = self._cpu_clock(), self._wall_clock()
+            self._close_shed(now)
+            self._learn_step(now, wall)
+            if config.enabled and time_left_ms is not None and self.in_flight >= config.min_in_flight:
+                expected = (self.in_flight + 1) * self._cpu_ms * self._contention + queued * self._shed_ms
+                if expected > time_left_ms:
+                    self.shed_count += 1
+                    self._shed_mark = self._step_mark = now
+                    self._step_wall = wall
+                    return Shed("shed")
+            if self.in_flight == 0:
+                self._busy_since = now
+            self.in_flight += 1
+            return None
+
+        def done(self) -> None:
+            now = self._cpu_clock()
+            self._shed_mark = self._step_mark = None
+            self.in_flight -= 1
+            self._done += 1
+            if self.in_flight == 0:
+                self._busy_s += now - self._busy_since
+            if self._done < self.config.learn_every:
+                return
+            busy = self._busy_s + (now - self._busy_since if self.in_flight > 0 else 0.0)
+            measured = max(busy - self._shed_s, 0.0) * 1000 / self._done
+            self._cpu_ms = 0.5 * self._cpu_ms + 0.5 * max(measured, 0.05)
+            self._busy_s, self._shed_s, self._done = 0.0, 0.0, 0
+            if self.in_flight > 0:
+                self._busy_since = now
+
+    rng = random.Random(21)
+    sheds, learnt = 0, 0
+    now = [0.0]
+    reads = {"lazy": 0, "eager": 0}
+
+    def cpu(which: str) -> Callable[[], float]:
+        def read() -> float:
+            reads[which] += 1
+            return now[0]
+
+        return read
+
+    for _ in range(40):
+        now[0] = 0.0
+        reads.update(lazy=0, eager=0)
+
+        config = AdmissionConfig(cpu_ms_per_request=rng.choice([0.5, 3.0]), min_in_flight=rng.randint(1, 4), learn_every=4)
+        lazy = Admission(config, cpu_clock=cpu("lazy"), wall_clock=lambda: now[0] * 1.3)
+        eager = Eager(config, cpu_clock=cpu("eager"), wall_clock=lambda: now[0] * 1.3)
+        in_flight = 0
+        for _ in range(300):
+            now[0] += rng.choice([0.0, 0.0001, 0.001, 0.004])
+            if in_flight and rng.random() < 0.45:
+                lazy.done()
+                eager.done()
+                in_flight -= 1
+                continue
+            left = rng.choice([None, 1.0, 5.0, 50.0])
+            queued = rng.randint(0, 3)
+            shed = lazy.admit(left, queued)
+            assert (shed is None) == (eager.admit(left, queued) is None)
+            if shed is None:
+                in_flight += 1
+            elif rng.random() < 0.7:
+                lazy.shed_done()
+                eager.shed_done()
+            state = ("in_flight", "_cpu_ms", "_shed_ms", "_contention", "_busy_s", "_shed_s", "_done", "shed_count")
+            assert [getattr(lazy, k) for k in state] == [getattr(eager, k) for k in state]
+        assert reads["lazy"] < reads["eager"]
+        sheds += lazy.shed_count
+        learnt += lazy.cpu_ms_per_request != config.cpu_ms_per_request
+    assert sheds > 100 and learnt > 20  # both paths ran
