@@ -131,6 +131,12 @@ class Admission:
                 self._shed_ms = 0.9 * self._shed_ms + 0.1 * max(wall_ms, cpu_ms)
                 self._contention = 0.9 * self._contention + 0.1 * min(max(wall_ms / cpu_ms, 1.0), 4.0)
 
+    def may_shed(self) -> bool:
+        """Whether :meth:`admit` would weigh a request's time left now (enough in flight): where it
+        would not, ``admit(None)`` decides the same without the caller reading its clock or queue."""
+        config = self.config
+        return config.enabled and self.in_flight >= config.min_in_flight
+
     def admit(self, time_left_ms: float | None, queued: int = 0) -> Shed | None:
         """None (and the request counts as in flight until :meth:`done`), or why it is shed.
         ``queued``: callbacks that will run on the loop before this request's next step."""

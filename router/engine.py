@@ -205,7 +205,11 @@ class Router:
     async def _arerank(self, started: float, query: str, documents: Documents, options: RequestOptions) -> RerankResult:
         """Steps 1-7 for a call made at ``started`` (the caller's moment, also for sync calls)."""
         request = self._request(query, documents, **options)  # 1
-        shed = self._admission.admit(self._time_left_ms(request, started), queued_callbacks())
+        admission = self._admission
+        if admission.may_shed():
+            shed = admission.admit(self._time_left_ms(request, started), queued_callbacks())
+        else:  # too few in flight to shed: neither the time left nor the queue is read
+            shed = admission.admit(None)
         if shed is not None:
             result = self._shed(request, started, shed.reason)
             self._admission.shed_done()
@@ -297,8 +301,10 @@ class Router:
         take tens of milliseconds (tokenizers releases the GIL), time in which every other request
         on this loop would otherwise wait, deadline timers included."""
         # The clipped texts' characters (known from step 1): a document clipped is itself over the line.
+        if not self._counters.any_exact():  # estimates only: quick whatever the length
+            return self._features(request, started)
         chars = request.scoring_chars_for(self.config.limits.max_document_chars)
-        if chars < OFFLOAD_FEATURES_CHARS or not self._counters.any_exact():
+        if chars < OFFLOAD_FEATURES_CHARS:
             return self._features(request, started)
         return await asyncio.to_thread(self._features, request, started)
 
