@@ -886,3 +886,29 @@ def test_admission_reads_the_cpu_clock_only_where_it_is_used_and_learns_the_same
         sheds += lazy.shed_count
         learnt += lazy.cpu_ms_per_request != config.cpu_ms_per_request
     assert sheds > 100 and learnt > 20  # both paths ran
+
+
+def test_best_plan_is_min_then_plan_by_as_before() -> None:
+    from policies.base import by_cost, by_latency, by_quality, plan_by
+    from policies.simple import _best_plan
+    from router.plan import Assessed, Rejection, Stage
+
+    rng = random.Random(17)
+    for _ in range(400):
+        assessed = []
+        for i in range(rng.randint(0, 6)):
+            stages = () if rng.random() < 0.2 else (Stage(f"b{i}", 10),)
+            estimate = Estimate(rng.choice([1.0, 2.0, 5.0]), rng.choice([None, 0.0, 0.001]), rng.choice([None, 0.5, 0.7]))
+            rejections = (Rejection("r", "no"),) if rng.random() < 0.3 else ()
+            assessed.append(Assessed(Option(stages, estimate), rejections))
+        assessed.append(Assessed(Option((), Estimate(0.0, 0.0, None)), ()))
+        for key in (by_quality, by_cost, by_latency):
+            feasible = [a.option for a in assessed if a.feasible and a.option.stages]
+            if not feasible:
+                before = plan_by("p", assessed, key, "no backend passes the constraints: keeping the retriever's order")
+            else:
+                best = min(feasible, key=key)
+                before = plan_by("p", assessed, key, f"{best.name} has the goal of the {len(feasible)} feasible option(s)")
+            after = _best_plan("p", assessed, key, "goal")
+            assert after == before and after.primary is before.primary
+            assert all(a is b for a, b in zip(after.fallbacks, before.fallbacks, strict=True))
