@@ -23,7 +23,9 @@ __all__ = [
     "by_cost",
     "by_latency",
     "by_quality",
+    "feasible_by",
     "plan_by",
+    "plan_in_order",
     "single_stage_options",
 ]
 
@@ -34,8 +36,9 @@ def _cost(option: Option) -> float:
 
 def by_quality(option: Option) -> tuple[float, ...]:
     """Best predicted quality first; ties: cheaper, then faster. Unknown quality sorts last."""
-    quality = option.estimate.quality
-    return (-quality if quality is not None else math.inf, _cost(option), option.estimate.latency_ms)
+    estimate = option.estimate
+    quality, cost = estimate.quality, estimate.cost_usd  # _cost inline: every plan sorts by this
+    return (-quality if quality is not None else math.inf, math.inf if cost is None else cost, estimate.latency_ms)
 
 
 def by_cost(option: Option) -> tuple[float, ...]:
@@ -61,9 +64,19 @@ def assess(options: Iterable[Option], ctx: PlanningContext, rules: Sequence[Rule
 
 def plan_by(name: str, assessed: Sequence[Assessed], key: SortKey, reason: str, first: Option | None = None) -> Plan:
     """Order feasible options by ``key`` (``first`` leads if given); the retriever order closes the chain."""
-    feasible = sorted((a.option for a in assessed if a.feasible), key=key)
+    feasible = feasible_by(assessed, key)
     if first is not None:
         feasible = [first, *(o for o in feasible if o is not first)]
-    # The retriever order is always feasible; keep it last as the final fallback.
+    return plan_in_order(name, assessed, feasible, reason)
+
+
+def feasible_by(assessed: Sequence[Assessed], key: SortKey) -> list[Option]:
+    """The feasible options sorted by ``key``, ties in the order assessed: the first one with stages
+    is ``min`` of those with stages by ``key`` (so a policy need not compute the keys twice)."""
+    return sorted((a.option for a in assessed if a.feasible), key=key)
+
+
+def plan_in_order(name: str, assessed: Sequence[Assessed], feasible: Sequence[Option], reason: str) -> Plan:
+    """The plan trying ``feasible`` in that order, the retriever's order last (the final fallback)."""
     ordered = [o for o in feasible if o.stages] + [o for o in feasible if not o.stages]
     return new_plan(policy=name, primary=ordered[0], fallbacks=tuple(ordered[1:]), assessed=tuple(assessed), reason=reason)

@@ -22,6 +22,7 @@ these params once, at config load: policies read no files.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -68,11 +69,16 @@ def _quality(cheap: float, strong: float, k: int, params: CascadeParams) -> floa
     return cheap + params.expected_escalation * (full - cheap)
 
 
+@functools.lru_cache(maxsize=256)
+def _grid(cascade_k: tuple[int, ...], top_n: int, n: int) -> tuple[int, ...]:
+    """The strong stage's candidate counts for ``top_n`` of ``n``, ascending (requests repeat a few shapes)."""
+    return tuple(sorted({k for k in cascade_k if top_n <= k < n}))
+
+
 def cascade_options(ctx: PlanningContext, singles: Sequence[Assessed], params: CascadeParams) -> list[Assessed]:
     if not params.cascades:
         return []
-    n, top_n = ctx.features.n_candidates, ctx.features.top_n
-    grid = sorted({k for k in params.cascade_k if top_n <= k < n})
+    grid = _grid(params.cascade_k, ctx.features.top_n, ctx.features.n_candidates)
     if not grid:
         return []
     usable = {
@@ -92,7 +98,7 @@ def cascade_options(ctx: PlanningContext, singles: Sequence[Assessed], params: C
 
 
 def _largest_feasible(
-    ctx: PlanningContext, cheap: str, strong: str, grid: list[int], q_cheap: float, q_strong: float, params: CascadeParams
+    ctx: PlanningContext, cheap: str, strong: str, grid: Sequence[int], q_cheap: float, q_strong: float, params: CascadeParams
 ) -> Assessed:
     """Latency and cost grow with k: the first feasible k from the top is the largest; if none
     is feasible, the smallest k's rejection explains why."""

@@ -15,6 +15,7 @@ from router.plan import Option, Rejection
 __all__ = [
     "CONSTRAINT_RULES",
     "DEFAULT_RULES",
+    "STATIC_RULES",
     "Rule",
     "allowed_backend",
     "available",
@@ -167,11 +168,49 @@ CONSTRAINT_RULES: tuple[Rule, ...] = (in_service, allowed_backend, license_ok, r
 :data:`DEFAULT_RULES` must not reach it either, and a plan made before the date is re-checked on it."""
 
 
+STATIC_RULES: frozenset[Rule] = frozenset({available, in_service, allowed_backend, license_ok, residency_ok})
+"""Rules whose verdict on an option reads only its backends' views and the constraints (and, for
+``in_service``, the day): :class:`~policies.context.RuleVerdicts` keeps them between requests."""
+
+
 def check_all(option: Option, ctx: PlanningContext, rules: Sequence[Rule]) -> tuple[Rejection, ...]:
+    verdicts = ctx.verdicts
+    if (
+        verdicts is not None
+        and verdicts.backends is ctx.backends
+        and verdicts.constraints is ctx.constraints
+        and type(rules) is tuple  # immutable: its id names the same rules for as long as it is kept
+    ):
+        key = (id(rules), option.backends)
+        found = verdicts.steps.get(key)
+        if found is None or found[0] is not rules:
+            found = verdicts.steps[key] = (rules, _steps(option, ctx, rules, verdicts.dated))
+        steps: Sequence[Rule | Rejection] = found[1]
+        if not steps:
+            return ()
+    else:
+        steps = rules
     # A plain loop: every option of every plan comes through here (two nested generators cost more).
     rejections: list[Rejection] = []
-    for rule in rules:
-        rejection = rule(option, ctx)
+    for step in steps:
+        if type(step) is Rejection:
+            rejections.append(step)
+            continue
+        rejection = step(option, ctx)  # type: ignore[operator]
         if rejection is not None:
             rejections.append(rejection)
     return tuple(rejections)
+
+
+def _steps(option: Option, ctx: PlanningContext, rules: tuple[Rule, ...], dated: bool) -> tuple[Rule | Rejection, ...]:
+    """``rules`` for ``option`` under ``ctx``'s views and constraints: each static rule's verdict
+    (its Rejection, or nothing where it passes), every other rule as itself; in the rules' order."""
+    steps: list[Rule | Rejection] = []
+    for rule in rules:
+        if rule not in STATIC_RULES or (dated and rule is in_service):
+            steps.append(rule)
+            continue
+        rejection = rule(option, ctx)
+        if rejection is not None:
+            steps.append(rejection)
+    return tuple(steps)

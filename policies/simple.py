@@ -7,9 +7,20 @@ from dataclasses import dataclass, fields
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from policies.base import PlanningContext, SortKey, assess, by_cost, by_latency, by_quality, plan_by, single_stage_options
+from policies.base import (
+    PlanningContext,
+    SortKey,
+    assess,
+    by_cost,
+    by_latency,
+    by_quality,
+    feasible_by,
+    plan_by,
+    plan_in_order,
+    single_stage_options,
+)
 from policies.cascade import CascadeParams, cascade_options
-from router.plan import Plan
+from router.plan import Assessed, Plan
 from router.validation import config_error
 
 __all__ = ["CheapestPolicy", "ConstrainedPolicy", "FastestPolicy", "FixedParams", "FixedPolicy", "NoParams"]
@@ -28,11 +39,16 @@ class FixedParams(BaseModel):
 
 def _objective_plan(name: str, ctx: PlanningContext, key: SortKey, goal: str) -> Plan:
     assessed = assess(single_stage_options(ctx), ctx)
-    feasible = [a.option for a in assessed if a.feasible and a.option.stages]
-    if not feasible:
-        return plan_by(name, assessed, key, "no backend passes the constraints: keeping the retriever's order")
-    best = min(feasible, key=key)
-    return plan_by(name, assessed, key, f"{best.name} has the {goal} of the {len(feasible)} feasible option(s)")
+    return _best_plan(name, assessed, key, goal)
+
+
+def _best_plan(name: str, assessed: list[Assessed], key: SortKey, goal: str) -> Plan:
+    """The feasible options by ``key`` (computed once per option), the best one with stages first."""
+    ordered = feasible_by(assessed, key)
+    staged = [o for o in ordered if o.stages]
+    if not staged:
+        return plan_in_order(name, assessed, ordered, "no backend passes the constraints: keeping the retriever's order")
+    return plan_in_order(name, assessed, ordered, f"{staged[0].name} has the {goal} of the {len(staged)} feasible option(s)")
 
 
 @dataclass(frozen=True)
@@ -73,16 +89,7 @@ class ConstrainedPolicy:
         params = self._params
         singles = assess(single_stage_options(ctx), ctx)
         assessed = singles + cascade_options(ctx, singles, params)
-        feasible = [a.option for a in assessed if a.feasible and a.option.stages]
-        if not feasible:
-            return plan_by(self.name, assessed, by_quality, "no backend passes the constraints: keeping the retriever's order")
-        best = min(feasible, key=by_quality)
-        return plan_by(
-            self.name,
-            assessed,
-            by_quality,
-            f"{best.name} has the best predicted quality of the {len(feasible)} feasible option(s)",
-        )
+        return _best_plan(self.name, assessed, by_quality, "best predicted quality")
 
 
 @dataclass(frozen=True)

@@ -131,17 +131,29 @@ class Admission:
                 self._shed_ms = 0.9 * self._shed_ms + 0.1 * max(wall_ms, cpu_ms)
                 self._contention = 0.9 * self._contention + 0.1 * min(max(wall_ms / cpu_ms, 1.0), 4.0)
 
+    def may_shed(self) -> bool:
+        """Whether :meth:`admit` would weigh a request's time left now (enough in flight): where it
+        would not, ``admit(None)`` decides the same without the caller reading its clock or queue."""
+        config = self.config
+        return config.enabled and self.in_flight >= config.min_in_flight
+
     def admit(self, time_left_ms: float | None, queued: int = 0) -> Shed | None:
         """None (and the request counts as in flight until :meth:`done`), or why it is shed.
         ``queued``: callbacks that will run on the loop before this request's next step."""
         config = self.config
-        now, wall = self._cpu_clock(), self._wall_clock()
-        self._close_shed(now)
-        self._learn_step(now, wall)
+        # The CPU clock is a system call: read only where its value is used (with requests in
+        # flight and no shed interval open, nothing here reads it).
+        now = wall = None
+        if self._shed_mark is not None or self._step_mark is not None or self.in_flight == 0:
+            now, wall = self._cpu_clock(), self._wall_clock()
+            self._close_shed(now)
+            self._learn_step(now, wall)
         if config.enabled and time_left_ms is not None and self.in_flight >= config.min_in_flight:
             expected = (self.in_flight + 1) * self._cpu_ms * self._contention + queued * self._shed_ms
             if expected > time_left_ms:
                 self.shed_count += 1
+                if now is None or wall is None:
+                    now, wall = self._cpu_clock(), self._wall_clock()
                 self._shed_mark = self._step_mark = now
                 self._step_wall = wall
                 behind = f" behind {queued} queued steps" if queued else ""
@@ -150,6 +162,7 @@ class Admission:
                     f"would finish this one ~{expected:.0f} ms from now, {time_left_ms:.0f} ms left"
                 )
         if self.in_flight == 0:
+            assert now is not None  # read above
             self._busy_since = now
         self.in_flight += 1
         return None
@@ -160,10 +173,12 @@ class Admission:
 
     def done(self) -> None:
         """An admitted request finished."""
-        now = self._cpu_clock()
         self._shed_mark = self._step_mark = None  # an open shed interval now holds admitted work too
         self.in_flight -= 1
         self._done += 1
+        if self.in_flight > 0 and self._done < self.config.learn_every:
+            return  # nothing here reads the CPU clock (a system call): not read
+        now = self._cpu_clock()
         if self.in_flight == 0:
             self._busy_s += now - self._busy_since
         if self._done < self.config.learn_every:

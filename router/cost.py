@@ -20,7 +20,7 @@ import math
 import threading
 from collections.abc import Sequence
 
-from router.backends.base import Usage
+from router.backends.base import Usage, new_usage
 from router.backends.batching import split_request
 from router.catalog import BackendSpec, Pricing
 
@@ -45,16 +45,19 @@ def predict_usage(
         # list can cost one unit more per call.
         batches = split_request(spec, query_tokens, docs)
         if not chunk or query_tokens + min(longest, cap or longest) <= chunk:  # one chunk per document
-            units = sum(math.ceil(len(b) / pricing.docs_per_unit) for b in batches)
+            if len(batches) == 1:  # one call (the common case): no generator
+                units = -(-len(batches[0]) // pricing.docs_per_unit)  # ceil, exactly, in integers
+            else:
+                units = sum(math.ceil(len(b) / pricing.docs_per_unit) for b in batches)
         else:
             chunks = [max(1, math.ceil((query_tokens + d) / chunk)) for d in docs]
             units = sum(math.ceil(sum(chunks[b.start : b.stop]) / pricing.docs_per_unit) for b in batches)
-        return Usage(search_units=units, requests=len(batches))
+        return new_usage(search_units=units, requests=len(batches))
     if pricing.scheme == "per_token":
         tokens = query_tokens * len(docs) + sum(docs)
         if token_correction != 1.0:
             tokens = round(tokens * token_correction)
-        return Usage(tokens=tokens, requests=len(split_request(spec, query_tokens, docs)))
+        return new_usage(tokens=tokens, requests=len(split_request(spec, query_tokens, docs)))
     return Usage()
 
 

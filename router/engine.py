@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, Unpack
 
 from policies.base import BackendView, PlanningContext, Policy
-from policies.context import NOTHING_CACHED, new_backend_view, new_planning_context
+from policies.context import NOTHING_CACHED, RuleVerdicts, new_backend_view, new_planning_context
 from policies.rules import CONSTRAINT_RULES, check_all
 from router.accounting import Accounting
 from router.accounting.budget import BudgetWindow, observe_request, plan_signal
@@ -142,6 +142,8 @@ class Router:
         self._admission = Admission(self.config.admission)
         self._last_shed_task = 0
         self._read_tokens = _read_tokens(self.backends)
+        self._last_views: _Views | None = None
+        self._verdicts: RuleVerdicts | None = None
         self._scores = ScoreBook(self.config.scores)
         """Score maps per backend and domain, built once (router.scores)."""
         self._sync = LoopThread()
@@ -203,7 +205,11 @@ class Router:
     async def _arerank(self, started: float, query: str, documents: Documents, options: RequestOptions) -> RerankResult:
         """Steps 1-7 for a call made at ``started`` (the caller's moment, also for sync calls)."""
         request = self._request(query, documents, **options)  # 1
-        shed = self._admission.admit(self._time_left_ms(request, started), queued_callbacks())
+        admission = self._admission
+        if admission.may_shed():
+            shed = admission.admit(self._time_left_ms(request, started), queued_callbacks())
+        else:  # too few in flight to shed: neither the time left nor the queue is read
+            shed = admission.admit(None)
         if shed is not None:
             result = self._shed(request, started, shed.reason)
             self._admission.shed_done()
@@ -272,6 +278,8 @@ class Router:
             counter = backend.token_counter()
             if counter is not None:
                 self._counters.register(counter)
+        # The time left decides only whether an exact counter counts: none registered, none read.
+        exact = started is not None and self._counters.any_exact()
         return extract_features(
             request,
             self._read_tokens,
@@ -279,7 +287,7 @@ class Router:
             default_domain=self.config.domain,
             max_document_chars=self.config.limits.max_document_chars,
             read_tokens=self._read_tokens,
-            time_left_ms=None if started is None else self._time_left_ms(request, started),
+            time_left_ms=self._time_left_ms(request, started) if exact and started is not None else None,
         )
 
     def _time_left_ms(self, request: RerankRequest, started: float) -> float | None:
@@ -293,8 +301,10 @@ class Router:
         take tens of milliseconds (tokenizers releases the GIL), time in which every other request
         on this loop would otherwise wait, deadline timers included."""
         # The clipped texts' characters (known from step 1): a document clipped is itself over the line.
+        if not self._counters.any_exact():  # estimates only: quick whatever the length
+            return self._features(request, started)
         chars = request.scoring_chars_for(self.config.limits.max_document_chars)
-        if chars < OFFLOAD_FEATURES_CHARS or not self._counters.any_exact():
+        if chars < OFFLOAD_FEATURES_CHARS:
             return self._features(request, started)
         return await asyncio.to_thread(self._features, request, started)
 
@@ -341,32 +351,48 @@ class Router:
         return self._cache.view(self._cache.namespace(request.context), request.query, texts)
 
     def _context(self, request: RerankRequest, features: Features, cached: CacheView | None = None) -> PlanningContext:
-        views: dict[str, BackendView] = {}
-        specs: dict[str, BackendSpec] = {}
-        warming: list[str] = []
-        for name, b in self.backends.items():  # one pass: views, specs and the backends still loading
-            availability = self._availability(name)
-            views[name] = new_backend_view(name, b.spec, availability)
-            specs[name] = b.spec
-            if availability.ok and not availability.warm:
-                warming.append(name)
-        cold = frozenset(warming) if warming else _NONE_COLD
-        for name in cold:
+        views = self._views()
+        for name in views.cold:
             self._loader.start(name)
         hits = None if cached is None else cached.hits()
-        estimator = OptionEstimator(specs, self.latency, features, cold, self.usage, hits)
+        estimator = OptionEstimator(views.specs, self.latency, features, views.cold, self.usage, hits)
+        verdicts = self._verdicts
+        constraints = request.constraints
+        if verdicts is None or verdicts.backends is not views.views or not _same(verdicts.constraints, constraints):
+            verdicts = self._verdicts = RuleVerdicts(views.views, constraints)
         ctx = new_planning_context(
             features=features,
-            constraints=request.constraints,
+            constraints=verdicts.constraints,  # the same object the verdicts are bound to (an equal one)
             latency_budget_ms=request.latency_budget_ms,
             max_cost_usd=request.max_cost_usd,
-            backends=MappingProxyType(views),
+            backends=views.views,
             estimate=estimator.estimate,
             cached=NOTHING_CACHED if hits is None else hits,
+            verdicts=verdicts,
         )
         if self.budget_window is None:
             return ctx
         return dataclasses.replace(ctx, budget=plan_signal(self.budget_window, ctx))  # router.accounting.budget
+
+    def _views(self) -> _Views:
+        """Every backend as planning sees it now. The last call's objects while every backend's spec
+        and availability are the same, so the rule verdicts bound to them (policies.context.RuleVerdicts)
+        still hold; new ones as soon as one differs (a breaker opened, a model loaded, a spec replaced)."""
+        seen = [(b.spec, self._availability(name)) for name, b in self.backends.items()]
+        last = self._last_views
+        if last is not None and last.seen == seen:  # frozen values: equal ones plan alike
+            return last
+        views: dict[str, BackendView] = {}
+        specs: dict[str, BackendSpec] = {}
+        warming: list[str] = []
+        for name, (spec, availability) in zip(self.backends, seen, strict=True):
+            views[name] = new_backend_view(name, spec, availability)
+            specs[name] = spec
+            if availability.ok and not availability.warm:
+                warming.append(name)
+        closed = any(isinstance(availability, _BreakerClosed) for _, availability in seen)
+        self._last_views = made = _Views(seen, MappingProxyType(views), specs, frozenset(warming) or _NONE_COLD, closed)
+        return made
 
     def _availability(self, name: str) -> Availability:
         """The backend's own availability, closed off while its circuit breaker is open."""
@@ -380,6 +406,9 @@ class Router:
         """Why the plan is not what the policy would choose with every backend healthy (an open
         circuit breaker took a backend out), or None when it is. Reads the breakers as planning
         saw them (a shared breaker store costs a Redis round trip per read)."""
+        views = self._last_views
+        if views is not None and ctx.backends is views.views and not views.breaker_closed:
+            return None  # the views planning used, none closed by a breaker
         open_ = {n: v.availability.reason for n, v in ctx.backends.items() if isinstance(v.availability, _BreakerClosed)}
         if not open_:
             return None
@@ -607,6 +636,23 @@ def _cache_totals(stages: Sequence[StageReport]) -> dict[str, Any]:
 
 def _no_score(_: int) -> None:
     return None
+
+
+def _same(kept: Constraints, constraints: Constraints) -> bool:
+    return kept is constraints or kept == constraints
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Views:
+    """The backends as one planning saw them: what it read (spec, availability) and what it built."""
+
+    seen: list[tuple[BackendSpec, Availability]]
+    views: Mapping[str, BackendView]
+    specs: dict[str, BackendSpec]
+    """Read only (the estimator's): never changed once made."""
+    cold: frozenset[str]
+    breaker_closed: bool
+    """Whether an open circuit breaker closed one of them."""
 
 
 class _BreakerClosed(Availability):

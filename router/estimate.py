@@ -7,15 +7,13 @@ from collections.abc import Mapping
 from router.catalog import BackendSpec
 from router.cost import UsageCalibrator, predict_cost_usd
 from router.features import Features, TokenStats
-from router.latency import LatencyEstimator, item_tokens, stage_sums
+from router.latency import LatencyEstimator, item_extra, item_tokens, stage_sums
 from router.plan import Estimate, Option, Stage, new_estimate, new_option
 
 __all__ = ["OptionEstimator"]
 
-
-def _extra_tokens(spec: BackendSpec, stats: TokenStats) -> int:
-    """What an item adds to a document's tokens (the query and special tokens for a pair)."""
-    return item_tokens(spec, stats, (0,), truncate=False)[0]
+_KEEP = Option(stages=(), estimate=Estimate(latency_ms=0.0, cost_usd=0.0, quality=None))
+"""The retriever's order: nothing to run, the same (frozen) option for every request."""
 
 
 class OptionEstimator:
@@ -64,7 +62,7 @@ class OptionEstimator:
         longest = (stats.doc_max if len(docs) == len(stats.docs) else max(docs)) if docs else 0
         stage_cost = predict_cost_usd(spec, stats.query, docs, stage_ms, correction, longest)
         cap = spec.max_tokens_per_doc
-        if cap is not None and docs and longest + _extra_tokens(spec, stats) > cap:  # else none is cut
+        if cap is not None and docs and longest + item_extra(spec, stats) > cap:  # else none is cut
             cut = sum(1 for t in item_tokens(spec, stats, docs, truncate=False) if t > cap)
             if cut:
                 notes.append(f"{backend}: {cut} item(s) over its {cap}-token context are truncated")
@@ -108,7 +106,21 @@ class OptionEstimator:
 
     def estimate(self, stages: tuple[Stage, ...]) -> Option:
         if not stages:
-            return new_option(stages=(), estimate=new_estimate(latency_ms=0.0, cost_usd=0.0, quality=None))
+            return _KEEP
+        if len(stages) == 1:  # most options: the stage's own figures, no loop and no lists
+            only = stages[0]
+            figures, said = self._stage(only.backend, only.candidates_in)
+            if figures.quality is None:
+                said = (*said, f"{only.backend}: quality unknown for domain {self._features.domain!r}")
+            price = figures.cost_usd
+            return new_option(
+                stages=stages,
+                estimate=new_estimate(
+                    latency_ms=0.0 + figures.latency_ms, cost_usd=None if price is None else 0.0 + price, quality=figures.quality
+                ),
+                notes=said,
+                stage_estimates=(figures,),
+            )
         latency = 0.0
         cost: float | None = 0.0
         notes: list[str] = []

@@ -43,6 +43,7 @@ from router.latency import item_tokens, stage_sums
 from router.plan import Estimate, Evidence, Option, Plan, Rejection, Stage
 from router.resilience import BackendLimits, CircuitBreaker, LatencyWindow, LimitPolicy, ResiliencePolicy, hedged, retrying
 from router.resilience.breaker import BreakerState, BreakerStore
+from router.resilience.cutoff import Cutoff
 from router.resilience.retry import release
 from router.result import StageReport, new_stage_report
 from router.secrets import redact
@@ -58,7 +59,7 @@ FALLBACK_MARGIN_MS = 10.0
 CEILING_TOLERANCE_USD = 1e-9
 
 
-@dataclass
+@dataclass(slots=True)
 class Execution:
     order: list[int]
     scores: dict[int, float] = field(default_factory=dict)
@@ -79,14 +80,14 @@ class Execution:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Call:
     scores: Scores
     attempts: int
     hedged: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tally:
     attempts: int = 0
     last_error: str = ""
@@ -101,7 +102,7 @@ class _Tally:
             self.rejected = usage if self.rejected is None else self.rejected + usage
 
 
-@dataclass
+@dataclass(slots=True)
 class _Spend:
     """The request's ceiling and what its calls have been billed so far, rejected responses too."""
 
@@ -226,8 +227,10 @@ class Executor:
                     f"${spend.left():.6f} left under the ceiling after ${spend.spent:.6f} billed"
                 )
                 continue
+            now = None
             if deadline is not None:
-                left_ms = (deadline - self._clock()) * 1000
+                now = self._clock()
+                left_ms = (deadline - now) * 1000
                 if left_ms <= 0:
                     skipped.append("deadline reached")
                     break
@@ -241,7 +244,7 @@ class Executor:
                 features,
                 deadline,
                 spend,
-                self._option_deadline(deadline, option, options[position + 1 :]),
+                self._option_deadline(deadline, option, options[position + 1 :], now),
                 cache,
             )
             if execution is None:
@@ -250,8 +253,10 @@ class Executor:
                 failed.append(failure)
                 failed_backends.add(failure.backend)
                 continue
-            execution.stages[:0] = failed
-            execution.notes[:0] = skipped
+            if failed:
+                execution.stages[:0] = failed
+            if skipped:
+                execution.notes[:0] = skipped
             if option is not plan.primary or execution.degraded:
                 reasons = [r.error or "" for r in failed] + skipped
                 if execution.degraded_reason:
@@ -265,16 +270,21 @@ class Executor:
             execution.degraded_reason = "; ".join([r.error or "" for r in failed] + skipped + ["kept the retriever's order"])
         return execution
 
-    def _option_deadline(self, deadline: float | None, option: Option, later: Sequence[Option]) -> float | None:
+    def _option_deadline(
+        self, deadline: float | None, option: Option, later: Sequence[Option], now: float | None = None
+    ) -> float | None:
         """The first stage's deadline: leave time for the quickest later fallback that could still
         run if it fails (not one reusing its backend), when there is time to leave. Later stages
-        have no fallback (a failure keeps the order in hand), so they run to the deadline."""
+        have no fallback (a failure keeps the order in hand), so they run to the deadline.
+        ``now``: the clock as the caller just read it (else it is read here)."""
+        if deadline is None:
+            return deadline
         first = option.stages[0].backend
         staged = [o.estimate.latency_ms for o in later if o.stages and first not in o.backends]
-        if deadline is None or not staged:
+        if not staged:
             return deadline
         reserved = deadline - (min(staged) + FALLBACK_MARGIN_MS) / 1000
-        return reserved if reserved > self._clock() else deadline
+        return reserved if reserved > (self._clock() if now is None else now) else deadline
 
     async def _run_option(
         self,
@@ -288,7 +298,8 @@ class Executor:
         cache: CacheView | None = None,
     ) -> tuple[Execution | None, StageReport | None]:
         """The option's execution, or (None, the failed first stage's report)."""
-        execution = Execution(order=list(range(len(texts))), served_by=option)
+        n = len(texts)
+        execution = Execution(order=[], served_by=option)  # the first stage sets the order (or the option fails)
         left = spend.left()
         spare_usd = None if left is None else left - (option.estimate.cost_usd or 0.0)  # room for a hedge
         previous: Sequence[float] = ()
@@ -308,7 +319,10 @@ class Executor:
                     )
                     break
             backend = self._backends[stage.backend]
-            subset = execution.order[: stage.candidates_in]
+            # At the first stage the order is still the retriever's: the subset is the prefix 0..k-1.
+            subset: Sequence[int] = (
+                range(min(stage.candidates_in, n)) if position == 0 else execution.order[: stage.candidates_in]
+            )
             predicted = option.stage_estimates[position] if position < len(option.stage_estimates) else None
             stats = features.token_stats(backend.spec.tokenizer_family)
             entry = None if cache is None else cache.backends.get(stage.backend)
@@ -327,7 +341,7 @@ class Executor:
                     return execution, None
                 ranked = sorted(range(len(subset)), key=values.__getitem__, reverse=True)
                 head = ranked if position == 0 else [subset[k] for k in ranked]
-                execution.order = head + execution.order[len(subset) :]
+                execution.order = _reordered(head, execution.order, position, n)
                 execution.scores.update(zip(subset, values, strict=True))
                 execution.scored_by.update(dict.fromkeys(subset, stage.backend))
                 spend.add(report.cost_usd)
@@ -377,7 +391,7 @@ class Executor:
             ranked = sorted(range(len(subset)), key=list(values).__getitem__, reverse=True)
             # At the first stage the subset is the prefix 0..k-1: its positions are the ranks themselves.
             head = ranked if position == 0 else [subset[k] for k in ranked]
-            execution.order = head + execution.order[len(subset) :]
+            execution.order = _reordered(head, execution.order, position, n)
             if position == 0 and len(option.stages) == 1 and len(subset) == len(texts):
                 # Every score is this stage's: its scores in rank order, no index -> score / backend maps.
                 # The scores sorted the same way are the scores at ``ranked``, the same objects in the
@@ -387,7 +401,15 @@ class Executor:
                 execution.scores.update(zip(subset, values, strict=True))
                 execution.scored_by.update(dict.fromkeys(subset, stage.backend))
             report = self._report(
-                stage, backend, len(subset), started, predicted, call=call, rejected=tally.rejected, cut_usd=tally.cut_usd
+                stage,
+                backend,
+                len(subset),
+                started,
+                predicted,
+                call=call,
+                rejected=tally.rejected,
+                cut_usd=tally.cut_usd,
+                elapsed_ms=elapsed,
             )
             spend.add(report.cost_usd)
             execution.stages.append(report)
@@ -527,8 +549,10 @@ class Executor:
         attempts: int = 1,
         rejected: Usage | None = None,
         cut_usd: float = 0.0,
+        elapsed_ms: float | None = None,
     ) -> StageReport:
-        elapsed = (self._clock() - started) * 1000
+        """``elapsed_ms``: the stage's time as the caller just measured it from ``started`` (else measured here)."""
+        elapsed = (self._clock() - started) * 1000 if elapsed_ms is None else elapsed_ms
         billed = rejected if call is None else (call.scores.usage if rejected is None else call.scores.usage + rejected)
         cost = None if billed is None else billed_cost_usd(backend.spec, billed, elapsed)
         if cut_usd:
@@ -589,27 +613,24 @@ class Executor:
             raise BackendUnavailableError(breaker.status()[1], backend=name)
         policy = self._policies[name]
         hedge_ms = self._windows[name].hedge_delay_ms(policy.hedge) if _can_afford_hedge(predicted, spare_usd) else None
-        retry = retrying(policy.retries, deadline=deadline, clock=self._clock, rng=self._rng, sleep=self._sleep)
+        retry = None
         try:
-            async for attempt in retry:
-                with attempt:
-                    if tally.attempts and not self._retry_fits(predicted, tally, spend, name):
-                        raise BackendError(
-                            f"{tally.last_error}; not retried: the cost ceiling leaves too little for another call"
+            failed: Exception | None = None
+            tally.attempts += 1  # the first attempt, outside the retry loop (it nearly always succeeds)
+            try:
+                scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
+            except Exception as exc:
+                _tally_failure(exc, predicted, tally)
+                failed = exc
+            if failed is not None:  # out of the except block, so later errors do not chain to it
+                retry = retrying(policy.retries, deadline=deadline, clock=self._clock, rng=self._rng, sleep=self._sleep)
+                retry.resume(failed)
+                failed = None
+                async for attempt in retry:
+                    with attempt:
+                        scores, was_hedged = await self._try(
+                            name, query, texts, deadline, policy, tokens, hedge_ms, predicted, tally, spend
                         )
-                    tally.attempts += 1
-                    try:
-                        scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
-                    except Exception as exc:
-                        billed = billed_of(exc)
-                        tally.bill(billed)
-                        unread = isinstance(exc, BackendTimeoutError) or (
-                            isinstance(exc, MalformedResponseError) and billed is None
-                        )
-                        if unread and predicted is not None and predicted.cost_usd:
-                            tally.cut_usd += predicted.cost_usd
-                        tally.last_error = str(exc)
-                        raise
         except asyncio.CancelledError:
             breaker.release_probe()
             raise
@@ -621,9 +642,34 @@ class Executor:
                 breaker.on_failure()
             raise
         finally:
-            release(retry)
+            if retry is not None:
+                release(retry)
         breaker.on_success()
         return _Call(scores=scores, attempts=tally.attempts, hedged=was_hedged)
+
+    async def _try(
+        self,
+        name: str,
+        query: str,
+        texts: list[str],
+        deadline: float | None,
+        policy: ResiliencePolicy,
+        tokens: int,
+        hedge_ms: float | None,
+        predicted: Estimate | None,
+        tally: _Tally,
+        spend: _Spend,
+    ) -> tuple[Scores, bool]:
+        """A retry of :meth:`_call` (the first attempt runs in place there), counted in ``tally``:
+        only where the ceiling leaves room for what it may bill."""
+        if tally.attempts and not self._retry_fits(predicted, tally, spend, name):
+            raise BackendError(f"{tally.last_error}; not retried: the cost ceiling leaves too little for another call")
+        tally.attempts += 1
+        try:
+            return await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
+        except Exception as exc:
+            _tally_failure(exc, predicted, tally)
+            raise
 
     def _retry_fits(self, predicted: Estimate | None, tally: _Tally, spend: _Spend, name: str) -> bool:
         """Another attempt may bill the stage's predicted cost again: only within what is left."""
@@ -660,7 +706,7 @@ class Executor:
                 return await backend.rerank(query, texts)
 
         try:
-            async with asyncio.timeout(timeout) as scope:
+            async with Cutoff(timeout) as scope:
                 # Without a delay hedged() awaits one_call() in place: no task, no wait set.
                 scores, was_hedged = await hedged(one_call, None if hedge_ms is None else hedge_ms / 1000)
         except TimeoutError as exc:
@@ -680,6 +726,25 @@ class Executor:
             attach_billed(exc, scores.usage)  # charged for, then rejected: it still counts
             raise
         return scores, was_hedged
+
+
+def _tally_failure(exc: Exception, predicted: Estimate | None, tally: _Tally) -> None:
+    """A failed attempt in the stage's tally: what it billed, its predicted cost where its bill
+    cannot be read (cut by a timeout, or a body too broken to read), its error."""
+    billed = billed_of(exc)
+    tally.bill(billed)
+    unread = isinstance(exc, BackendTimeoutError) or (isinstance(exc, MalformedResponseError) and billed is None)
+    if unread and predicted is not None and predicted.cost_usd:
+        tally.cut_usd += predicted.cost_usd
+    tally.last_error = str(exc)
+
+
+def _reordered(head: list[int], order: list[int], position: int, n: int) -> list[int]:
+    """The order after a stage ranked ``head`` (its subset, best first): below it, everything keeps
+    its place. A first stage's subset is a prefix of the retriever's order 0..n-1."""
+    if position == 0:
+        return head if len(head) == n else head + list(range(len(head), n))
+    return head + order[len(head) :]
 
 
 def _item_sums(tokens: Sequence[int]) -> tuple[int, int, int]:

@@ -17,11 +17,24 @@ from collections.abc import Sequence
 from router.catalog import BackendSpec, LatencyParams
 from router.features import TokenStats
 
-__all__ = ["LatencyEstimator", "fit_latency_params", "item_tokens", "latency_from_sums", "predict_latency_ms", "stage_sums"]
+__all__ = [
+    "LatencyEstimator",
+    "fit_latency_params",
+    "item_extra",
+    "item_tokens",
+    "latency_from_sums",
+    "predict_latency_ms",
+    "stage_sums",
+]
 
 # Special tokens a pair input adds ([CLS] q [SEP] d [SEP]); a single input adds two.
 _PAIR_SPECIAL = 3
 _SINGLE_SPECIAL = 2
+
+
+def item_extra(spec: BackendSpec, stats: TokenStats) -> int:
+    """What an item adds to a document's tokens before truncation (the query and special tokens for a pair)."""
+    return stats.query + _PAIR_SPECIAL if spec.input == "pair" else _SINGLE_SPECIAL
 
 
 def item_tokens(spec: BackendSpec, stats: TokenStats, docs: Sequence[int] | None = None, *, truncate: bool = True) -> list[int]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import json
 import math
 import pickle
 import random
+from collections.abc import Callable, Iterator
 from types import MappingProxyType, SimpleNamespace
 
 import pytest
 
+from policies.context import PlanningContext
 from router.backends.base import Scores
 from router.catalog import LatencyParams
 from router.documents import Document, PositionalDocuments, normalize_documents, normalize_for_scoring
@@ -19,6 +22,7 @@ from router.errors import MalformedResponseError
 from router.executor import _validate
 from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_doc_stats, _estimated_stats
 from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
+from router.plan import Estimate, Option, Plan
 from router.profile import ScoreCalibration
 from router.result import Explanation, OptionReport, RankedItem, RerankResult, StageReport, new_rerank_result, new_stage_report
 from router.scores import ScoreBook
@@ -516,3 +520,444 @@ def test_cohere_wire_headers_follow_the_environment_and_hide_the_key(monkeypatch
     monkeypatch.delenv(env)
     with pytest.raises(AuthenticationError):
         backend._headers()
+
+
+# -- sixth round (branch hot6): planning's kept verdicts, the executor's cheaper machinery ----------
+
+
+def _rule_contexts() -> list[PlanningContext]:
+    from router.testing.planning import planning_context
+
+    specs = {
+        "api": {"provider": "cohere", "license": "proprietary", "data_leaves_premises": True, "quality": {"web": 0.7}},
+        "nc": {"license": "CC-BY-NC-4.0", "quality": {"web": 0.8}},
+        "local": {"license": "Apache-2.0", "quality": {"web": 0.5}, "max_documents": 5},
+    }
+    out = []
+    for constraints in (None, {"on_premise": True}, {"commercial_use": False}, {"blocked_backends": {"local"}}):
+        for unavailable in (None, {"api": "no key"}):
+            out.append(
+                planning_context(
+                    specs,
+                    n=8,
+                    top_n=3,
+                    constraints=constraints,
+                    unavailable=unavailable,
+                    max_cost_usd=0.001,
+                    latency_budget_ms=50,
+                )
+            )
+    return out
+
+
+def test_kept_rule_verdicts_give_what_every_rule_gives() -> None:
+    from policies.context import RuleVerdicts
+    from policies.rules import CONSTRAINT_RULES, DEFAULT_RULES, check_all
+    from router.plan import new_stage
+
+    for plain in _rule_contexts():
+        kept = dataclasses.replace(plain, verdicts=RuleVerdicts(plain.backends, plain.constraints))
+        options = [plain.estimate((new_stage(name, 8),)) for name in plain.backends] + [plain.estimate(())]
+        options += [plain.estimate((new_stage(a, 8), new_stage(b, 3))) for a in plain.backends for b in plain.backends if a != b]
+        for _ in range(2):  # the first pass fills the verdicts, the second reads them
+            for option in options:
+                for rules in (DEFAULT_RULES, CONSTRAINT_RULES, DEFAULT_RULES[::-1]):
+                    assert check_all(option, kept, rules) == check_all(option, plain, rules)
+        assert kept.verdicts is not None and kept.verdicts.steps
+
+
+def test_kept_rule_verdicts_are_not_used_by_another_context() -> None:
+    from policies.context import RuleVerdicts
+    from policies.rules import DEFAULT_RULES, check_all
+    from router.plan import new_stage
+
+    contexts = _rule_contexts()
+    first = contexts[0]
+    verdicts = RuleVerdicts(first.backends, first.constraints)
+    for ctx in contexts:
+        bound = dataclasses.replace(ctx, verdicts=verdicts)  # bound to the first context's views and constraints
+        for name in ctx.backends:
+            option = ctx.estimate((new_stage(name, 8),))
+            assert check_all(option, bound, DEFAULT_RULES) == check_all(option, ctx, DEFAULT_RULES)
+
+
+def test_kept_verdicts_read_the_day_for_a_backend_with_an_end_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from policies import rules
+    from policies.context import RuleVerdicts
+    from router.plan import new_stage
+    from router.testing.planning import planning_context
+
+    ctx = planning_context({"old": {"quality": {"web": 0.5}, "license": "MIT", "available_until": "2026-06-01"}})
+    kept = dataclasses.replace(ctx, verdicts=RuleVerdicts(ctx.backends, ctx.constraints))
+    option = ctx.estimate((new_stage("old", 10),))
+    monkeypatch.setattr(rules, "today", lambda: dt.date(2026, 5, 31))
+    assert rules.check_all(option, kept, rules.CONSTRAINT_RULES) == ()
+    monkeypatch.setattr(rules, "today", lambda: dt.date(2026, 6, 1))
+    assert [r.rule for r in rules.check_all(option, kept, rules.CONSTRAINT_RULES)] == ["available_until"]
+
+
+async def test_router_keeps_views_and_verdicts_until_a_backend_changes() -> None:
+    from policies.rules import DEFAULT_RULES, check_all
+    from router import Router
+    from router.backends.base import Availability
+    from router.testing import FakeBackend
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    flaky = FakeBackend("flaky", fail=lambda call: RuntimeError("down") if call < 100 else None, spec={"quality": {"web": 0.9}})
+    steady = FakeBackend("steady", spec={"quality": {"web": 0.5}})
+    config = {"backends": {}, "resilience": {"default": {"breaker": {"failure_threshold": 2}, "retries": {"attempts": 1}}}}
+    router = Router(config, backends={"flaky": flaky, "steady": steady}, sleep=no_wait)
+    docs = ["a b", "b c", "c d"]
+
+    def planned() -> tuple[PlanningContext, Plan]:
+        request = router._request("b", docs)
+        ctx = router._context(request, router._features(request))
+        return ctx, router.policy.plan(ctx)
+
+    def plain_plan(ctx: PlanningContext) -> Plan:
+        return router.policy.plan(dataclasses.replace(ctx, verdicts=None))
+
+    one, plan_one = planned()
+    two, plan_two = planned()
+    assert two.backends is one.backends and two.verdicts is one.verdicts  # nothing changed: kept
+    assert plan_one == plan_two == plain_plan(two)
+    await router.arerank("b", docs)
+    await router.arerank("b", docs)  # two failures: flaky's breaker opens
+    three, plan_three = planned()
+    assert three.backends is not one.backends and three.verdicts is not one.verdicts
+    assert not three.backends["flaky"].availability.ok and plan_three == plain_plan(three)
+    assert plan_three.primary.name == "steady"
+    for option in (a.option for a in plan_three.assessed):
+        assert check_all(option, three, DEFAULT_RULES) == check_all(
+            option, dataclasses.replace(three, verdicts=None), DEFAULT_RULES
+        )
+    steady._available = Availability(False, "gone")  # the backend's own availability changes: new views
+    four, _ = planned()
+    assert four.backends is not three.backends and not four.backends["steady"].availability.ok
+    other = router._request("b", docs, constraints={"blocked_backends": ["steady"]})
+    five = router._context(other, router._features(other))
+    assert five.verdicts is not four.verdicts and five.constraints == other.constraints
+    same = router._request("b", docs, constraints={"blocked_backends": ["steady"]})  # equal constraints, another object
+    assert router._context(same, router._features(same)).verdicts is five.verdicts
+    await router.aclose()
+
+
+def test_single_stage_estimate_is_the_stage_loop_figures() -> None:
+    from router.plan import new_stage
+    from router.testing.planning import planning_context
+
+    ctx = planning_context(
+        {"a": {"quality": {"web": 0.6}, "pricing": {"scheme": "per_search_unit", "usd": 0.002}}, "b": {"quality": {}}}, n=30
+    )
+    for name in ("a", "b"):
+        one = ctx.estimate((new_stage(name, 30),))
+        two = ctx.estimate((new_stage(name, 30), new_stage(name, 30)))  # the loop: figures of each stage summed
+        (figures,) = one.stage_estimates
+        assert two.stage_estimates == (figures, figures)
+        assert one.estimate.latency_ms == figures.latency_ms and one.estimate.cost_usd == figures.cost_usd
+        assert one.estimate.quality == figures.quality == two.estimate.quality
+        assert one.notes == two.notes[len(two.notes) // 2 :] or one.notes == two.notes  # a quality note is said once
+    assert ctx.estimate(()) == Option((), Estimate(0.0, 0.0, None)) and ctx.estimate(()) is ctx.estimate(())
+
+
+def test_search_unit_usage_of_one_call_is_what_the_batches_give() -> None:
+    from router.backends.batching import split_request
+    from router.catalog import BackendSpec, Pricing
+    from router.cost import predict_usage
+
+    rng = random.Random(13)
+    for _ in range(500):
+        per_unit = rng.choice([1, 7, 100])
+        spec = BackendSpec(
+            model="m",
+            pricing=Pricing(scheme="per_search_unit", usd=0.002, docs_per_unit=per_unit, chunk_tokens=4096),
+            max_documents=rng.choice([None, 1000, 20]),
+        )
+        docs = [rng.randint(1, 300) for _ in range(rng.randint(0, 150))]
+        usage = predict_usage(spec, 9, docs)
+        batches = split_request(spec, 9, docs)
+        assert usage.search_units == sum(math.ceil(len(b) / per_unit) for b in batches)
+        assert usage.requests == len(batches) and type(usage.search_units) is int
+
+
+async def test_cutoff_bounds_a_block_as_asyncio_timeout_does() -> None:
+    from router.resilience.cutoff import Cutoff
+
+    async with Cutoff(None) as scope:  # no bound
+        await asyncio.sleep(0)
+    assert not scope.expired()
+    async with Cutoff(5.0) as scope:
+        await asyncio.sleep(0)
+    assert not scope.expired()
+    with pytest.raises(TimeoutError):
+        async with Cutoff(0.001) as scope:
+            await asyncio.sleep(1)
+    assert scope.expired()
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # the bound's cancellation was taken back
+
+    async def cancelled_from_outside() -> None:
+        async with Cutoff(5.0):
+            await asyncio.sleep(1)
+
+    inner = asyncio.ensure_future(cancelled_from_outside())
+    await asyncio.sleep(0)
+    inner.cancel()
+    with pytest.raises(asyncio.CancelledError):  # the caller's cancellation is not turned into TimeoutError
+        await inner
+
+    async def swallowed() -> str:
+        async with Cutoff(0.001) as scope:
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                return "kept" if scope is not None else ""
+        return ""
+
+    assert await swallowed() == "kept"
+    loop = asyncio.get_running_loop()
+    assert not [h for h in loop._scheduled if not h.cancelled() and h._callback is not None and "Cutoff" in repr(h)]  # type: ignore[attr-defined]
+
+
+def test_bucket_take_is_has_capacity_then_the_level() -> None:
+    from router.resilience.limits import _Bucket
+
+    rng = random.Random(3)
+    fast, plain = _Bucket(10, 1), _Bucket(10, 1)
+    clock = [1_000.0]
+    for bucket in (fast, plain):
+        bucket._event_loop = SimpleNamespace(time=lambda: clock[0], is_closed=lambda: False)  # type: ignore[assignment]
+    for _ in range(2_000):
+        clock[0] += rng.choice([0.0, 0.01, 0.1, 0.37, 1.5])
+        amount = rng.choice([0.5, 1, 3, 11])
+        took = fast.take(amount)
+        if 0 <= amount <= plain.max_rate and plain.has_capacity(amount):
+            plain._level += amount
+            assert took
+        else:
+            assert not took
+        assert fast._level == plain._level and fast._last_check == plain._last_check
+
+
+async def test_limits_are_kept_per_loop_with_the_last_one_at_hand() -> None:
+    import threading
+
+    from router.resilience.limits import BackendLimits, LimitPolicy
+
+    limits = BackendLimits(LimitPolicy(rpm=60, max_concurrency=2))
+    here = limits._here()
+    assert limits._here() is here
+    other: list[object] = []
+    threading.Thread(target=lambda: other.append(asyncio.run(_here_of(limits)))).start()
+    while not other:
+        await asyncio.sleep(0.001)
+    assert other[0] is not here and limits._here() is here  # back on this loop: its own limits again
+
+
+async def _here_of(limits: object) -> object:
+    return limits._here()  # type: ignore[attr-defined]
+
+
+async def test_retry_resumed_after_a_first_attempt_decides_as_the_loop_does() -> None:
+    from router.errors import BadRequestError, ServerError
+    from router.resilience.retry import RetryPolicy, retrying
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    for errors in ([ServerError("500")], [ServerError("500"), ServerError("502")], [BadRequestError("400")]):
+        outcomes = []
+        for resumed in (False, True):
+            script = iter([*errors, None, None, None])
+            calls = 0
+            retry = retrying(RetryPolicy(attempts=3), deadline=None, clock=lambda: 0.0, rng=random.Random(1), sleep=no_wait)
+
+            def once(script: Iterator[Exception | None] = script) -> str:
+                nonlocal calls
+                calls += 1
+                error = next(script)
+                if error is not None:
+                    raise error
+                return "ok"
+
+            try:
+                if resumed:
+                    try:
+                        result = once()
+                    except Exception as exc:
+                        retry.resume(exc)
+                        async for attempt in retry:
+                            with attempt:
+                                result = once()
+                else:
+                    async for attempt in retry:
+                        with attempt:
+                            result = once()
+                outcomes.append((result, calls))
+            except Exception as exc:
+                outcomes.append((type(exc).__name__, calls))
+        assert outcomes[0] == outcomes[1]
+
+
+def test_reordered_keeps_everything_below_the_stage() -> None:
+    from router.executor import _reordered
+
+    rng = random.Random(4)
+    for _ in range(500):
+        n = rng.randint(1, 30)
+        order = list(range(n))
+        k = rng.randint(1, n)
+        head = rng.sample(range(k), k)
+        assert _reordered(head, [], 0, n) == head + order[k:]
+        later = rng.sample(range(n), n)
+        head2 = rng.sample(later[:k], k)
+        assert _reordered(head2, later, 1, n) == head2 + later[k:]
+
+
+def test_breaker_success_writes_only_what_changes_in_process_and_always_to_a_shared_store() -> None:
+    from router.resilience.breaker import BreakerRecord, BreakerState, CircuitBreaker, InMemoryBreakerStore
+
+    class Counting(InMemoryBreakerStore):  # another type: stands for a shared store
+        saves = 0
+
+        def save(self, name: str, record: BreakerRecord) -> None:
+            Counting.saves += 1
+            super().save(name, record)
+
+    local = CircuitBreaker("b")
+    assert local.try_acquire()
+    local.on_failure()
+    assert local._store.load("b").consecutive_failures == 1
+    local.on_success()  # a success after a failure resets the count
+    assert local._store.load("b") == BreakerRecord() and local.status() == (BreakerState.CLOSED, "")
+    local.on_success()
+    shared = CircuitBreaker("b", store=Counting())
+    for _ in range(3):
+        assert shared.try_acquire()
+        shared.on_success()
+    assert Counting.saves == 3
+
+
+def test_cascade_grid_is_the_sorted_counts_between_top_n_and_n() -> None:
+    from policies.cascade import _grid
+
+    rng = random.Random(8)
+    for _ in range(300):
+        ks = tuple(rng.sample(range(1, 300), rng.randint(0, 8)))
+        top_n, n = rng.randint(1, 200), rng.randint(1, 300)
+        assert _grid(ks, top_n, n) == tuple(sorted({k for k in ks if top_n <= k < n}))
+
+
+def test_admission_reads_the_cpu_clock_only_where_it_is_used_and_learns_the_same() -> None:
+    from router.admission import Admission, AdmissionConfig, Shed
+
+    class Eager(Admission):
+        """The code before the lazy reads: the clock read on every admission and completion."""
+
+        def admit(self, time_left_ms: float | None, queued: int = 0) -> Shed | None:
+            config = self.config
+            now, wall = self._cpu_clock(), self._wall_clock()
+            self._close_shed(now)
+            self._learn_step(now, wall)
+            if config.enabled and time_left_ms is not None and self.in_flight >= config.min_in_flight:
+                expected = (self.in_flight + 1) * self._cpu_ms * self._contention + queued * self._shed_ms
+                if expected > time_left_ms:
+                    self.shed_count += 1
+                    self._shed_mark = self._step_mark = now
+                    self._step_wall = wall
+                    return Shed("shed")
+            if self.in_flight == 0:
+                self._busy_since = now
+            self.in_flight += 1
+            return None
+
+        def done(self) -> None:
+            now = self._cpu_clock()
+            self._shed_mark = self._step_mark = None
+            self.in_flight -= 1
+            self._done += 1
+            if self.in_flight == 0:
+                self._busy_s += now - self._busy_since
+            if self._done < self.config.learn_every:
+                return
+            busy = self._busy_s + (now - self._busy_since if self.in_flight > 0 else 0.0)
+            measured = max(busy - self._shed_s, 0.0) * 1000 / self._done
+            self._cpu_ms = 0.5 * self._cpu_ms + 0.5 * max(measured, 0.05)
+            self._busy_s, self._shed_s, self._done = 0.0, 0.0, 0
+            if self.in_flight > 0:
+                self._busy_since = now
+
+    rng = random.Random(21)
+    sheds, learnt = 0, 0
+    now = [0.0]
+    reads = {"lazy": 0, "eager": 0}
+
+    def cpu(which: str) -> Callable[[], float]:
+        def read() -> float:
+            reads[which] += 1
+            return now[0]
+
+        return read
+
+    for _ in range(40):
+        now[0] = 0.0
+        reads.update(lazy=0, eager=0)
+
+        config = AdmissionConfig(cpu_ms_per_request=rng.choice([0.5, 3.0]), min_in_flight=rng.randint(1, 4), learn_every=4)
+        lazy = Admission(config, cpu_clock=cpu("lazy"), wall_clock=lambda: now[0] * 1.3)
+        eager = Eager(config, cpu_clock=cpu("eager"), wall_clock=lambda: now[0] * 1.3)
+        in_flight = 0
+        for _ in range(300):
+            now[0] += rng.choice([0.0, 0.0001, 0.001, 0.004])
+            if in_flight and rng.random() < 0.45:
+                lazy.done()
+                eager.done()
+                in_flight -= 1
+                continue
+            left = rng.choice([None, 1.0, 5.0, 50.0])
+            queued = rng.randint(0, 3)
+            may_shed = lazy.may_shed()
+            shed = lazy.admit(left, queued)
+            assert (shed is None) == (eager.admit(left, queued) is None)
+            assert may_shed or shed is None  # where it may not shed, admit(None) decides the same (the router's call)
+            if shed is None:
+                in_flight += 1
+            elif rng.random() < 0.7:
+                lazy.shed_done()
+                eager.shed_done()
+            state = ("in_flight", "_cpu_ms", "_shed_ms", "_contention", "_busy_s", "_shed_s", "_done", "shed_count")
+            assert [getattr(lazy, k) for k in state] == [getattr(eager, k) for k in state]
+        assert reads["lazy"] < reads["eager"]
+        sheds += lazy.shed_count
+        learnt += lazy.cpu_ms_per_request != config.cpu_ms_per_request
+    assert sheds > 100 and learnt > 20  # both paths ran
+
+
+def test_best_plan_is_min_then_plan_by_as_before() -> None:
+    from policies.base import by_cost, by_latency, by_quality, plan_by
+    from policies.simple import _best_plan
+    from router.plan import Assessed, Rejection, Stage
+
+    rng = random.Random(17)
+    for _ in range(400):
+        assessed = []
+        for i in range(rng.randint(0, 6)):
+            stages = () if rng.random() < 0.2 else (Stage(f"b{i}", 10),)
+            estimate = Estimate(rng.choice([1.0, 2.0, 5.0]), rng.choice([None, 0.0, 0.001]), rng.choice([None, 0.5, 0.7]))
+            rejections = (Rejection("r", "no"),) if rng.random() < 0.3 else ()
+            assessed.append(Assessed(Option(stages, estimate), rejections))
+        assessed.append(Assessed(Option((), Estimate(0.0, 0.0, None)), ()))
+        for key in (by_quality, by_cost, by_latency):
+            feasible = [a.option for a in assessed if a.feasible and a.option.stages]
+            if not feasible:
+                before = plan_by("p", assessed, key, "no backend passes the constraints: keeping the retriever's order")
+            else:
+                best = min(feasible, key=key)
+                before = plan_by("p", assessed, key, f"{best.name} has the goal of the {len(feasible)} feasible option(s)")
+            after = _best_plan("p", assessed, key, "goal")
+            assert after == before and after.primary is before.primary
+            assert all(a is b for a, b in zip(after.fallbacks, before.fallbacks, strict=True))

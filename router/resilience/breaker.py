@@ -122,6 +122,8 @@ class CircuitBreaker:
 
     def try_acquire(self) -> bool:
         """May a call go ahead now? In half-open state only one probe at a time may."""
+        if self._store.load(self.name).state is BreakerState.CLOSED:  # nothing to claim: no lock
+            return True
         with self._lock:
             state, _ = self.status()
             if state is BreakerState.CLOSED:
@@ -136,8 +138,11 @@ class CircuitBreaker:
             return True
 
     def on_success(self) -> None:
+        store = self._store
+        if type(store) is InMemoryBreakerStore and store.load(self.name) is _CLOSED:
+            return  # already the closed, failure-free record (a shared store is written: replicas count failures there)
         with self._lock:
-            self._store.save(self.name, _CLOSED)
+            store.save(self.name, _CLOSED)
 
     def on_failure(self) -> None:
         with self._lock:

@@ -41,9 +41,16 @@ class _Bucket(AsyncLimiter):
         at once, without the coroutine; False (nothing taken) where ``acquire`` must run."""
         if self._waiters or self._waker_handle is not None or not 0 <= amount <= self.max_rate:
             return False
-        if not self.has_capacity(amount):
+        # has_capacity(amount) in one frame: the leak of :meth:`_leak`, then the check.
+        now = self._loop.time()
+        level = self._level
+        if level:
+            level = max(level - (now - self._last_check) * self._rate_per_sec, 0)
+        self._last_check = now
+        self._level = level = round(level, 9)
+        if level + amount > self.max_rate:
             return False
-        self._level += amount  # what acquire() does next; its wake-up reset has nothing to reset here
+        self._level = level + amount  # what acquire() does next; its wake-up reset has nothing to reset here
         return True
 
 
@@ -58,12 +65,18 @@ class BackendLimits:
     def __init__(self, policy: LimitPolicy) -> None:
         self.policy = policy
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PerLoop] = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], _PerLoop] | None = None
+        """The last call's loop (weakly: a closed loop is not kept alive) and its limits."""
 
     def _here(self) -> _PerLoop:
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop:  # the loop of the last call (nearly always): no weak-key lookup
+            return last[1]
         state = self._per_loop.get(loop)
         if state is None:
             state = self._per_loop[loop] = _PerLoop(self.policy)
+        self._last = (weakref.ref(loop), state)
         return state
 
     def slot(self, tokens: int = 0) -> _Slot:

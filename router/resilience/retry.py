@@ -85,6 +85,12 @@ class Retrying:
         self._error: Exception | None = None
         self._state: RetryCallState | None = None
 
+    def resume(self, error: Exception) -> None:
+        """Go on after a first attempt made outside the loop failed with ``error``: the loop's next
+        round decides on it as on an error raised in its own first attempt."""
+        self._started = True
+        self._error = error
+
     def __aiter__(self) -> Retrying:
         return self
 
