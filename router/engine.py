@@ -279,7 +279,9 @@ class Router:
             if counter is not None:
                 self._counters.register(counter)
         # The time left decides only whether an exact counter counts: none registered, none read.
-        exact = started is not None and self._counters.any_exact()
+        time_left_ms = None
+        if started is not None and self._counters.any_exact():
+            time_left_ms = self._time_left_ms(request, started)
         return extract_features(
             request,
             self._read_tokens,
@@ -287,7 +289,7 @@ class Router:
             default_domain=self.config.domain,
             max_document_chars=self.config.limits.max_document_chars,
             read_tokens=self._read_tokens,
-            time_left_ms=self._time_left_ms(request, started) if exact and started is not None else None,
+            time_left_ms=time_left_ms,
         )
 
     def _time_left_ms(self, request: RerankRequest, started: float) -> float | None:
@@ -390,8 +392,7 @@ class Router:
             specs[name] = spec
             if availability.ok and not availability.warm:
                 warming.append(name)
-        closed = any(isinstance(availability, _BreakerClosed) for _, availability in seen)
-        self._last_views = made = _Views(seen, MappingProxyType(views), specs, frozenset(warming) or _NONE_COLD, closed)
+        self._last_views = made = _Views(seen, MappingProxyType(views), specs, frozenset(warming) or _NONE_COLD)
         return made
 
     def _availability(self, name: str) -> Availability:
@@ -406,9 +407,6 @@ class Router:
         """Why the plan is not what the policy would choose with every backend healthy (an open
         circuit breaker took a backend out), or None when it is. Reads the breakers as planning
         saw them (a shared breaker store costs a Redis round trip per read)."""
-        views = self._last_views
-        if views is not None and ctx.backends is views.views and not views.breaker_closed:
-            return None  # the views planning used, none closed by a breaker
         open_ = {n: v.availability.reason for n, v in ctx.backends.items() if isinstance(v.availability, _BreakerClosed)}
         if not open_:
             return None
@@ -651,8 +649,6 @@ class _Views:
     specs: dict[str, BackendSpec]
     """Read only (the estimator's): never changed once made."""
     cold: frozenset[str]
-    breaker_closed: bool
-    """Whether an open circuit breaker closed one of them."""
 
 
 class _BreakerClosed(Availability):

@@ -616,11 +616,11 @@ class Executor:
         retry = None
         try:
             failed: Exception | None = None
-            tally.attempts += 1  # the first attempt, outside the retry loop (it nearly always succeeds)
-            try:
-                scores, was_hedged = await self._attempt(name, query, texts, deadline, policy, tokens, hedge_ms)
+            try:  # the first attempt, outside the retry loop (it nearly always succeeds)
+                scores, was_hedged = await self._try(
+                    name, query, texts, deadline, policy, tokens, hedge_ms, predicted, tally, spend
+                )
             except Exception as exc:
-                _tally_failure(exc, predicted, tally)
                 failed = exc
             if failed is not None:  # out of the except block, so later errors do not chain to it
                 retry = retrying(policy.retries, deadline=deadline, clock=self._clock, rng=self._rng, sleep=self._sleep)
@@ -660,8 +660,8 @@ class Executor:
         tally: _Tally,
         spend: _Spend,
     ) -> tuple[Scores, bool]:
-        """A retry of :meth:`_call` (the first attempt runs in place there), counted in ``tally``:
-        only where the ceiling leaves room for what it may bill."""
+        """One attempt of :meth:`_call`, counted in ``tally``; a retry only where the ceiling leaves
+        room for what it may bill."""
         if tally.attempts and not self._retry_fits(predicted, tally, spend, name):
             raise BackendError(f"{tally.last_error}; not retried: the cost ceiling leaves too little for another call")
         tally.attempts += 1

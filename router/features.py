@@ -45,19 +45,6 @@ class TokenStats:
     def _of(cls, family: str, exact: bool, query: int, docs: tuple[int, ...], doc_sq_sum: int, doc_max: int) -> TokenStats:
         """``TokenStats(family, exact, query, docs)`` where the caller already has Σ docs² and
         max(docs) (the estimated counts' tables give both without a pass)."""
-        if cls is not TokenStats:
-            stats = _new(cls)
-            for name, value in (
-                ("family", family),
-                ("exact", exact),
-                ("query", query),
-                ("docs", docs),
-                ("doc_sum", sum(docs)),
-                ("doc_sq_sum", doc_sq_sum),
-                ("doc_max", doc_max),
-            ):
-                _set(stats, name, value)
-            return stats
         made: Any = _new(_TokenStatsShell)  # filled in place (router.shells): no object.__setattr__ per field
         made.family = family
         made.exact = exact
@@ -113,7 +100,6 @@ _count_tables: dict[float, list[int]] = {}
 _square_tables: dict[float, tuple[list[int], list[int]]] = {}
 """Per ratio: (the count table it was made from, each count squared)."""
 _new = object.__new__
-_set = object.__setattr__
 
 
 def _count_table(ratio: float, longest: int) -> list[int] | None:
@@ -132,28 +118,6 @@ def _count_table(ratio: float, longest: int) -> list[int] | None:
     return table
 
 
-def _estimated_counts(
-    counter: TokenCounter, query: str, texts: Sequence[str], lengths: Sequence[int] | None = None, longest: int | None = None
-) -> list[int] | None:
-    """``counter.count([query, *texts])`` for an :class:`EstimatedTokenCounter`, from its
-    :func:`_count_table` in C-level passes; None where there is no table (count as usual).
-    ``lengths`` / ``longest``: the texts' lengths and the longest, where the caller knows them."""
-    found = _estimated_stats(counter, query, texts, lengths, longest)
-    return None if found is None else found[0]
-
-
-def _estimated_stats(
-    counter: TokenCounter, query: str, texts: Sequence[str], lengths: Sequence[int] | None = None, longest: int | None = None
-) -> tuple[list[int], int, int] | None:
-    """:func:`_estimated_counts`, with the texts' Σ count² and largest count: a count is a
-    non-decreasing function of the length, so the longest text has the largest."""
-    found = _estimated_doc_stats(counter, query, texts, lengths, longest)
-    if found is None:
-        return None
-    query_count, docs, sq_sum, top = found
-    return [query_count, *docs], sq_sum, top
-
-
 def _estimated_doc_stats(
     counter: TokenCounter,
     query: str,
@@ -162,7 +126,11 @@ def _estimated_doc_stats(
     longest: int | None = None,
     pick: Callable[[list[int]], tuple[int, ...]] | None = None,
 ) -> tuple[int, tuple[int, ...], int, int] | None:
-    """:func:`_estimated_stats` as (the query's count, the texts' counts, Σ count², the largest).
+    """``counter.count([query, *texts])`` for an :class:`EstimatedTokenCounter`, from its
+    :func:`_count_table` in C-level passes, as (the query's count, the texts' counts, Σ count², the
+    largest count: a count is a non-decreasing function of the length, so the longest text has it);
+    None where there is no table (count as usual). ``lengths`` / ``longest``: the texts' lengths
+    and the longest, where the caller knows them.
     ``pick``: ``operator.itemgetter(*lengths)`` (two lengths or more), which reads a table at every
     length in one C call, where the caller made one for several families."""
     if type(counter) is not EstimatedTokenCounter:

@@ -20,13 +20,19 @@ from router.catalog import LatencyParams
 from router.documents import Document, PositionalDocuments, normalize_documents, normalize_for_scoring
 from router.errors import MalformedResponseError
 from router.executor import _validate
-from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_counts, _estimated_doc_stats, _estimated_stats
+from router.features import _COUNT_TABLE_CHARS, TokenStats, _estimated_doc_stats
 from router.latency import item_tokens, latency_from_sums, predict_latency_ms, stage_sums
 from router.plan import Estimate, Option, Plan
 from router.profile import ScoreCalibration
 from router.result import Explanation, OptionReport, RankedItem, RerankResult, StageReport, new_rerank_result, new_stage_report
 from router.scores import ScoreBook
 from router.tokens import EstimatedTokenCounter
+
+
+def _estimated_counts(counter: EstimatedTokenCounter, query: str, texts: list[str], *known: int | list[int]) -> list[int] | None:
+    """The query's and the texts' counts as one list, as ``counter.count`` gives them (None: no table)."""
+    found = _estimated_doc_stats(counter, query, texts, *known)  # type: ignore[arg-type]
+    return None if found is None else [found[0], *found[1]]
 
 
 def test_estimated_counts_match_the_counter() -> None:
@@ -55,10 +61,10 @@ def test_estimated_stats_carry_the_sums_a_full_pass_gives() -> None:
         counter = EstimatedTokenCounter("f", ratio)
         for _ in range(50):
             texts = ["w" * rng.randrange(0, 3000) for _ in range(rng.randrange(0, 40))]
-            found = _estimated_stats(counter, "a query", texts)
+            found = _estimated_doc_stats(counter, "a query", texts)
             assert found is not None
-            counts, sq_sum, top = found
-            fast = TokenStats._of("f", False, counts[0], tuple(counts[1:]), sq_sum, top)
+            query_count, docs, sq_sum, top = found
+            fast = TokenStats._of("f", False, query_count, docs, sq_sum, top)
             plain = TokenStats("f", False, *counter.count(["a query", *texts])[:1], tuple(counter.count(texts)))
             assert fast == plain and pickle.loads(pickle.dumps(fast)) == plain
             assert (fast.doc_sum, fast.doc_sq_sum, fast.doc_max) == (plain.doc_sum, plain.doc_sq_sum, plain.doc_max)

@@ -41,16 +41,9 @@ class _Bucket(AsyncLimiter):
         at once, without the coroutine; False (nothing taken) where ``acquire`` must run."""
         if self._waiters or self._waker_handle is not None or not 0 <= amount <= self.max_rate:
             return False
-        # has_capacity(amount) in one frame: the leak of :meth:`_leak`, then the check.
-        now = self._loop.time()
-        level = self._level
-        if level:
-            level = max(level - (now - self._last_check) * self._rate_per_sec, 0)
-        self._last_check = now
-        self._level = level = round(level, 9)
-        if level + amount > self.max_rate:
+        if not self.has_capacity(amount):  # aiolimiter's check, after the leak (rounded: :meth:`_leak`)
             return False
-        self._level = level + amount  # what acquire() does next; its wake-up reset has nothing to reset here
+        self._level += amount  # what acquire() does next; its wake-up reset has nothing to reset here
         return True
 
 
