@@ -107,20 +107,6 @@ class OptionEstimator:
     def estimate(self, stages: tuple[Stage, ...]) -> Option:
         if not stages:
             return _KEEP
-        if len(stages) == 1:  # most options: the stage's own figures, no loop and no lists
-            only = stages[0]
-            figures, said = self._stage(only.backend, only.candidates_in)
-            if figures.quality is None:
-                said = (*said, f"{only.backend}: quality unknown for domain {self._features.domain!r}")
-            price = figures.cost_usd
-            return new_option(
-                stages=stages,
-                estimate=new_estimate(
-                    latency_ms=0.0 + figures.latency_ms, cost_usd=None if price is None else 0.0 + price, quality=figures.quality
-                ),
-                notes=said,
-                stage_estimates=(figures,),
-            )
         latency = 0.0
         cost: float | None = 0.0
         notes: list[str] = []

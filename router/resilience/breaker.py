@@ -107,7 +107,9 @@ class CircuitBreaker:
 
     def status(self) -> tuple[BreakerState, str]:
         """The state as the next call would see it, and a reason when it is not closed. No side effects."""
-        record = self._store.load(self.name)
+        return self._status_of(self._store.load(self.name))
+
+    def _status_of(self, record: BreakerRecord) -> tuple[BreakerState, str]:
         if record.state is BreakerState.CLOSED:
             return BreakerState.CLOSED, ""
         waited = self._clock() - record.opened_at
@@ -125,12 +127,12 @@ class CircuitBreaker:
         if self._store.load(self.name).state is BreakerState.CLOSED:  # nothing to claim: no lock
             return True
         with self._lock:
-            state, _ = self.status()
+            record = self._store.load(self.name)  # again under the lock: another call may have claimed the probe
+            state, _ = self._status_of(record)
             if state is BreakerState.CLOSED:
                 return True
             if state is BreakerState.OPEN:
                 return False
-            record = self._store.load(self.name)
             probe = replace(record, state=BreakerState.HALF_OPEN, probe_in_flight=True)
             if isinstance(self._store, ProbeClaimingStore):  # another replica may be claiming it too
                 return self._store.claim_probe(self.name, probe)
